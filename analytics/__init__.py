@@ -1,0 +1,1 @@
+"""Weekly income: the pandas projection of approved transactions, its tasks and its API."""

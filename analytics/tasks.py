@@ -1,0 +1,37 @@
+"""Celery tasks: thin adapters around the projector, safe to run twice or concurrently."""
+import logging
+
+from celery import shared_task
+
+from analytics import projection, wakeup
+from realtime.broadcast import publish
+
+logger = logging.getLogger(__name__)
+
+# Bounded work per run: after this many batches the task hands over to a fresh run.
+MAX_BATCHES_PER_RUN = 20
+
+
+def project_and_publish(*, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
+    """Project until caught up (or the bound), publishing each batch after it commits."""
+    projected = 0
+    for _ in range(max_batches):
+        batch = projection.project_next_batch()
+        if batch is None:
+            return projected
+        projected += batch.event_count
+        publish(batch.messages)
+    project_weekly_income.delay()
+    return projected
+
+
+@shared_task(name="analytics.project_weekly_income")
+def project_weekly_income() -> int:
+    wakeup.clear_wake_flag()
+    return project_and_publish()
+
+
+@shared_task(name="analytics.catch_up_projections")
+def catch_up_projections() -> int:
+    """Periodic (beat): whatever a lost wake-up left behind is projected within seconds."""
+    return project_and_publish()

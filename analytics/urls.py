@@ -1,0 +1,9 @@
+"""URL routes for the analytics API."""
+from django.urls import path
+
+from analytics import api
+
+urlpatterns = [
+    path("analytics/weekly-income/", api.WeeklyIncomeApi.as_view(), name="weekly-income"),
+    path("dashboard/snapshot/", api.DashboardSnapshotApi.as_view(), name="dashboard-snapshot"),
+]

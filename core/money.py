@@ -1,0 +1,79 @@
+"""Currencies and exact money: Decimal at the edges, integer minor units inside."""
+import re
+from decimal import Decimal
+
+from iso4217 import Currency
+
+_DECIMAL_STRING = re.compile(r"\s*-?\d+(\.\d+)?\s*")
+_MAX_AMOUNT = Decimal(10) ** 15
+
+
+class MoneyError(ValueError):
+    """An amount or currency that cannot be money."""
+
+
+def _exponents() -> dict[str, int]:
+    # Funds, metals and test codes (XAU, XTS, ...) have no minor unit: not payable.
+    return {c.code: c.exponent for c in Currency if c.exponent is not None}
+
+
+CURRENCY_EXPONENTS: dict[str, int] = _exponents()
+
+
+def currency_exponent(code: str) -> int:
+    try:
+        return CURRENCY_EXPONENTS[code]
+    except KeyError:
+        raise MoneyError(f"{code!r} is not an ISO 4217 currency code") from None
+
+
+def normalize_currency(code: str) -> str:
+    if not isinstance(code, str) or len(code) != 3 or not code.isalpha():
+        raise MoneyError("currency must be a three-letter ISO 4217 code")
+    upper = code.upper()
+    currency_exponent(upper)
+    return upper
+
+
+def parse_amount(value, currency: str) -> Decimal:
+    """A positive Decimal with no more fraction digits than the currency allows."""
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, str) and _DECIMAL_STRING.fullmatch(value):
+        amount = Decimal(value)
+    else:
+        # Floats (and bools, and "1e3" strings) are refused: money is never binary floating point.
+        raise MoneyError('amount must be a decimal string such as "12.50"')
+    if not amount.is_finite():
+        raise MoneyError("amount must be a finite number")
+    if not amount.is_finite():
+        raise MoneyError("amount must be a finite number")
+    if amount <= 0:
+        raise MoneyError("amount must be greater than zero")
+    if amount >= _MAX_AMOUNT:
+        raise MoneyError("amount must be less than 10^15")
+    exponent = currency_exponent(currency)
+    quantum = Decimal(1).scaleb(-exponent)
+    if amount != amount.quantize(quantum):
+        raise MoneyError(f"{currency} allows at most {exponent} decimal places")
+    return amount.quantize(quantum)
+
+
+def to_minor_units(amount: str | Decimal, currency: str) -> int:
+    """Exact conversion: "12.50" EUR -> 1250; refuses anything that would round."""
+    exponent = currency_exponent(currency)
+    scaled = Decimal(amount).scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise MoneyError(f"{amount} {currency} has more than {exponent} decimal places")
+    return int(scaled)
+
+
+def format_minor_units(minor: int, currency: str) -> str:
+    """1250 EUR -> "12.50"; 1250 JPY -> "1250"."""
+    exponent = currency_exponent(currency)
+    return str(Decimal(int(minor)).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    exponent = currency_exponent(currency)
+    return str(Decimal(amount).quantize(Decimal(1).scaleb(-exponent)))

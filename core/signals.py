@@ -1,0 +1,6 @@
+"""Signals the event store sends; subscribers (the projector's wake-up) live in other apps."""
+from django.dispatch import Signal
+
+# Sent after the transaction that appended events has committed, with
+# `last_position`: the highest position that transaction wrote.
+events_committed = Signal()

@@ -1,0 +1,1 @@
+"""The admin dashboard page: a client of the public REST and websocket APIs."""

@@ -1,0 +1,97 @@
+"""The /ws/dashboard/ consumer: a snapshot on connect, then the admin_dashboard group's messages."""
+from __future__ import annotations
+
+import json
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+MAX_FRAME_BYTES = 64 * 1024
+
+
+
+class DashboardConsumer(AsyncWebsocketConsumer):
+    joined = False
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            # Accept first so the browser sees our close code, not a bare handshake failure.
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not user.is_staff:
+            await self.accept()
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.group = settings.REALTIME_GROUP
+        # Join before reading the snapshot, so nothing committed in between is missed;
+        # messages the snapshot already covers are dropped by their seq.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.joined = True
+        await self.accept()
+        await self.send_snapshot()
+
+    async def disconnect(self, code):
+        if self.joined:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def send_snapshot(self):
+        snapshot = await database_sync_to_async(import_string(settings.REALTIME_SNAPSHOT_PROVIDER))()
+        self.floor = snapshot["seq"]
+        self.key_seq: dict[str, int] = {}
+        await self.send(text_data=json.dumps(snapshot, separators=(",", ":")))
+
+    async def send_error(self, detail: str, code: str = "bad_request"):
+        await self.send(text_data=json.dumps({"type": "error", "code": code, "detail": detail}))
+
+    # --- client -> server ---------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is None:
+            await self.send_error("binary frames are not supported; send JSON text")
+            return
+        if len(text_data) > MAX_FRAME_BYTES:
+            await self.send_error(f"frames are limited to {MAX_FRAME_BYTES} bytes", code="frame_too_large")
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            await self.send_error("frame is not valid JSON")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.send_error('a frame must be a JSON object with a string "type"')
+            return
+        handler = {"ping": self.on_ping, "resume": self.on_resume}.get(message["type"])
+        if handler is None:
+            await self.send_error(f"unknown message type {message['type'][:64]!r}; expected ping or resume")
+            return
+        await handler(message)
+
+    async def on_ping(self, message):
+        await self.send(text_data='{"type":"pong"}')
+
+    async def on_resume(self, message):
+        since = message.get("since")
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            await self.send_error('resume needs "since": a non-negative integer seq')
+            return
+        # A fresh snapshot is always a correct answer: values are absolute, and
+        # the client drops whatever it already has by seq.
+        await self.send_snapshot()
+
+    # --- group -> client: events of type "dashboard.message" (realtime.broadcast) ---
+    async def dashboard_message(self, event):
+        seq, key = event["seq"], event.get("key")
+        if seq <= self.floor:
+            return  # the snapshot this client has already reflects it
+        if key is not None:
+            if self.key_seq.get(key, 0) >= seq:
+                return  # a stale recompute: never let a weekly value go backwards
+            self.key_seq[key] = seq
+        await self.send(text_data=event["text"])

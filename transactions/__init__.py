@@ -1,0 +1,1 @@
+"""Payment transactions: the read model, the commands that decide them, their REST API."""

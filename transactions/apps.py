@@ -1,0 +1,6 @@
+"""App config for transactions."""
+from django.apps import AppConfig
+
+
+class TransactionsConfig(AppConfig):
+    name = "transactions"

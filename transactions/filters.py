@@ -1,0 +1,21 @@
+"""Query filters for the transactions list."""
+import django_filters
+
+from transactions.models import Transaction, TransactionStatus
+
+
+class TransactionFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=TransactionStatus.choices)
+    currency = django_filters.CharFilter(method="filter_currency")
+    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    amount_min = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
+    amount_max = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
+    reference = django_filters.CharFilter(field_name="reference", lookup_expr="exact")
+
+    class Meta:
+        model = Transaction
+        fields = []
+
+    def filter_currency(self, queryset, name, value):
+        return queryset.filter(currency=value.upper())

@@ -1,0 +1,164 @@
+"""Commands: one function per use case; each is one atomic transaction that appends events
+and updates the read model, and everything else (projection, pushes) happens after commit."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from core import eventstore
+from core.errors import Conflict, InvalidInput, NotFound
+from core.money import MoneyError, normalize_currency, parse_amount
+from transactions import events
+from transactions.models import Transaction, TransactionStatus
+
+MAX_REASON = 1000
+
+
+class TransactionNotFound(NotFound):
+    code = "transaction_not_found"
+
+
+class TransactionNotPending(Conflict):
+    code = "transaction_not_pending"
+
+
+class StaleVersion(Conflict):
+    code = "stale_version"
+
+
+@dataclass(frozen=True)
+class Decision:
+    transaction: Transaction
+    position: int
+
+
+def _metadata(actor: str, request_id: str | None) -> dict:
+    return {"actor": actor, "request_id": request_id}
+
+
+def _check_text(field: str, value: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"{field} must be a string")
+    if len(value) > limit:
+        raise InvalidInput(field, f"{field} must be at most {limit} characters")
+    return value
+
+
+def transaction_submit(
+    *,
+    amount: Decimal | str,
+    currency: str,
+    actor: str,
+    occurred_at: datetime | None = None,
+    reference: str = "",
+    description: str = "",
+    request_id: str | None = None,
+) -> Transaction:
+    try:
+        currency = normalize_currency(currency)
+    except MoneyError as exc:
+        raise InvalidInput("currency", str(exc)) from None
+    try:
+        amount = parse_amount(amount, currency)
+    except MoneyError as exc:
+        raise InvalidInput("amount", str(exc)) from None
+    if occurred_at is None:
+        occurred_at = timezone.now()
+    elif timezone.is_naive(occurred_at):
+        raise InvalidInput("occurred_at", "occurred_at must carry a UTC offset")
+    reference = _check_text("reference", reference, 140)
+    description = _check_text("description", description, 1000)
+
+    transaction_id = uuid.uuid4()
+    with transaction.atomic():
+        [event] = eventstore.append(
+            stream_id=transaction_id,
+            expected_version=0,
+            events=[
+                events.submitted(
+                    transaction_id=transaction_id,
+                    amount=amount,
+                    currency=currency,
+                    occurred_at=occurred_at,
+                    reference=reference,
+                    description=description,
+                )
+            ],
+            metadata=_metadata(actor, request_id),
+        )
+        return Transaction.objects.create(
+            id=transaction_id,
+            amount=amount,
+            currency=currency,
+            occurred_at=occurred_at,
+            reference=reference,
+            description=description,
+            status=TransactionStatus.PENDING,
+            version=event.version,
+            created_at=event.recorded_at,
+            last_position=event.position,
+        )
+
+
+def transaction_approve(
+    *, transaction_id, actor: str, reason: str = "", expected_version: int | None = None, request_id: str | None = None
+) -> Decision:
+    return _decide(
+        transaction_id=transaction_id,
+        actor=actor,
+        reason=reason,
+        expected_version=expected_version,
+        request_id=request_id,
+        status=TransactionStatus.APPROVED,
+    )
+
+
+def transaction_reject(
+    *, transaction_id, actor: str, reason: str, expected_version: int | None = None, request_id: str | None = None
+) -> Decision:
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("reason", "a reason is required to reject a transaction")
+    return _decide(
+        transaction_id=transaction_id,
+        actor=actor,
+        reason=reason,
+        expected_version=expected_version,
+        request_id=request_id,
+        status=TransactionStatus.REJECTED,
+    )
+
+
+def _decide(*, transaction_id, actor, reason, expected_version, request_id, status) -> Decision:
+    reason = _check_text("reason", reason, MAX_REASON)
+    with transaction.atomic():
+        # The row lock makes concurrent decisions on one transaction queue up:
+        # the first wins, the rest then see a decided transaction and get 409.
+        txn = Transaction.objects.select_for_update().filter(pk=transaction_id).first()
+        if txn is None:
+            raise TransactionNotFound(f"no transaction {transaction_id}")
+        if expected_version is not None and expected_version != txn.version:
+            raise StaleVersion(f"transaction {txn.id} is at version {txn.version}, not {expected_version}")
+        if txn.status != TransactionStatus.PENDING:
+            raise TransactionNotPending(f"transaction {txn.id} is already {txn.status}")
+        if status == TransactionStatus.APPROVED:
+            event = events.approved(
+                transaction_id=txn.id, amount=txn.amount, currency=txn.currency, occurred_at=txn.occurred_at, reason=reason
+            )
+        else:
+            event = events.rejected(transaction_id=txn.id, reason=reason)
+        [recorded] = eventstore.append(
+            stream_id=txn.id, expected_version=txn.version, events=[event], metadata=_metadata(actor, request_id)
+        )
+        txn.status = status
+        txn.version = recorded.version
+        txn.decided_at = recorded.recorded_at
+        txn.decided_by = actor
+        txn.decision_reason = reason
+        txn.last_position = recorded.position
+        txn.save(update_fields=["status", "version", "decided_at", "decided_by", "decision_reason", "last_position"])
+    return Decision(transaction=txn, position=recorded.position)

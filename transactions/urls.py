@@ -1,0 +1,12 @@
+"""URL routes for the transactions API."""
+from django.urls import path
+
+from transactions import api
+
+urlpatterns = [
+    path("transactions/", api.TransactionListCreateApi.as_view(), name="transaction-list"),
+    path("transactions/<uuid:transaction_id>/", api.TransactionDetailApi.as_view(), name="transaction-detail"),
+    path("transactions/<uuid:transaction_id>/approve/", api.TransactionApproveApi.as_view(), name="transaction-approve"),
+    path("transactions/<uuid:transaction_id>/reject/", api.TransactionRejectApi.as_view(), name="transaction-reject"),
+    path("transactions/<uuid:transaction_id>/events/", api.TransactionEventsApi.as_view(), name="transaction-events"),
+]

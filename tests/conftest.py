@@ -1,0 +1,56 @@
+"""Shared fixtures: users, API clients, and service gates for tests that need real servers."""
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connection
+from rest_framework.test import APIClient
+
+from tests.services import redis_available, require
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("needs_postgres"):
+        require("PostgreSQL", connection.vendor == "postgresql")
+    if item.get_closest_marker("needs_redis"):
+        require("Redis", redis_available())
+
+
+@pytest.fixture
+def admin_user(db):
+    return get_user_model().objects.create_superuser("boss", "boss@example.com", "boss-password-123")
+
+
+@pytest.fixture
+def staff_user(db):
+    """Staff who may read but holds no write permission."""
+    return get_user_model().objects.create_user("viewer", "viewer@example.com", "viewer-password-123", is_staff=True)
+
+
+@pytest.fixture
+def clerk_user(db):
+    """Staff who may submit transactions but not decide them."""
+    user = get_user_model().objects.create_user("clerk", "clerk@example.com", "clerk-password-123", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="add_transaction"))
+    return user
+
+
+@pytest.fixture
+def plain_user(db):
+    return get_user_model().objects.create_user("outsider", "outsider@example.com", "outsider-password-123")
+
+
+def _client_for(user):
+    client = APIClient()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def api(admin_user):
+    return _client_for(admin_user)
+
+
+@pytest.fixture
+def client_for():
+    return _client_for

@@ -1,0 +1,148 @@
+"""The event store: optimistic concurrency, immutability, gap-safe positions, after-commit notices."""
+import threading
+import uuid
+
+import pytest
+from django.db import DatabaseError, connection, connections, transaction
+
+from core import eventstore
+from core.eventstore import ConcurrencyConflict, NewEvent
+from core.models import ImmutableEventError, StoredEvent
+from core.signals import events_committed
+
+
+def append(stream_id, expected_version, *types):
+    with transaction.atomic():
+        return eventstore.append(
+            stream_id=stream_id,
+            expected_version=expected_version,
+            events=[NewEvent(t, {"n": i}) for i, t in enumerate(types)],
+            metadata={"actor": "tester", "request_id": None},
+        )
+
+
+@pytest.mark.django_db
+def test_it_appends_events_with_stream_versions_and_growing_positions():
+    stream = uuid.uuid4()
+    first = append(stream, 0, "ThingHappened", "ThingChanged")
+    second = append(stream, 2, "ThingEnded")
+    assert [e.version for e in first + second] == [1, 2, 3]
+    positions = [e.position for e in first + second]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert [e.type for e in eventstore.read_stream(stream)] == ["ThingHappened", "ThingChanged", "ThingEnded"]
+    assert first[0].metadata == {"actor": "tester", "request_id": None}
+
+
+@pytest.mark.django_db
+def test_appending_at_a_stale_version_is_a_conflict_and_writes_nothing():
+    stream = uuid.uuid4()
+    append(stream, 0, "ThingHappened")
+    with pytest.raises(ConcurrencyConflict) as caught:
+        append(stream, 0, "ThingHappened", "ThingChanged")
+    assert caught.value.actual_version == 1
+    assert StoredEvent.objects.filter(stream_id=stream).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_conflict_rolls_back_the_callers_other_writes_too():
+    stream = uuid.uuid4()
+    append(stream, 0, "ThingHappened")
+    with pytest.raises(ConcurrencyConflict), transaction.atomic():
+        eventstore.append(stream_id=uuid.uuid4(), expected_version=0, events=[NewEvent("Other", {})], metadata={})
+        eventstore.append(stream_id=stream, expected_version=0, events=[NewEvent("Late", {})], metadata={})
+    assert StoredEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_to_append_outside_a_transaction():
+    with pytest.raises(RuntimeError):
+        eventstore.append(stream_id=uuid.uuid4(), expected_version=0, events=[NewEvent("X", {})], metadata={})
+
+
+@pytest.mark.django_db
+def test_stored_events_cannot_be_changed_or_deleted_through_the_orm():
+    [event] = append(uuid.uuid4(), 0, "ThingHappened")
+    row = StoredEvent.objects.get(position=event.position)
+    row.type = "Rewritten"
+    with pytest.raises(ImmutableEventError):
+        row.save()
+    with pytest.raises(ImmutableEventError):
+        row.delete()
+    with pytest.raises(ImmutableEventError):
+        StoredEvent.objects.filter(position=event.position).update(type="Rewritten")
+    with pytest.raises(ImmutableEventError):
+        StoredEvent.objects.all().delete()
+    assert StoredEvent.objects.get(position=event.position).type == "ThingHappened"
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize("statement", ["UPDATE core_event SET type = 'Rewritten'", "DELETE FROM core_event"])
+def test_postgres_refuses_raw_sql_that_changes_events(statement):
+    append(uuid.uuid4(), 0, "ThingHappened")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement)
+    assert StoredEvent.objects.filter(type="ThingHappened").count() == 1
+
+
+@pytest.mark.django_db
+def test_subscribers_hear_of_events_only_after_commit(django_capture_on_commit_callbacks):
+    heard = []
+
+    def listener(sender, last_position, **kwargs):
+        heard.append(last_position)
+
+    events_committed.connect(listener)
+    try:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            [event] = append(uuid.uuid4(), 0, "ThingHappened")
+        assert heard == []
+        for callback in callbacks:
+            callback()
+        assert heard == [event.position]
+    finally:
+        events_committed.disconnect(listener)
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_reader_never_finds_an_event_below_a_position_it_has_seen():
+    """Transaction A takes its position and stays open; B must not commit a higher position first."""
+    a_appended, release_a, b_done = threading.Event(), threading.Event(), threading.Event()
+    results = {}
+
+    def writer_a():
+        try:
+            with transaction.atomic():
+                [results["a"]] = eventstore.append(
+                    stream_id=uuid.uuid4(), expected_version=0, events=[NewEvent("A", {})], metadata={}
+                )
+                a_appended.set()
+                release_a.wait(10)
+        finally:
+            connections.close_all()
+
+    def writer_b():
+        try:
+            a_appended.wait(10)
+            with transaction.atomic():
+                [results["b"]] = eventstore.append(
+                    stream_id=uuid.uuid4(), expected_version=0, events=[NewEvent("B", {})], metadata={}
+                )
+            b_done.set()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer_a), threading.Thread(target=writer_b)]
+    for thread in threads:
+        thread.start()
+    assert a_appended.wait(10)
+    # While A is open, B cannot commit, so a reader sees neither and can't skip A.
+    assert not b_done.wait(0.5)
+    assert eventstore.read_all(after=0) == []
+    release_a.set()
+    for thread in threads:
+        thread.join(10)
+    assert b_done.is_set()
+    assert results["a"].position < results["b"].position
+    assert [e.type for e in eventstore.read_all(after=0)] == ["A", "B"]

@@ -1,0 +1,14 @@
+"""Builders for test data that go through the real commands, so events are always appended."""
+from datetime import datetime
+from decimal import Decimal
+
+from transactions import services
+
+
+def submit(amount="10.00", currency="EUR", occurred_at: datetime | None = None, actor="tester", **extra):
+    return services.transaction_submit(amount=Decimal(amount), currency=currency, occurred_at=occurred_at, actor=actor, **extra)
+
+
+def approved(amount="10.00", currency="EUR", occurred_at: datetime | None = None, actor="tester"):
+    txn = submit(amount, currency, occurred_at, actor)
+    return services.transaction_approve(transaction_id=txn.id, actor=actor, reason="ok")

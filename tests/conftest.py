@@ -54,3 +54,22 @@ def api(admin_user):
 @pytest.fixture
 def client_for():
     return _client_for
+
+
+@pytest.fixture
+def live_stack(request, transactional_db, tmp_path):
+    """uvicorn + one Celery worker on the test database and Redis. Torn down before the DB is flushed."""
+    from tests.services import redis_available
+    from tests.stack import LiveStack, flush_test_redis, stack_env
+
+    require("PostgreSQL", connection.vendor == "postgresql")
+    require("Redis", redis_available())
+    flush_test_redis()
+    stack = LiveStack(env=stack_env(), log_dir=tmp_path)
+    try:
+        stack.start_worker()
+        stack.start_server()
+        yield stack
+    finally:
+        stack.stop()
+        flush_test_redis()

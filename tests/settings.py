@@ -21,4 +21,6 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql") and not postgres_availa
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = "memory://"
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+# MD5 keeps fixture users fast; users for real server processes are hashed with
+# PBKDF2, which those processes (running core.settings) can verify.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]

@@ -1,0 +1,69 @@
+"""End to end on the real stack: approve over HTTP -> event -> Celery worker -> Redis group -> websocket."""
+import json
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.stack import Browserless, create_live_user
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_postgres, pytest.mark.needs_redis]
+
+
+def receive_until(ws, predicate, timeout=10.0):
+    """Messages until one matches; returns (match, everything seen)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        seen.append(message)
+        if predicate(message):
+            return message, seen
+    raise AssertionError(f"no matching message within {timeout} s; saw {seen}")
+
+
+def this_week_total(snapshot, week, currency):
+    for row in snapshot["weekly_income"]:
+        if row["week_start"] == week and row["currency"] == currency:
+            return Decimal(row["total"])
+    return Decimal(0)
+
+
+def test_an_approval_over_http_reaches_a_logged_in_websocket_client_with_the_exact_new_total(live_stack):
+    create_live_user("e2e-admin", "e2e-password-123")
+    browser = Browserless(live_stack.base_url).login("e2e-admin", "e2e-password-123")
+    now = datetime.now(timezone.utc)
+
+    with connect(live_stack.ws_url, origin=live_stack.base_url, additional_headers={"Cookie": browser.cookie_header}) as ws:
+        snapshot = json.loads(ws.recv(timeout=10))
+        assert snapshot["type"] == "snapshot"
+        week = snapshot["weekly_income"][-1]["week_start"] if snapshot["weekly_income"] else None
+
+        running_total = Decimal(0)
+        # Two approvals: the second task runs in the same worker process as the
+        # first, where a per-call event loop would hit "Event loop is closed".
+        for amount in ("12.34", "7.66"):
+            created = browser.post("/api/transactions/", {"amount": amount, "currency": "EUR", "occurred_at": now.isoformat()})
+            assert created.status_code == 201, created.text
+            decided = browser.post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "e2e"})
+            assert decided.status_code == 200, decided.text
+            position = decided.json()["position"]
+            running_total += Decimal(amount)
+
+            update, seen = receive_until(
+                ws, lambda m: m["type"] == "weekly_income.updated" and m["currency"] == "EUR" and m["seq"] >= position
+            )
+            week = week or update["week_start"]
+            assert update["week_start"] == week
+            assert Decimal(update["total"]) == this_week_total(snapshot, week, "EUR") + running_total
+            assert update["total"] == str(this_week_total(snapshot, week, "EUR") + running_total)
+            assert "transaction.approved" in {m["type"] for m in seen}
+
+    worker_log = live_stack.processes["worker"].output()
+    assert "Event loop is closed" not in worker_log
+    assert "publishing" not in worker_log  # broadcast failures are logged as "publishing ... failed"
+
+    verified = live_stack.manage("verify_projections")
+    assert verified.returncode == 0, verified.stderr

@@ -22,6 +22,7 @@ run: install
 
 ## Run the whole test suite (PostgreSQL and Redis on loopback; see README).
 test: install
+	@scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Run the benchmarks and write bench/RESULTS.md.

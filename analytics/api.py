@@ -20,8 +20,9 @@ class ProjectionBehind(DomainError):
     retry_after = 1
 
 
-def wait_for_position(position: int, *, timeout: float = MIN_POSITION_WAIT_SECONDS) -> None:
+def wait_for_position(position: int, *, timeout: float | None = None) -> None:
     """Read-your-writes: block until the projection has applied `position`, or give up."""
+    timeout = MIN_POSITION_WAIT_SECONDS if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while selectors.projection_position() < position:
         if time.monotonic() >= deadline:

@@ -17,7 +17,7 @@ def week_start_dates(occurred_at: pd.Series, *, time_zone: str, week_start: str)
         raise ValueError(f"week_start must be one of {WEEK_STARTS}, not {week_start!r}")
     local = pd.to_datetime(occurred_at, utc=True, format="ISO8601").dt.tz_convert(time_zone)
     local_days = local.dt.tz_localize(None).dt.normalize()
-    weekday = local.dt.weekday  # Monday is 0
+    weekday = local.dt.day_of_week  # Monday is 0
     days_into_week = weekday if week_start == "monday" else (weekday + 1) % 7
     return (local_days - pd.to_timedelta(days_into_week, unit="D")).dt.date
 

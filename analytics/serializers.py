@@ -7,14 +7,10 @@ from core.money import MoneyError, normalize_currency
 
 class WeeklyIncomeQuery(serializers.Serializer):
     currency = serializers.CharField(required=False)
-    # `from` is a Python keyword: the field is renamed in __init__.
-    from_ = serializers.DateField(required=False)
+    # `from` is a Python keyword, so it is declared through the class namespace.
+    vars()["from"] = serializers.DateField(required=False)
     to = serializers.DateField(required=False)
     min_position = serializers.IntegerField(required=False, min_value=0)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["from"] = self.fields.pop("from_")
 
     def validate_currency(self, value):
         try:

@@ -174,7 +174,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Only `collectstatic` needs it (production); whitenoise serves from the apps otherwise.
+STATIC_ROOT = env_str("DJANGO_STATIC_ROOT")
 # Serve straight from the apps' static folders: no collectstatic step for `make run`.
 WHITENOISE_USE_FINDERS = True
 STORAGES = {

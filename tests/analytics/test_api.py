@@ -1,0 +1,141 @@
+"""GET /api/analytics/weekly-income/ and /api/dashboard/snapshot/: zero-filled weeks, as_of, read-your-writes."""
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import uuid
+from contextlib import contextmanager
+
+import pytest
+from django.db import connections
+from django.db import transaction as db_transaction
+
+from analytics.projection import project_next_batch
+from analytics.selectors import current_week_start
+from core import eventstore
+from core.eventstore import NewEvent
+from core.signals import events_committed
+from tests.factories import approved, submit
+
+pytestmark = pytest.mark.django_db
+MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
+
+
+@contextmanager
+def unwired_projector():
+    receivers = events_committed.receivers
+    events_committed.receivers = []
+    try:
+        yield
+    finally:
+        events_committed.receivers = receivers
+
+
+def project_all():
+    while project_next_batch():
+        pass
+
+
+def test_weeks_in_the_range_are_zero_filled_for_every_currency(api):
+    approved("10.00", "EUR", MON)
+    approved("1500", "JPY", MON - timedelta(weeks=2))
+    project_all()
+    body = api.get("/api/analytics/weekly-income/", {"from": "2026-11-02", "to": "2026-11-18"}).json()
+    assert body["time_zone"] == "UTC" and body["week_start_day"] == "monday"
+    assert body["as_of"] == eventstore.last_position()
+    assert body["results"] == [
+        {"week_start": "2026-11-02", "currency": "EUR", "total": "0.00", "count": 0},
+        {"week_start": "2026-11-02", "currency": "JPY", "total": "1500", "count": 1},
+        {"week_start": "2026-11-09", "currency": "EUR", "total": "0.00", "count": 0},
+        {"week_start": "2026-11-09", "currency": "JPY", "total": "0", "count": 0},
+        {"week_start": "2026-11-16", "currency": "EUR", "total": "10.00", "count": 1},
+        {"week_start": "2026-11-16", "currency": "JPY", "total": "0", "count": 0},
+    ]
+
+
+def test_the_default_range_is_the_last_twelve_weeks(api):
+    approved("10.00", "EUR")
+    project_all()
+    rows = api.get("/api/analytics/weekly-income/").json()["results"]
+    weeks = sorted({r["week_start"] for r in rows})
+    assert len(weeks) == 12
+    assert weeks[-1] == current_week_start().isoformat()
+    assert rows[-1] == {"week_start": weeks[-1], "currency": "EUR", "total": "10.00", "count": 1}
+
+
+def test_a_currency_filter_shows_that_currency_even_without_income(api):
+    approved("10.00", "EUR", MON)
+    project_all()
+    rows = api.get("/api/analytics/weekly-income/", {"from": "2026-11-16", "to": "2026-11-16", "currency": "usd"}).json()["results"]
+    assert rows == [{"week_start": "2026-11-16", "currency": "USD", "total": "0.00", "count": 0}]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": "2026-13-01"}, "from"),
+        ({"from": "2026-11-20", "to": "2026-11-01"}, "to"),
+        ({"from": "2000-01-03", "to": "2026-11-16"}, "to"),
+        ({"currency": "ZZZ"}, "currency"),
+        ({"min_position": "-1"}, "min_position"),
+    ],
+)
+def test_bad_queries_are_400_problems_naming_the_parameter(api, params, field):
+    response = api.get("/api/analytics/weekly-income/", params)
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert field in [e["field"] for e in response.json()["errors"]]
+
+
+def test_min_position_already_reached_answers_at_once(api):
+    approved("10.00", "EUR", MON)
+    project_all()
+    started = time.monotonic()
+    body = api.get("/api/analytics/weekly-income/", {"min_position": eventstore.last_position()}).json()
+    assert body["as_of"] == eventstore.last_position()
+    assert time.monotonic() - started < 1
+
+
+def test_min_position_not_reached_in_time_is_a_503_with_retry_after(api, monkeypatch):
+    monkeypatch.setattr("analytics.api.MIN_POSITION_WAIT_SECONDS", 0.2)
+    approved("10.00", "EUR", MON)
+    response = api.get("/api/analytics/weekly-income/", {"min_position": eventstore.last_position()})
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json()["code"] == "projection_behind"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_min_position_waits_for_the_projection_to_catch_up(admin_user, client_for):
+    api = client_for(admin_user)
+    # Commit an event without waking the projector; another thread projects it later.
+    with unwired_projector(), db_transaction.atomic():
+        eventstore.append(stream_id=uuid.uuid4(), expected_version=0, events=[NewEvent("Noted", {})], metadata={})
+    target = eventstore.last_position()
+
+    def project_later():
+        time.sleep(0.5)
+        project_all()
+        connections.close_all()
+
+    thread = threading.Thread(target=project_later)
+    thread.start()
+    started = time.monotonic()
+    body = api.get("/api/analytics/weekly-income/", {"min_position": target}).json()
+    waited = time.monotonic() - started
+    thread.join()
+    assert body["as_of"] == target
+    assert 0.4 < waited < 5
+
+
+def test_the_snapshot_matches_the_websocket_snapshot_shape(api):
+    approved("10.00", "EUR")
+    pending = submit("3.00", "USD")
+    project_all()
+    body = api.get("/api/dashboard/snapshot/").json()
+    assert body["type"] == "snapshot"
+    assert body["seq"] == eventstore.last_position()
+    assert body["time_zone"] == "UTC" and body["week_start_day"] == "monday"
+    assert len({r["week_start"] for r in body["weekly_income"]}) == 12
+    assert body["pending"]["count"] == 1
+    assert [t["id"] for t in body["pending"]["latest"]] == [str(pending.id)]

@@ -1,0 +1,139 @@
+"""The weekly income projector: checkpoint with the rows, idempotent, only approved income, rebuild and verify."""
+from datetime import date, datetime, timezone
+
+import pytest
+from django.test import override_settings
+
+from analytics import projection
+from analytics.models import ProjectionCheckpoint, WeeklyIncome
+from analytics.projection import ProjectionConfigChanged, project_next_batch, rebuild_weekly_income, verify_weekly_income
+from core import eventstore
+from transactions import services
+from tests.factories import approved, submit
+
+pytestmark = pytest.mark.django_db
+MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
+NEXT_MON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+def project_all():
+    batches = []
+    while batch := project_next_batch(batch_size=3):
+        batches.append(batch)
+    return batches
+
+
+def totals():
+    return {(r.week_start, r.currency): (r.total_minor, r.count) for r in WeeklyIncome.objects.all()}
+
+
+def checkpoint():
+    return ProjectionCheckpoint.objects.get(name="weekly_income").position
+
+
+def test_only_approved_transactions_count():
+    approved("10.00", "EUR", MON)
+    submit("99.00", "EUR", MON)
+    rejected = submit("50.00", "EUR", MON)
+    services.transaction_reject(transaction_id=rejected.id, actor="t", reason="no")
+    project_all()
+    assert totals() == {(date(2026, 11, 16), "EUR"): (1000, 1)}
+
+
+def test_the_checkpoint_moves_to_the_last_event_with_the_rows():
+    approved("10.00", "EUR", MON)
+    approved("1500", "JPY", NEXT_MON)
+    project_all()
+    assert checkpoint() == eventstore.last_position()
+    assert totals() == {(date(2026, 11, 16), "EUR"): (1000, 1), (date(2026, 11, 23), "JPY"): (1500, 1)}
+
+
+def test_running_the_projector_again_changes_nothing():
+    approved("10.00", "EUR", MON)
+    project_all()
+    before = (totals(), checkpoint())
+    assert project_next_batch() is None
+    assert project_all() == []
+    assert (totals(), checkpoint()) == before
+
+
+def test_new_approvals_add_to_the_existing_week():
+    approved("10.00", "EUR", MON)
+    project_all()
+    approved("2.50", "EUR", MON)
+    [batch] = project_all()
+    assert totals() == {(date(2026, 11, 16), "EUR"): (1250, 2)}
+    [update] = [m for m in batch.messages if m["type"] == "weekly_income.updated"]
+    assert update == {
+        "type": "weekly_income.updated",
+        "seq": batch.through,
+        "week_start": "2026-11-16",
+        "currency": "EUR",
+        "total": "12.50",
+        "count": 2,
+    }
+
+
+def test_a_batch_carries_transaction_messages_in_position_order():
+    txn = submit("5.00", "USD", MON)
+    services.transaction_approve(transaction_id=txn.id, actor="ana", reason="ok")
+    other = submit("7.00", "USD", MON)
+    batch = project_next_batch()
+    kinds = [(m["type"], m["seq"]) for m in batch.messages if m["type"].startswith("transaction.")]
+    positions = [e.position for e in eventstore.read_all()]
+    assert kinds == [("transaction.submitted", positions[0]), ("transaction.approved", positions[1]), ("transaction.submitted", positions[2])]
+    submitted = batch.messages[0]["transaction"]
+    # The submission's message shows the transaction as it was then, not as it is now.
+    assert (submitted["id"], submitted["status"], submitted["version"]) == (str(txn.id), "pending", 1)
+    assert batch.messages[1]["transaction"]["status"] == "approved"
+    assert batch.messages[2]["transaction"]["id"] == str(other.id)
+
+
+def test_the_projection_refuses_to_mix_week_definitions():
+    approved("10.00", "EUR", MON)
+    project_all()
+    with override_settings(ANALYTICS_WEEK_START="sunday"), pytest.raises(ProjectionConfigChanged, match="rebuild_projections"):
+        project_next_batch()
+
+
+def test_rebuilding_recomputes_every_row_from_the_log():
+    approved("10.00", "EUR", MON)
+    approved("20.00", "EUR", NEXT_MON)
+    project_all()
+    WeeklyIncome.objects.filter(week_start=date(2026, 11, 16)).update(total_minor=1)
+    with override_settings(ANALYTICS_WEEK_START="sunday"):
+        assert rebuild_weekly_income() == eventstore.last_position()
+        assert totals() == {(date(2026, 11, 15), "EUR"): (1000, 1), (date(2026, 11, 22), "EUR"): (2000, 1)}
+        assert verify_weekly_income() == []
+
+
+def test_verify_reports_a_tampered_row_as_a_diff():
+    approved("10.00", "EUR", MON)
+    project_all()
+    assert verify_weekly_income() == []
+    WeeklyIncome.objects.update(total_minor=999)
+    assert verify_weekly_income() == ["2026-11-16 EUR: stored total=9.99 count=1, log says total=10.00 count=1"]
+
+
+def test_verify_reports_a_missing_row():
+    approved("10.00", "EUR", MON)
+    project_all()
+    WeeklyIncome.objects.all().delete()
+    assert verify_weekly_income() == ["2026-11-16 EUR: stored total=0.00 count=0, log says total=10.00 count=1"]
+
+
+def test_verify_only_compares_events_the_projection_has_applied():
+    approved("10.00", "EUR", MON)
+    project_all()
+    approved("5.00", "EUR", MON)  # committed, not yet projected
+    assert verify_weekly_income() == []
+
+
+def test_the_task_projects_and_publishes_after_commit(django_capture_on_commit_callbacks, monkeypatch):
+    published = []
+    monkeypatch.setattr("analytics.tasks.publish", lambda messages: published.extend(messages))
+    with django_capture_on_commit_callbacks(execute=True):
+        approved("10.00", "EUR", MON)
+    assert checkpoint() == eventstore.last_position()
+    assert [m["type"] for m in published] == ["transaction.submitted", "transaction.approved", "weekly_income.updated"]
+    assert projection.projection_position() == eventstore.last_position()

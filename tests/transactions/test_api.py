@@ -1,0 +1,220 @@
+"""The transactions REST API: shapes, status codes, permissions and problem+json errors."""
+import uuid
+
+import pytest
+
+from core import eventstore
+from transactions.models import Transaction
+from tests.factories import submit
+
+pytestmark = pytest.mark.django_db
+PROBLEM = "application/problem+json"
+
+
+def create(api, **overrides):
+    body = {"amount": "12.50", "currency": "EUR", "occurred_at": "2026-11-18T09:30:00+01:00", "reference": "INV-7"}
+    body.update(overrides)
+    return api.post("/api/transactions/", body, format="json")
+
+
+def assert_problem(response, status, field=None):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"].startswith("urn:ledgerpulse:problem:")
+    if field is not None:
+        assert field in [error["field"] for error in body["errors"]], body
+    return body
+
+
+def test_creating_a_transaction_answers_201_with_decimal_strings(api):
+    response = create(api)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["amount"] == "12.50"
+    assert body["currency"] == "EUR"
+    assert body["status"] == "pending" and body["version"] == 1
+    assert body["occurred_at"] == "2026-11-18T08:30:00Z"
+    assert Transaction.objects.filter(pk=body["id"]).exists()
+
+
+def test_a_json_number_amount_is_read_exactly_never_as_a_float(api):
+    response = api.post(
+        "/api/transactions/", data=b'{"amount": 0.30, "currency": "USD"}', content_type="application/json"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["amount"] == "0.30"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"amount": "0"}, "amount"),
+        ({"amount": "-1.00"}, "amount"),
+        ({"amount": "12.505"}, "amount"),
+        ({"amount": "NaN"}, "amount"),
+        ({"amount": "Infinity"}, "amount"),
+        ({"amount": True}, "amount"),
+        ({"amount": None}, "amount"),
+        ({"currency": "ZZZ"}, "currency"),
+        ({"currency": "EURO"}, "currency"),
+        ({"occurred_at": "2026-11-18T09:30:00"}, "occurred_at"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"reference": "x" * 141}, "reference"),
+        ({"description": ["not", "text"]}, "description"),
+    ],
+)
+def test_bad_fields_get_a_problem_naming_the_field_and_store_nothing(api, overrides, field):
+    assert_problem(create(api, **overrides), 400, field)
+    assert not Transaction.objects.exists()
+    assert eventstore.read_all() == []
+
+
+def test_a_missing_amount_is_named(api):
+    response = api.post("/api/transactions/", {"currency": "EUR"}, format="json")
+    assert_problem(response, 400, "amount")
+
+
+def test_malformed_json_is_a_400_problem(api):
+    response = api.post("/api/transactions/", data=b'{"amount": "1.00",', content_type="application/json")
+    assert_problem(response, 400)
+    assert not Transaction.objects.exists()
+
+
+def test_nan_literals_in_json_are_refused(api):
+    response = api.post("/api/transactions/", data=b'{"amount": NaN, "currency": "EUR"}', content_type="application/json")
+    assert_problem(response, 400)
+
+
+def test_the_list_is_newest_first_with_cursor_pages(api):
+    ids = [str(submit(amount=f"{n}.00").id) for n in range(1, 6)]
+    first = api.get("/api/transactions/", {"limit": 2}).json()
+    assert [t["id"] for t in first["results"]] == ids[::-1][:2]
+    assert first["previous"] is None and first["next"]
+    second = api.get(first["next"]).json()
+    assert [t["id"] for t in second["results"]] == ids[::-1][2:4]
+
+
+def test_the_list_filters_on_status_and_currency(api):
+    keep = submit(currency="USD")
+    submit(currency="EUR")
+    decided = submit(currency="USD")
+    api.post(f"/api/transactions/{decided.id}/approve/", {}, format="json")
+    results = api.get("/api/transactions/", {"status": "pending", "currency": "usd"}).json()["results"]
+    assert [t["id"] for t in results] == [str(keep.id)]
+
+
+def test_an_unknown_status_filter_is_a_400_problem(api):
+    assert_problem(api.get("/api/transactions/", {"status": "maybe"}), 400, "status")
+
+
+def test_the_detail_answers_the_transaction_and_404_for_an_unknown_id(api):
+    txn = submit()
+    assert api.get(f"/api/transactions/{txn.id}/").json()["id"] == str(txn.id)
+    assert_problem(api.get(f"/api/transactions/{uuid.uuid4()}/"), 404)
+
+
+def test_approving_answers_the_transaction_and_the_events_position(api):
+    txn = submit()
+    response = api.post(f"/api/transactions/{txn.id}/approve/", {"reason": "fine"}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "approved" and body["version"] == 2 and body["decided_by"] == "boss"
+    assert body["position"] == eventstore.read_stream(txn.id)[-1].position
+
+
+def test_approving_twice_is_a_409_problem(api):
+    txn = submit()
+    api.post(f"/api/transactions/{txn.id}/approve/", {}, format="json")
+    body = assert_problem(api.post(f"/api/transactions/{txn.id}/approve/", {}, format="json"), 409)
+    assert body["code"] == "transaction_not_pending"
+
+
+def test_approving_with_a_stale_expected_version_is_a_409_problem(api):
+    txn = submit()
+    body = assert_problem(api.post(f"/api/transactions/{txn.id}/approve/", {"expected_version": 5}, format="json"), 409)
+    assert body["code"] == "stale_version"
+
+
+def test_approving_an_unknown_transaction_is_a_404_problem(api):
+    assert_problem(api.post(f"/api/transactions/{uuid.uuid4()}/approve/", {}, format="json"), 404)
+
+
+def test_rejecting_needs_a_reason(api):
+    txn = submit()
+    assert_problem(api.post(f"/api/transactions/{txn.id}/reject/", {}, format="json"), 400, "reason")
+    response = api.post(f"/api/transactions/{txn.id}/reject/", {"reason": "duplicate"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "rejected" and response.json()["decision_reason"] == "duplicate"
+
+
+def test_the_streams_events_come_oldest_first(api):
+    txn = submit()
+    api.post(f"/api/transactions/{txn.id}/reject/", {"reason": "no"}, format="json")
+    events = api.get(f"/api/transactions/{txn.id}/events/").json()["results"]
+    assert [e["type"] for e in events] == ["TransactionSubmitted", "TransactionRejected"]
+    assert [e["version"] for e in events] == [1, 2]
+    assert events[1]["data"] == {"transaction_id": str(txn.id), "reason": "no"}
+    assert events[1]["metadata"]["actor"] == "boss"
+
+
+def test_the_event_feed_pages_by_position(api):
+    for _ in range(3):
+        submit()
+    everything = api.get("/api/events/").json()
+    positions = [e["position"] for e in everything["results"]]
+    assert everything["last_position"] == positions[-1]
+    page = api.get("/api/events/", {"after": positions[0], "limit": 1}).json()
+    assert [e["position"] for e in page["results"]] == [positions[1]]
+    assert page["last_position"] == positions[1]
+    empty = api.get("/api/events/", {"after": positions[-1]}).json()
+    assert empty == {"results": [], "last_position": positions[-1]}
+
+
+@pytest.mark.parametrize("params", [{"limit": 1001}, {"limit": 0}, {"after": -1}, {"after": "x"}])
+def test_the_event_feed_refuses_bad_paging(api, params):
+    assert_problem(api.get("/api/events/", params), 400, next(iter(params)))
+
+
+# --- permissions -------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/api/transactions/", "/api/events/", "/api/analytics/weekly-income/", "/api/dashboard/snapshot/"])
+def test_reading_without_credentials_is_a_401_problem(client_for, path):
+    response = client_for(None).get(path)
+    assert_problem(response, 401)
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_reading_as_a_non_staff_user_is_a_403_problem(client_for, plain_user):
+    assert_problem(client_for(plain_user).get("/api/transactions/"), 403)
+
+
+def test_staff_without_permissions_may_read_but_not_write(client_for, staff_user):
+    txn = submit()
+    viewer = client_for(staff_user)
+    assert viewer.get("/api/transactions/").status_code == 200
+    assert_problem(create(viewer), 403)
+    assert_problem(viewer.post(f"/api/transactions/{txn.id}/approve/", {}, format="json"), 403)
+    assert Transaction.objects.get(pk=txn.id).status == "pending"
+
+
+def test_a_clerk_may_submit_but_not_decide(client_for, clerk_user):
+    clerk = client_for(clerk_user)
+    created = create(clerk)
+    assert created.status_code == 201
+    assert_problem(clerk.post(f"/api/transactions/{created.json()['id']}/approve/", {}, format="json"), 403)
+
+
+def test_session_posts_need_the_csrf_token(admin_user):
+    from rest_framework.test import APIClient
+
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(admin_user)
+    assert_problem(create(browser), 403)
+    assert not Transaction.objects.exists()
+
+
+def test_an_unknown_api_path_is_a_404_problem(api):
+    response = api.get("/api/nothing-here/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == PROBLEM

@@ -1,0 +1,128 @@
+"""Commands: each appends the right event and updates the read model in the same transaction."""
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from core import eventstore
+from core.errors import InvalidInput
+from transactions import services
+from transactions.models import Transaction
+from transactions.services import StaleVersion, TransactionNotFound, TransactionNotPending
+
+pytestmark = pytest.mark.django_db
+WHEN = datetime(2026, 11, 18, 9, 30, tzinfo=timezone.utc)
+
+
+def submit(**overrides):
+    args = {"amount": Decimal("12.50"), "currency": "EUR", "occurred_at": WHEN, "actor": "ana", "reference": "INV-1"}
+    args.update(overrides)
+    return services.transaction_submit(**args)
+
+
+def test_submitting_appends_transaction_submitted_and_creates_a_pending_row():
+    txn = submit(request_id="req-1")
+    [event] = eventstore.read_stream(txn.id)
+    assert event.type == "TransactionSubmitted"
+    assert event.version == 1
+    assert event.data == {
+        "transaction_id": str(txn.id),
+        "amount": "12.50",
+        "currency": "EUR",
+        "occurred_at": "2026-11-18T09:30:00+00:00",
+        "reference": "INV-1",
+        "description": "",
+    }
+    assert event.metadata == {"actor": "ana", "request_id": "req-1"}
+    row = Transaction.objects.get(pk=txn.id)
+    assert (row.status, row.version, row.amount, row.last_position) == ("pending", 1, Decimal("12.50"), event.position)
+
+
+def test_approving_appends_transaction_approved_with_the_amount_and_decides_the_row():
+    txn = submit(amount=Decimal("1200"), currency="JPY")
+    decision = services.transaction_approve(transaction_id=txn.id, actor="bo", reason="looks right")
+    events = eventstore.read_stream(txn.id)
+    assert [e.type for e in events] == ["TransactionSubmitted", "TransactionApproved"]
+    assert events[1].data == {
+        "transaction_id": str(txn.id),
+        "amount": "1200",
+        "currency": "JPY",
+        "occurred_at": "2026-11-18T09:30:00+00:00",
+        "reason": "looks right",
+    }
+    assert decision.position == events[1].position
+    row = Transaction.objects.get(pk=txn.id)
+    assert (row.status, row.version, row.decided_by, row.decision_reason) == ("approved", 2, "bo", "looks right")
+    assert row.decided_at == events[1].recorded_at
+
+
+def test_rejecting_appends_transaction_rejected_with_the_reason():
+    txn = submit()
+    services.transaction_reject(transaction_id=txn.id, actor="bo", reason="duplicate")
+    events = eventstore.read_stream(txn.id)
+    assert events[-1].type == "TransactionRejected"
+    assert events[-1].data == {"transaction_id": str(txn.id), "reason": "duplicate"}
+    assert Transaction.objects.get(pk=txn.id).status == "rejected"
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_rejecting_without_a_reason_is_refused_and_appends_nothing(blank):
+    txn = submit()
+    with pytest.raises(InvalidInput):
+        services.transaction_reject(transaction_id=txn.id, actor="bo", reason=blank)
+    assert len(eventstore.read_stream(txn.id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (services.transaction_approve, services.transaction_approve),
+        (services.transaction_approve, services.transaction_reject),
+        (services.transaction_reject, services.transaction_approve),
+    ],
+)
+def test_deciding_twice_is_a_conflict_and_appends_nothing(first, second):
+    txn = submit()
+    first(transaction_id=txn.id, actor="bo", reason="first")
+    with pytest.raises(TransactionNotPending):
+        second(transaction_id=txn.id, actor="cy", reason="second")
+    assert len(eventstore.read_stream(txn.id)) == 2
+
+
+def test_approving_at_a_stale_expected_version_is_a_conflict():
+    txn = submit()
+    with pytest.raises(StaleVersion):
+        services.transaction_approve(transaction_id=txn.id, actor="bo", expected_version=2)
+    assert Transaction.objects.get(pk=txn.id).status == "pending"
+
+
+def test_approving_an_unknown_transaction_is_not_found():
+    with pytest.raises(TransactionNotFound):
+        services.transaction_approve(transaction_id=uuid.uuid4(), actor="bo")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"amount": Decimal("0")}, "amount"),
+        ({"amount": Decimal("-5")}, "amount"),
+        ({"amount": Decimal("1.005")}, "amount"),
+        ({"amount": Decimal("1.5"), "currency": "JPY"}, "amount"),
+        ({"currency": "ZZZ"}, "currency"),
+        ({"occurred_at": datetime(2026, 11, 18, 9, 30)}, "occurred_at"),
+        ({"reference": "x" * 141}, "reference"),
+    ],
+)
+def test_submitting_bad_input_is_refused_and_stores_nothing(overrides, field):
+    with pytest.raises(InvalidInput) as caught:
+        submit(**overrides)
+    assert caught.value.field == field
+    assert not Transaction.objects.exists()
+    assert eventstore.read_all() == []
+
+
+def test_occurred_at_defaults_to_now():
+    before = datetime.now(timezone.utc)
+    txn = services.transaction_submit(amount=Decimal("1.00"), currency="USD", actor="ana")
+    assert before <= txn.occurred_at <= datetime.now(timezone.utc) + timedelta(seconds=1)

@@ -24,11 +24,11 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             # Accept first so the browser sees our close code, not a bare handshake failure.
             await self.accept()
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason="authentication required")
             return
         if not user.is_staff:
             await self.accept()
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self.close(code=CLOSE_FORBIDDEN, reason="staff only")
             return
         self.group = settings.REALTIME_GROUP
         # Join before reading the snapshot, so nothing committed in between is missed;

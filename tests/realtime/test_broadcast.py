@@ -1,0 +1,69 @@
+"""Publishing from synchronous code (a Celery worker) through the Redis channel layer."""
+import asyncio
+import json
+import threading
+import uuid
+
+import pytest
+from channels.layers import channel_layers, get_channel_layer
+from django.test import override_settings
+
+from realtime import broadcast
+from realtime.broadcast import envelope, publish
+from tests.stack import REDIS_TEST_DB
+
+pytestmark = pytest.mark.needs_redis
+
+
+@pytest.fixture
+def redis_layer():
+    config = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"], "prefix": f"lp-test-{uuid.uuid4().hex[:8]}"},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=config):
+        yield get_channel_layer()
+    channel_layers.backends = {}
+
+
+def test_the_envelope_carries_the_message_encoded_once_with_its_ordering_key():
+    message = {"type": "weekly_income.updated", "seq": 5, "week_start": "2026-11-16", "currency": "EUR", "total": "1.00", "count": 1}
+    event = envelope(message)
+    assert event["type"] == "dashboard.message"
+    assert (event["seq"], event["key"]) == (5, "2026-11-16/EUR")
+    assert json.loads(event["text"]) == message
+    assert envelope({"type": "transaction.approved", "seq": 6, "transaction": {}})["key"] is None
+
+
+def test_many_publishes_from_one_process_all_arrive_in_order(redis_layer, settings):
+    """Each call is like one Celery task; the old failure mode was the second one in a process."""
+    received = []
+
+    async def listen(ready: threading.Event):
+        channel = await redis_layer.new_channel()
+        await redis_layer.group_add(settings.REALTIME_GROUP, channel)
+        ready.set()
+        for _ in range(5):
+            received.append(await asyncio.wait_for(redis_layer.receive(channel), 10))
+
+    ready = threading.Event()
+    listener = threading.Thread(target=lambda: asyncio.run(listen(ready)))
+    listener.start()
+    assert ready.wait(10)
+    loops = set()
+    for seq in range(1, 6):
+        publish([{"type": "transaction.approved", "seq": seq, "transaction": {"id": str(seq)}}])
+        loops.add(id(broadcast._background_loop().loop))
+    listener.join(15)
+    assert [json.loads(event["text"])["seq"] for event in received] == [1, 2, 3, 4, 5]
+    assert len(loops) == 1  # one long-lived loop and connection pool per process
+
+
+def test_a_failed_publish_is_logged_not_raised(caplog):
+    broken = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}
+    with override_settings(CHANNEL_LAYERS=broken):
+        publish([{"type": "transaction.approved", "seq": 1, "transaction": {}}], timeout=3)
+    channel_layers.backends = {}
+    assert "publishing 1 dashboard messages failed" in caplog.text

@@ -18,7 +18,7 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-REDIS_TEST_DB = 13
+REDIS_TEST_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
 
 
 def free_port() -> int:

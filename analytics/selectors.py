@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from analytics.models import ProjectionCheckpoint, WeeklyIncome
 from analytics.projection import CHECKPOINT
+from core import eventstore
 from core.db import consistent_read
 from core.money import format_minor_units
 
@@ -42,6 +43,13 @@ def default_range(now: datetime | None = None) -> tuple[date, date]:
 
 def projection_position() -> int:
     return ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("position", flat=True).first() or 0
+
+
+def projection_lag() -> dict:
+    """How far the weekly income projection is behind the event log."""
+    last = eventstore.last_position()
+    applied = projection_position()
+    return {"weekly_income": {"applied": applied, "last_event": last, "behind": max(0, last - applied)}}
 
 
 def weekly_income(*, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:

@@ -1,11 +1,11 @@
 """REST views owned by the core: the global event feed and health checks."""
-from django.db import connection
 from django.http import JsonResponse
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import eventstore
+from core.health import readiness
 from core.serializers import EventOutput
 
 
@@ -35,13 +35,6 @@ def healthz(request):
 
 
 def readyz(request):
-    """Readiness: the database answers (more checks join as components are added)."""
-    checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        checks["database"] = f"error: {exc.__class__.__name__}"
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    """Readiness: database, channel layer and broker answer; projection lag is reported."""
+    ready, body = readiness()
+    return JsonResponse(body, status=200 if ready else 503)

@@ -135,6 +135,8 @@ ANALYTICS_WEEK_START = env_choice("ANALYTICS_WEEK_START", "monday", ("monday", "
 # realtime/ imports no domain package: the snapshot it sends comes from here.
 REALTIME_SNAPSHOT_PROVIDER = "analytics.snapshot.dashboard_snapshot"
 REALTIME_GROUP = "admin_dashboard"
+# core/ does not import analytics: readiness asks this function for the projection lag.
+HEALTH_PROJECTION_LAG = "analytics.selectors.projection_lag"
 
 # --- auth, REST -------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

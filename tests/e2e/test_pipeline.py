@@ -67,3 +67,23 @@ def test_an_approval_over_http_reaches_a_logged_in_websocket_client_with_the_exa
 
     verified = live_stack.manage("verify_projections")
     assert verified.returncode == 0, verified.stderr
+
+
+def test_an_event_whose_wake_up_was_lost_is_projected_by_the_periodic_catch_up(live_stack):
+    from analytics.selectors import projection_position
+    from core import eventstore
+    from core.signals import events_committed
+    from tests.factories import approved
+
+    live_stack.start_beat()
+    receivers, events_committed.receivers = events_committed.receivers, []
+    try:
+        approved("42.00", "USD")  # committed here, with no wake-up sent to the worker
+    finally:
+        events_committed.receivers = receivers
+    target = eventstore.last_position()
+    deadline = time.monotonic() + 15
+    while projection_position() < target and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert projection_position() == target
+    assert live_stack.manage("verify_projections").returncode == 0

@@ -1,0 +1,56 @@
+"""Readiness checks: database, channel layer, broker and projection lag, each answering in about a second."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+from django.utils.module_loading import import_string
+
+
+def check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return "ok"
+
+
+def _ping_redis(url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return "ok"
+
+
+def check_channel_layer() -> str:
+    if not settings.REDIS_URL:
+        return "ok (in-memory)"
+    return _ping_redis(settings.REDIS_URL)
+
+
+def check_broker() -> str:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return "ok (in-process tasks)"
+    if settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        return _ping_redis(settings.CELERY_BROKER_URL)
+    from celery_app import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=1)
+    return "ok"
+
+
+def readiness() -> tuple[bool, dict]:
+    checks: dict[str, str] = {}
+    for name, check in (("database", check_database), ("channel_layer", check_channel_layer), ("broker", check_broker)):
+        try:
+            checks[name] = check()
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            checks[name] = f"error: {exc.__class__.__name__}"
+    ready = all(value.startswith("ok") for value in checks.values())
+    lag = None
+    if checks["database"] == "ok":
+        # Lag is reported, not judged: a busy projector is still ready.
+        lag = import_string(settings.HEALTH_PROJECTION_LAG)()
+    return ready, {"status": "ok" if ready else "unavailable", "checks": checks, "projection_lag": lag}

@@ -1,0 +1,40 @@
+"""rebuild_projections and verify_projections as an operator runs them."""
+from datetime import datetime, timezone
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from analytics.models import WeeklyIncome
+from analytics.projection import project_next_batch
+from tests.factories import approved
+
+pytestmark = pytest.mark.django_db
+MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
+
+
+def test_verify_passes_when_the_rows_match_the_log():
+    approved("10.00", "EUR", MON)
+    project_next_batch()
+    out = StringIO()
+    call_command("verify_projections", stdout=out)
+    assert "matches the event log" in out.getvalue()
+
+
+def test_verify_fails_with_a_diff_when_a_row_is_wrong():
+    approved("10.00", "EUR", MON)
+    project_next_batch()
+    WeeklyIncome.objects.update(count=5)
+    err = StringIO()
+    with pytest.raises(CommandError, match="1 mismatch"):
+        call_command("verify_projections", stderr=err)
+    assert "2026-11-16 EUR: stored total=10.00 count=5, log says total=10.00 count=1" in err.getvalue()
+
+
+def test_rebuild_repairs_what_verify_found():
+    approved("10.00", "EUR", MON)
+    project_next_batch()
+    WeeklyIncome.objects.update(total_minor=1)
+    call_command("rebuild_projections", stdout=StringIO())
+    call_command("verify_projections", stdout=StringIO())
+    assert WeeklyIncome.objects.get().total_minor == 1000

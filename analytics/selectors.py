@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -9,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from analytics.models import ProjectionCheckpoint, WeeklyIncome
-from analytics.projection import CHECKPOINT
+from analytics.projection import CHECKPOINT, recompute_from_log
 from core import eventstore
 from core.db import consistent_read
 from core.money import format_minor_units
@@ -52,8 +53,8 @@ def projection_lag() -> dict:
     return {"weekly_income": {"applied": applied, "last_event": last, "behind": max(0, last - applied)}}
 
 
-def weekly_income(*, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:
-    """Weekly totals for every week in [start, end] and every currency shown, zeros included."""
+def resolve_range(start: date | None, end: date | None) -> list[date]:
+    """The week starts from `start` to `end`; 12 weeks when one or both are missing."""
     span = timedelta(weeks=DEFAULT_WEEKS - 1)
     if start is None and end is None:
         start, end = default_range()
@@ -65,33 +66,74 @@ def weekly_income(*, start: date | None = None, end: date | None = None, currenc
         end = start + span
     else:
         start, end = week_start_of(start), week_start_of(end)
-    weeks = [start + timedelta(weeks=i) for i in range((end - start).days // 7 + 1)]
+    return [start + timedelta(weeks=i) for i in range((end - start).days // 7 + 1)]
 
+
+def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tuple, tuple[int, int]]) -> WeeklyIncomeReport:
+    rows = []
+    for week in weeks:
+        for cur in currencies:
+            total, count = found.get((week, cur), (0, 0))
+            rows.append({"week_start": week.isoformat(), "currency": cur, "total": format_minor_units(total, cur), "count": count})
+    return WeeklyIncomeReport(
+        as_of=as_of, time_zone=settings.ANALYTICS_TIME_ZONE, week_start_day=settings.ANALYTICS_WEEK_START, rows=rows
+    )
+
+
+def weekly_income(*, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:
+    """Weekly totals for every week in [start, end] and every currency shown, zeros included."""
+    weeks = resolve_range(start, end)
     with consistent_read():
         as_of = projection_position()
-        stored = WeeklyIncome.objects.filter(week_start__gte=start, week_start__lte=end)
+        stored = WeeklyIncome.objects.filter(week_start__gte=weeks[0], week_start__lte=weeks[-1])
         if currency:
             stored = stored.filter(currency=currency)
             currencies = [currency]
         else:
             currencies = sorted(WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct())
-        found = {(r.week_start, r.currency): r for r in stored}
+        found = {(r.week_start, r.currency): (r.total_minor, r.count) for r in stored}
+    return _report(as_of, weeks, currencies, found)
 
-    rows = []
-    for week in weeks:
-        for cur in currencies:
-            row = found.get((week, cur))
-            rows.append(
-                {
-                    "week_start": week.isoformat(),
-                    "currency": cur,
-                    "total": format_minor_units(row.total_minor if row else 0, cur),
-                    "count": row.count if row else 0,
-                }
-            )
-    return WeeklyIncomeReport(
-        as_of=as_of,
-        time_zone=settings.ANALYTICS_TIME_ZONE,
-        week_start_day=settings.ANALYTICS_WEEK_START,
-        rows=rows,
-    )
+
+def weekly_income_at(*, position: int, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:
+    """Time travel: weekly income as it stood right after event `position`, replayed from the log."""
+    weeks = resolve_range(start, end)
+    everything = recompute_from_log(through=position)
+    currencies = [currency] if currency else sorted({cur for _, cur in everything})
+    return _report(position, weeks, currencies, everything)
+
+
+def weekly_summary(*, now: datetime | None = None) -> list[dict]:
+    """Per currency: this week against last week, and the last 4 weeks against the 4 before."""
+    this_week = current_week_start(now)
+    weeks = [this_week - timedelta(weeks=i) for i in range(8)]
+    totals: dict[str, dict[date, int]] = {}
+    for row in WeeklyIncome.objects.filter(week_start__gte=weeks[-1], week_start__lte=this_week):
+        totals.setdefault(row.currency, {})[row.week_start] = row.total_minor
+    for cur in WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct():
+        totals.setdefault(cur, {})
+    summary = []
+    for cur in sorted(totals):
+        by_week = totals[cur]
+        now_total, before_total = by_week.get(weeks[0], 0), by_week.get(weeks[1], 0)
+        last4, prev4 = sum(by_week.get(w, 0) for w in weeks[:4]), sum(by_week.get(w, 0) for w in weeks[4:])
+        summary.append(
+            {
+                "currency": cur,
+                "this_week": {"week_start": weeks[0].isoformat(), "total": format_minor_units(now_total, cur)},
+                "last_week": {"week_start": weeks[1].isoformat(), "total": format_minor_units(before_total, cur)},
+                "change_percent": percent_change(now_total, before_total),
+                "last_4_weeks": {"from": weeks[3].isoformat(), "total": format_minor_units(last4, cur)},
+                "previous_4_weeks": {"from": weeks[7].isoformat(), "total": format_minor_units(prev4, cur)},
+                "change_percent_4_weeks": percent_change(last4, prev4),
+            }
+        )
+    return summary
+
+
+def percent_change(current: int, previous: int) -> str | None:
+    """Exact percent change with one decimal ("12.5"); None when there is nothing to compare with."""
+    if previous == 0:
+        return None
+    change = (Decimal(current - previous) * 100 / Decimal(previous)).quantize(Decimal("0.1"), rounding=ROUND_HALF_EVEN)
+    return str(change)

@@ -10,7 +10,8 @@ class WeeklyIncomeQuery(serializers.Serializer):
     # `from` is a Python keyword, so it is declared through the class namespace.
     vars()["from"] = serializers.DateField(required=False)
     to = serializers.DateField(required=False)
-    min_position = serializers.IntegerField(required=False, min_value=0)
+    min_position = serializers.IntegerField(required=False, min_value=0, help_text="Wait until the projection has applied this position")
+    at = serializers.IntegerField(required=False, min_value=0, help_text="Answer as of this event position (time travel)")
 
     def validate_currency(self, value):
         try:
@@ -19,6 +20,8 @@ class WeeklyIncomeQuery(serializers.Serializer):
             raise serializers.ValidationError(str(exc)) from None
 
     def validate(self, attrs):
+        if "at" in attrs and "min_position" in attrs:
+            raise serializers.ValidationError({"at": "use either at or min_position, not both"})
         start, end = attrs.get("from"), attrs.get("to")
         if start and end:
             if end < start:
@@ -33,3 +36,50 @@ class WeeklyIncomeRow(serializers.Serializer):
     currency = serializers.CharField()
     total = serializers.CharField()
     count = serializers.IntegerField()
+
+
+class WeeklyIncomeOutput(serializers.Serializer):
+    time_zone = serializers.CharField()
+    week_start_day = serializers.ChoiceField(choices=["monday", "sunday"])
+    as_of = serializers.IntegerField(help_text="The last event position these totals reflect")
+    results = WeeklyIncomeRow(many=True)
+
+
+class PeriodTotal(serializers.Serializer):
+    week_start = serializers.DateField()
+    total = serializers.CharField()
+
+
+class RangeTotal(serializers.Serializer):
+    total = serializers.CharField()
+    # "from" is a keyword, see WeeklyIncomeQuery.
+    vars()["from"] = serializers.DateField()
+
+
+class CurrencySummary(serializers.Serializer):
+    currency = serializers.CharField()
+    this_week = PeriodTotal()
+    last_week = PeriodTotal()
+    change_percent = serializers.CharField(allow_null=True)
+    last_4_weeks = RangeTotal()
+    previous_4_weeks = RangeTotal()
+    change_percent_4_weeks = serializers.CharField(allow_null=True)
+
+
+class SummaryOutput(serializers.Serializer):
+    as_of = serializers.IntegerField()
+    results = CurrencySummary(many=True)
+
+
+class PendingOutput(serializers.Serializer):
+    count = serializers.IntegerField()
+    latest = serializers.ListField(child=serializers.DictField())
+
+
+class SnapshotOutput(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["snapshot"])
+    seq = serializers.IntegerField()
+    time_zone = serializers.CharField()
+    week_start_day = serializers.CharField()
+    weekly_income = WeeklyIncomeRow(many=True)
+    pending = PendingOutput()

@@ -50,3 +50,29 @@ class StoredEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ImmutableEventError("stored events cannot be deleted")
+
+
+class IdempotencyRecord(models.Model):
+    """One Idempotency-Key of one user: in progress until the first answer is stored with it."""
+
+    # The user's id, not a foreign key: records live 24 h (see core.idempotency), so
+    # cascading deletes buy nothing and the insert takes no lock on the user row.
+    user_id = models.BigIntegerField()
+    key = models.CharField(max_length=255)
+    # sha256 of method, path and body: a retry must be the same request.
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Null while the first request runs.
+    status_code = models.PositiveSmallIntegerField(null=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    # The rendered JSON as text: jsonb would reorder the keys, and replays must match byte for byte.
+    response_body = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "core_idempotency_record"
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "key"], name="core_idempotency_user_key_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.user_id}:{self.key} -> {self.status_code or 'in progress'}"

@@ -3,17 +3,20 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import api
 from core.problems import problem_response
 
 api_patterns = [
-    path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
-    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("auth/token/", api.TokenObtainApi.as_view(), name="token-obtain"),
+    path("auth/token/refresh/", api.TokenRefreshApi.as_view(), name="token-refresh"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("events/", api.EventFeedApi.as_view(), name="event-feed"),
     path("", include("transactions.urls")),
     path("", include("analytics.urls")),
+    path("", include("realtime.urls")),
 ]
 
 urlpatterns = [

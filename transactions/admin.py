@@ -1,9 +1,15 @@
 """Django admin for transactions: read-only rows; decisions go through the same commands as the API."""
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 
 from core.errors import DomainError
 from transactions import services
-from transactions.models import Transaction, TransactionStatus
+from transactions.models import Transaction
+
+
+class DecisionActionForm(ActionForm):
+    reason = forms.CharField(required=False, max_length=1000, label="Reason", help_text="Required to reject")
 
 
 @admin.register(Transaction)
@@ -12,7 +18,9 @@ class TransactionAdmin(admin.ModelAdmin):
     list_filter = ["status", "currency"]
     search_fields = ["id", "reference", "description"]
     ordering = ["-created_at"]
-    actions = ["approve_selected"]
+    date_hierarchy = "occurred_at"
+    action_form = DecisionActionForm
+    actions = ["approve_selected", "reject_selected"]
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in Transaction._meta.fields]
@@ -23,19 +31,28 @@ class TransactionAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Approve selected pending transactions", permissions=["approve"])
-    def approve_selected(self, request, queryset):
-        approved = 0
-        for txn in queryset.filter(status=TransactionStatus.PENDING):
-            try:
-                services.transaction_approve(
-                    transaction_id=txn.id, actor=request.user.get_username(), reason="approved in admin",
-                    request_id=getattr(request, "id", None),
-                )
-                approved += 1
-            except DomainError as exc:
-                self.message_user(request, f"{txn.id}: {exc.detail}", messages.WARNING)
-        self.message_user(request, f"Approved {approved} transaction(s).", messages.SUCCESS)
-
     def has_approve_permission(self, request):
         return request.user.has_perm("transactions.approve_transaction")
+
+    @admin.action(description="Approve selected transactions", permissions=["approve"])
+    def approve_selected(self, request, queryset):
+        self._decide(request, queryset, services.transaction_approve, "Approved")
+
+    @admin.action(description="Reject selected transactions (give a reason)", permissions=["approve"])
+    def reject_selected(self, request, queryset):
+        if not request.POST.get("reason", "").strip():
+            self.message_user(request, "Give a reason to reject.", messages.ERROR)
+            return
+        self._decide(request, queryset, services.transaction_reject, "Rejected")
+
+    def _decide(self, request, queryset, command, verb):
+        # Through the commands, like the API: events are appended and dashboards hear of it.
+        reason = request.POST.get("reason", "").strip() or "decided in admin"
+        done = 0
+        for txn_id in queryset.values_list("id", flat=True):
+            try:
+                command(transaction_id=txn_id, actor=request.user.get_username(), reason=reason, request_id=getattr(request, "id", None))
+                done += 1
+            except DomainError as exc:
+                self.message_user(request, f"{txn_id}: {exc.detail}", messages.WARNING)
+        self.message_user(request, f"{verb} {done} transaction(s).", messages.SUCCESS if done else messages.WARNING)

@@ -1,0 +1,38 @@
+"""OpenAPI pieces shared by every view: the problem+json error body."""
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+
+class FieldError(serializers.Serializer):
+    field = serializers.CharField(allow_null=True, help_text="The field or parameter at fault (dotted path)")
+    message = serializers.CharField()
+    code = serializers.CharField()
+
+
+class Problem(serializers.Serializer):
+    """RFC 9457 problem details."""
+
+    type = serializers.CharField(help_text="urn:ledgerpulse:problem:<code>")
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Stable machine-readable code")
+    instance = serializers.CharField(required=False)
+    errors = FieldError(many=True, required=False)
+
+
+_DESCRIPTIONS = {
+    400: "Invalid input; `errors` names each field at fault",
+    401: "No or invalid credentials",
+    403: "Authenticated, but without the needed permission (or CSRF token)",
+    404: "No such resource",
+    409: "Conflict: not pending, stale expected_version, or an Idempotency-Key still in use",
+    413: "Body larger than 1 MiB",
+    422: "Idempotency-Key reused with a different request",
+    429: "Too many requests; see Retry-After",
+    503: "Not ready within the time allowed; see Retry-After",
+}
+
+
+def PROBLEM_RESPONSES(*statuses: int) -> dict:  # noqa: N802 - reads like a constant at call sites
+    return {(status, "application/problem+json"): OpenApiResponse(Problem, description=_DESCRIPTIONS[status]) for status in statuses}

@@ -7,4 +7,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
 app = Celery("ledgerpulse")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["analytics"])
+app.autodiscover_tasks(["analytics", "core", "realtime"])

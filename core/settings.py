@@ -73,6 +73,10 @@ try:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", True):
+    # A connection per request costs a PostgreSQL backend start (several ms); a
+    # pool keeps warm connections, and is safe under ASGI where CONN_MAX_AGE is not.
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_SIZE", 10, minimum=1), "timeout": 10}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes SQLite's write lock at BEGIN, so concurrent commands queue
     # instead of failing with "database is locked" when they upgrade a read lock.
@@ -127,6 +131,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.catch_up_projections",
         "schedule": float(env_int("PROJECTION_CATCH_UP_SECONDS", 5, minimum=1)),
     },
+    "purge-idempotency-records": {"task": "core.purge_idempotency_records", "schedule": 3600.0},
+    "purge-realtime-tickets": {"task": "realtime.purge_tickets", "schedule": 3600.0},
 }
 
 # --- analytics --------------------------------------------------------------

@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import eventstore
+from core.idempotency import idempotent
 from core.pagination import NewestFirstCursorPagination
 from core.permissions import IsStaff, staff_with
 from core.serializers import EventOutput
@@ -37,6 +38,7 @@ class TransactionListCreateApi(APIView):
         page = paginator.paginate_queryset(filterset.qs, request, view=self)
         return paginator.get_paginated_response(TransactionOutput(page, many=True).data)
 
+    @idempotent
     def post(self, request):
         payload = TransactionCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -58,6 +60,7 @@ def _decision_response(decision: services.Decision) -> Response:
 class TransactionApproveApi(APIView):
     permission_classes = [CanDecide]
 
+    @idempotent
     def post(self, request, transaction_id):
         payload = ApproveInput(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -70,6 +73,7 @@ class TransactionApproveApi(APIView):
 class TransactionRejectApi(APIView):
     permission_classes = [CanDecide]
 
+    @idempotent
     def post(self, request, transaction_id):
         payload = RejectInput(data=request.data)
         payload.is_valid(raise_exception=True)

@@ -1,0 +1,10 @@
+"""Housekeeping tasks for the core."""
+from celery import shared_task
+
+from core.idempotency import idempotency_records_purge
+
+
+@shared_task(name="core.purge_idempotency_records")
+def purge_idempotency_records() -> int:
+    """Forget Idempotency-Keys older than 24 h (they are kept at least that long)."""
+    return idempotency_records_purge()

@@ -16,6 +16,7 @@ from analytics.serializers import SnapshotOutput, SummaryOutput, WeeklyIncomeOut
 from analytics.snapshot import dashboard_snapshot
 from core import eventstore
 from core.errors import DomainError, InvalidInput
+from core.params import reject_blank
 from core.schema import PROBLEM_RESPONSES
 
 MIN_POSITION_WAIT_SECONDS = 10.0
@@ -92,6 +93,7 @@ class WeeklyIncomeApi(APIView):
         ],
     )
     def get(self, request):
+        reject_blank(request.query_params, [*WeeklyIncomeQuery().fields, "format"])
         query = WeeklyIncomeQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data

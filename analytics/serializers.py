@@ -1,12 +1,19 @@
 """Input and output serializers for the analytics API."""
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from analytics.selectors import MAX_WEEKS
 from core.money import MoneyError, normalize_currency
+from core.schema import CURRENCY_PARAMETER
+
+
+@extend_schema_field(CURRENCY_PARAMETER)
+class CurrencyField(serializers.CharField):
+    pass
 
 
 class WeeklyIncomeQuery(serializers.Serializer):
-    currency = serializers.CharField(required=False)
+    currency = CurrencyField(required=False)
     # `from` is a Python keyword, so it is declared through the class namespace.
     vars()["from"] = serializers.DateField(required=False)
     to = serializers.DateField(required=False)

@@ -1,15 +1,17 @@
 """REST views owned by the core: the global event feed and health checks."""
 from django.http import JsonResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import eventstore
 from core.health import readiness
+from core.params import reject_blank
 from core.schema import PROBLEM_RESPONSES
 from core.serializers import EventOutput
 
@@ -37,6 +39,7 @@ class EventFeedApi(APIView):
         responses={200: EventFeedOutput, **PROBLEM_RESPONSES(400, 401, 403)},
     )
     def get(self, request):
+        reject_blank(request.query_params, EventFeedQuery().fields)
         query = EventFeedQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         after = query.validated_data["after"]
@@ -49,6 +52,13 @@ class EventFeedApi(APIView):
         )
 
 
+@extend_schema_view(
+    post=extend_schema(
+        summary="Obtain a JWT pair",
+        description="`access` lasts 15 minutes, `refresh` one day. Throttled per client address.",
+        responses={200: TokenObtainPairSerializer, **PROBLEM_RESPONSES(400, 401, 429)},
+    )
+)
 class TokenObtainApi(TokenObtainPairView):
     """Username and password in, a JWT pair out; throttled per client address against guessing."""
 
@@ -58,6 +68,9 @@ class TokenObtainApi(TokenObtainPairView):
     throttle_scope = "auth"
 
 
+@extend_schema_view(
+    post=extend_schema(summary="Refresh the access token", responses={200: TokenRefreshSerializer, **PROBLEM_RESPONSES(400, 401, 429)})
+)
 class TokenRefreshApi(TokenRefreshView):
     permission_classes = [AllowAny]
     authentication_classes = []

@@ -1,5 +1,5 @@
 """OpenAPI pieces shared by every view: the problem+json error body."""
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 
@@ -36,3 +36,16 @@ _DESCRIPTIONS = {
 
 def PROBLEM_RESPONSES(*statuses: int) -> dict:  # noqa: N802 - reads like a constant at call sites
     return {(status, "application/problem+json"): OpenApiResponse(Problem, description=_DESCRIPTIONS[status]) for status in statuses}
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Up to 255 printable characters. A retry with the same key and body returns the first answer "
+    "(header Idempotent-Replayed: true) and changes nothing; another body is 422; while the first still runs, 409. "
+    "Keys are kept 24 hours, per user.",
+)
+
+CURRENCY_PARAMETER = {"type": "string", "pattern": "^[A-Za-z]{3}$", "example": "EUR"}

@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-0123456789abcdef0123456789")
 os.environ.setdefault("DJANGO_DEBUG", "false")
+# In-process tests open connections from helper threads; without a pool each is closed
+# with its thread, so the test database can be dropped at the end. Server processes
+# started by the end-to-end tests run core.settings and do use the pool.
+os.environ.setdefault("DATABASE_POOL", "false")
 for name in ("REDIS_URL", "CELERY_BROKER_URL"):
     os.environ.pop(name, None)
 os.environ.setdefault("DATABASE_URL", os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ledgerpulse"))

@@ -1,5 +1,7 @@
 """REST views for transactions: validate input, call one command or selector, serialize."""
-from rest_framework import status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -7,12 +9,15 @@ from rest_framework.views import APIView
 from core import eventstore
 from core.idempotency import idempotent
 from core.pagination import NewestFirstCursorPagination
+from core.params import reject_blank
 from core.permissions import IsStaff, staff_with
+from core.schema import CURRENCY_PARAMETER, IDEMPOTENCY_KEY, PROBLEM_RESPONSES
 from core.serializers import EventOutput
 from transactions import selectors, services
 from transactions.filters import TransactionFilter
 from transactions.serializers import (
     ApproveInput,
+    DecisionOutput,
     RejectInput,
     TransactionCreateInput,
     TransactionOutput,
@@ -30,7 +35,31 @@ class TransactionListCreateApi(APIView):
     def get_permissions(self):
         return [CanAdd()] if self.request.method == "POST" else [IsStaff()]
 
+    @extend_schema(
+        operation_id="transactions_list",
+        summary="List transactions",
+        description="Newest first, cursor-paginated: follow `next` until it is null.",
+        parameters=[
+            OpenApiParameter("status", str, enum=["pending", "approved", "rejected"]),
+            OpenApiParameter("currency", CURRENCY_PARAMETER, description="ISO 4217 code"),
+            OpenApiParameter("occurred_after", OpenApiTypes.DATETIME, description="occurred_at >= this"),
+            OpenApiParameter("occurred_before", OpenApiTypes.DATETIME, description="occurred_at < this"),
+            OpenApiParameter("amount_min", OpenApiTypes.DECIMAL),
+            OpenApiParameter("amount_max", OpenApiTypes.DECIMAL),
+            OpenApiParameter("reference", str, description="Exact reference"),
+            OpenApiParameter("cursor", str, description="Opaque; taken from `next` or `previous`"),
+            OpenApiParameter("limit", int, description="Page size, at most 200 (default 50)"),
+        ],
+        responses={
+            200: inline_serializer(
+                "TransactionPage",
+                {"next": serializers.URLField(allow_null=True), "previous": serializers.URLField(allow_null=True), "results": TransactionOutput(many=True)},
+            ),
+            **PROBLEM_RESPONSES(400, 401, 403),
+        },
+    )
     def get(self, request):
+        reject_blank(request.query_params, [*TransactionFilter.base_filters, "cursor", "limit"])
         filterset = TransactionFilter(request.query_params, queryset=selectors.transaction_list())
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
@@ -38,6 +67,20 @@ class TransactionListCreateApi(APIView):
         page = paginator.paginate_queryset(filterset.qs, request, view=self)
         return paginator.get_paginated_response(TransactionOutput(page, many=True).data)
 
+    @extend_schema(
+        operation_id="transactions_create",
+        summary="Submit a transaction",
+        request=TransactionCreateInput,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: TransactionOutput, **PROBLEM_RESPONSES(400, 401, 403, 409, 413, 422)},
+        examples=[
+            OpenApiExample(
+                "An invoice payment",
+                value={"amount": "12.50", "currency": "EUR", "occurred_at": "2026-11-18T09:30:00+01:00", "reference": "INV-7"},
+                request_only=True,
+            )
+        ],
+    )
     @idempotent
     def post(self, request):
         payload = TransactionCreateInput(data=request.data)
@@ -47,6 +90,7 @@ class TransactionListCreateApi(APIView):
 
 
 class TransactionDetailApi(APIView):
+    @extend_schema(operation_id="transactions_retrieve", summary="A transaction", responses={200: TransactionOutput, **PROBLEM_RESPONSES(401, 403, 404)})
     def get(self, request, transaction_id):
         return Response(TransactionOutput(selectors.transaction_get(transaction_id=transaction_id)).data)
 
@@ -60,6 +104,15 @@ def _decision_response(decision: services.Decision) -> Response:
 class TransactionApproveApi(APIView):
     permission_classes = [CanDecide]
 
+    @extend_schema(
+        operation_id="transactions_approve",
+        summary="Approve a pending transaction",
+        description="Appends TransactionApproved. `position` is the event's position: pass it as `min_position` "
+        "to the weekly income endpoint to read your write.",
+        request=ApproveInput,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422)},
+    )
     @idempotent
     def post(self, request, transaction_id):
         payload = ApproveInput(data=request.data)
@@ -73,6 +126,13 @@ class TransactionApproveApi(APIView):
 class TransactionRejectApi(APIView):
     permission_classes = [CanDecide]
 
+    @extend_schema(
+        operation_id="transactions_reject",
+        summary="Reject a pending transaction",
+        request=RejectInput,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422)},
+    )
     @idempotent
     def post(self, request, transaction_id):
         payload = RejectInput(data=request.data)
@@ -84,6 +144,11 @@ class TransactionRejectApi(APIView):
 
 
 class TransactionEventsApi(APIView):
+    @extend_schema(
+        operation_id="transactions_events",
+        summary="A transaction's events, oldest first",
+        responses={200: inline_serializer("EventList", {"results": EventOutput(many=True)}), **PROBLEM_RESPONSES(401, 403, 404)},
+    )
     def get(self, request, transaction_id):
         selectors.transaction_get(transaction_id=transaction_id)
         events = eventstore.read_stream(transaction_id)

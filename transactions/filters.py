@@ -1,12 +1,22 @@
 """Query filters for the transactions list."""
 import django_filters
+from django.core.exceptions import ValidationError
+
+from core.money import MoneyError, normalize_currency
 
 from transactions.models import Transaction, TransactionStatus
 
 
+def validate_currency(value: str) -> None:
+    try:
+        normalize_currency(value)
+    except MoneyError as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class TransactionFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=TransactionStatus.choices)
-    currency = django_filters.CharFilter(method="filter_currency")
+    currency = django_filters.CharFilter(method="filter_currency", validators=[validate_currency])
     occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
     occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     amount_min = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")

@@ -1,6 +1,7 @@
 """Input and output serializers for the transactions API: validate in, plain JSON out."""
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.money import MoneyError, format_amount, normalize_currency, parse_amount
@@ -18,6 +19,7 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().enforce_timezone(value)
 
 
+@extend_schema_field({"type": "string", "pattern": r"^\d+(\.\d+)?$", "example": "12.50"})
 class AmountField(serializers.Field):
     """A decimal string (or an exactly parsed JSON number); checked against the currency later."""
 
@@ -68,7 +70,7 @@ class RejectInput(serializers.Serializer):
 
 
 class TransactionOutput(serializers.ModelSerializer):
-    amount = serializers.SerializerMethodField()
+    amount = serializers.SerializerMethodField(help_text='Decimal string with the currency\'s minor digits, e.g. "12.50"')
 
     class Meta:
         model = Transaction
@@ -89,3 +91,12 @@ class TransactionOutput(serializers.ModelSerializer):
 
     def get_amount(self, obj) -> str:
         return format_amount(obj.amount, obj.currency)
+
+
+class DecisionOutput(TransactionOutput):
+    """Schema only: the transaction plus the position of the decision's event."""
+
+    position = serializers.IntegerField(read_only=True)
+
+    class Meta(TransactionOutput.Meta):
+        fields = TransactionOutput.Meta.fields + ["position"]

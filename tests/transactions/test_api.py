@@ -218,3 +218,17 @@ def test_an_unknown_api_path_is_a_404_problem(api):
     response = api.get("/api/nothing-here/")
     assert response.status_code == 404
     assert response["Content-Type"] == PROBLEM
+
+
+@pytest.mark.parametrize("param", ["status", "occurred_before", "amount_min", "cursor"])
+def test_an_empty_filter_is_a_400_naming_it_not_silently_ignored(api, param):
+    assert_problem(api.get("/api/transactions/", {param: ""}), 400, param)
+
+
+@pytest.mark.parametrize(("params", "field"), [({"limit": "null"}, "limit"), ({"limit": "500"}, "limit"), ({"cursor": "garbage"}, "cursor")])
+def test_a_bad_page_size_or_cursor_is_a_400_naming_it(api, params, field):
+    assert_problem(api.get("/api/transactions/", params), 400, field)
+
+
+def test_an_unknown_format_is_a_400_naming_it(api):
+    assert_problem(api.get("/api/transactions/", {"format": "xml"}), 400, "format")

@@ -1,0 +1,63 @@
+"""Property-based run of the whole REST API against its own OpenAPI schema (schemathesis, in-process)."""
+import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
+from django.core.management import call_command
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.core.wsgi import get_wsgi_application
+from hypothesis import HealthCheck, settings
+from rest_framework_simplejwt.tokens import RefreshToken
+
+pytestmark = pytest.mark.django_db
+
+schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+OPERATIONS = len(list(schema.get_all_operations()))
+calls = {"requests": 0, "operations": set()}
+
+
+def test_the_schema_is_valid_openapi_without_warnings(tmp_path):
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    assert (tmp_path / "schema.yaml").read_text().startswith("openapi: 3")
+
+
+@pytest.fixture
+def in_test_transaction():
+    """As Django's test client does: requests must not close the test's connection."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def staff_token(admin_user, in_test_transaction, monkeypatch):
+    monkeypatch.setattr("analytics.api.MIN_POSITION_WAIT_SECONDS", 0.05)
+    from django.core.cache import cache
+
+    cache.clear()  # the token endpoint's throttle must not leak between examples
+    return str(RefreshToken.for_user(admin_user).access_token)
+
+
+@schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_answers_within_its_schema_and_never_5xx(case, staff_token):
+    calls["requests"] += 1
+    calls["operations"].add(case.operation.label)
+    # Every check but two. positive_data_acceptance: a schema cannot say which well-formed
+    # currency codes ISO 4217 assigns, so "ZZZ" is schema-valid and still, rightly, a 400.
+    # not_a_server_error counts the documented 503 of a min_position not yet reached;
+    # the assertion below allows exactly that one 5xx and no other.
+    response = case.call_and_validate(
+        headers={"Authorization": f"Bearer {staff_token}"}, excluded_checks=[positive_data_acceptance, not_a_server_error]
+    )
+    if response.status_code >= 500:
+        assert response.status_code == 503 and response.json()["code"] == "projection_behind", response.text
+
+
+def test_the_run_covered_every_operation_with_enough_requests():
+    if len(calls["operations"]) < OPERATIONS:
+        pytest.skip("run together with the schemathesis test above")
+    assert len(calls["operations"]) == OPERATIONS
+    assert calls["requests"] >= 500

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -12,12 +13,29 @@ from django.utils.module_loading import import_string
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY_MESSAGES = 4429
 MAX_FRAME_BYTES = 64 * 1024
+# A dashboard sends a ping every few seconds and a resume after reconnecting; a client
+# far beyond this is broken or hostile, and is closed before it costs everyone else.
+BURST_FRAMES = 50
+FRAMES_PER_SECOND = 20.0
 
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
     joined = False
+    allowance = float(BURST_FRAMES)
+    checked_at = 0.0
+
+    def _within_rate(self) -> bool:
+        """Token bucket: BURST_FRAMES at once, FRAMES_PER_SECOND sustained."""
+        now = time.monotonic()
+        self.allowance = min(BURST_FRAMES, self.allowance + (now - (self.checked_at or now)) * FRAMES_PER_SECOND)
+        self.checked_at = now
+        if self.allowance < 1:
+            return False
+        self.allowance -= 1
+        return True
 
     async def connect(self):
         user = self.scope.get("user")
@@ -53,6 +71,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     # --- client -> server ---------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
+        if not self._within_rate():
+            await self.close(code=CLOSE_TOO_MANY_MESSAGES, reason="too many messages")
+            return
         if text_data is None:
             await self.send_error("binary frames are not supported; send JSON text")
             return

@@ -130,3 +130,23 @@ async def test_messages_the_snapshot_already_covers_are_dropped(admin_cookie):
     assert (await communicator.receive_json_from())["seq"] == snapshot["seq"] + 1
     assert await communicator.receive_nothing(timeout=0.1)
     await communicator.disconnect()
+
+
+async def test_a_flood_of_frames_is_closed_with_4429_and_others_stay_served(admin_cookie):
+    flooder, _ = await open_socket(ORIGIN, admin_cookie)
+    bystander, _ = await open_socket(ORIGIN, admin_cookie)
+    await flooder.receive_json_from()
+    await bystander.receive_json_from()
+    for _ in range(1000):
+        await flooder.send_to(text_data='{"type":"ping"}')
+    outputs = []
+    while True:
+        output = await flooder.receive_output(timeout=5)
+        outputs.append(output)
+        if output["type"] == "websocket.close":
+            break
+    assert outputs[-1] == {"type": "websocket.close", "code": 4429, "reason": "too many messages"}
+    assert 40 <= len(outputs) - 1 <= 200  # the burst was answered before the close
+    await bystander.send_json_to({"type": "ping"})
+    assert await bystander.receive_json_from() == {"type": "pong"}
+    await bystander.disconnect()

@@ -232,3 +232,10 @@ def test_a_bad_page_size_or_cursor_is_a_400_naming_it(api, params, field):
 
 def test_an_unknown_format_is_a_400_naming_it(api):
     assert_problem(api.get("/api/transactions/", {"format": "xml"}), 400, "format")
+
+
+def test_a_body_over_one_mebibyte_is_a_413_problem_and_stores_nothing(api):
+    body = b'{"amount": "1.00", "currency": "EUR", "description": "' + b"x" * (1024 * 1024) + b'"}'
+    response = api.post("/api/transactions/", data=body, content_type="application/json")
+    assert_problem(response, 413)
+    assert not Transaction.objects.exists()

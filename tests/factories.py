@@ -12,3 +12,11 @@ def submit(amount="10.00", currency="EUR", occurred_at: datetime | None = None, 
 def approved(amount="10.00", currency="EUR", occurred_at: datetime | None = None, actor="tester"):
     txn = submit(amount, currency, occurred_at, actor)
     return services.transaction_approve(transaction_id=txn.id, actor=actor, reason="ok")
+
+
+def project_all():
+    """Run the projector until it is caught up (what the Celery task does after a commit)."""
+    from analytics.projection import project_next_batch
+
+    while project_next_batch():
+        pass

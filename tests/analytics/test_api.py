@@ -10,12 +10,11 @@ import pytest
 from django.db import connections
 from django.db import transaction as db_transaction
 
-from analytics.projection import project_next_batch
 from analytics.selectors import current_week_start
 from core import eventstore
 from core.eventstore import NewEvent
 from core.signals import events_committed
-from tests.factories import approved, submit
+from tests.factories import approved, project_all, submit
 
 pytestmark = pytest.mark.django_db
 MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
@@ -29,11 +28,6 @@ def unwired_projector():
         yield
     finally:
         events_committed.receivers = receivers
-
-
-def project_all():
-    while project_next_batch():
-        pass
 
 
 def test_weeks_in_the_range_are_zero_filled_for_every_currency(api):

@@ -5,18 +5,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from analytics.projection import project_next_batch
 from analytics.selectors import current_week_start, percent_change
 from core import eventstore
-from tests.factories import approved
+from tests.factories import approved, project_all
 
 pytestmark = pytest.mark.django_db
 MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
-
-
-def project_all():
-    while project_next_batch():
-        pass
 
 
 def test_csv_by_query_parameter_has_a_header_row_and_exact_totals(api):

@@ -95,6 +95,11 @@ def test_an_admin_signs_in_through_the_form_and_sees_the_seeded_weekly_totals_ex
     expect(page.locator('[data-testid="pending-row"]')).to_have_count(1)
     expect(page.locator('[data-testid="pending-count"]')).to_have_attribute("data-value", "1")
 
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(f"{live_stack.base_url}/accounts/login/")
+    page.goto(f"{live_stack.base_url}/dashboard/")
+    expect(page).to_have_url(f"{live_stack.base_url}/accounts/login/?next=/dashboard/")
+
 
 def test_an_approval_by_one_admin_reaches_another_admins_table_chart_kpi_and_queue_within_two_seconds_without_reload(
     live_stack, browser

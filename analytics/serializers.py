@@ -81,6 +81,7 @@ class SummaryOutput(serializers.Serializer):
 class PendingOutput(serializers.Serializer):
     count = serializers.IntegerField()
     latest = serializers.ListField(child=serializers.DictField())
+    as_of = serializers.IntegerField(help_text="The last event position the pending list reflects (may be ahead of seq)")
 
 
 class SnapshotOutput(serializers.Serializer):

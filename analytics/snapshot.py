@@ -1,5 +1,6 @@
 """The dashboard snapshot: what a websocket client (or GET /api/dashboard/snapshot/) starts from."""
 from analytics.selectors import weekly_income
+from core import eventstore
 from core.db import consistent_read
 from transactions.selectors import pending_transactions
 from transactions.serializers import TransactionOutput
@@ -12,11 +13,14 @@ def dashboard_snapshot() -> dict:
     with consistent_read():
         report = weekly_income()
         pending_count, latest = pending_transactions(limit=PENDING_LATEST)
+        # The read model is written with its events, so it can be ahead of `seq` (the
+        # projection's position): this says exactly which events the pending list reflects.
+        pending_as_of = eventstore.last_position()
     return {
         "type": "snapshot",
         "seq": report.as_of,
         "time_zone": report.time_zone,
         "week_start_day": report.week_start_day,
         "weekly_income": report.rows,
-        "pending": {"count": pending_count, "latest": TransactionOutput(latest, many=True).data},
+        "pending": {"count": pending_count, "latest": TransactionOutput(latest, many=True).data, "as_of": pending_as_of},
     }

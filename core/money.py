@@ -46,8 +46,6 @@ def parse_amount(value, currency: str) -> Decimal:
         raise MoneyError('amount must be a decimal string such as "12.50"')
     if not amount.is_finite():
         raise MoneyError("amount must be a finite number")
-    if not amount.is_finite():
-        raise MoneyError("amount must be a finite number")
     if amount <= 0:
         raise MoneyError("amount must be greater than zero")
     if amount >= _MAX_AMOUNT:

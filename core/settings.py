@@ -96,7 +96,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # channels-redis blocks on BZPOPMIN for up to 5 s; redis-py 8 reads
+                # with a 5 s socket timeout by default, so an idle socket's receive
+                # would time out and drop the websocket. Read longer than it blocks.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
                 "prefix": env_str("CHANNELS_PREFIX", "ledgerpulse"),
                 "capacity": 1000,
                 "expiry": 30,

@@ -41,6 +41,11 @@ def test_an_approval_over_http_reaches_a_logged_in_websocket_client_with_the_exa
         assert snapshot["type"] == "snapshot"
         week = snapshot["weekly_income"][-1]["week_start"] if snapshot["weekly_income"] else None
 
+        # Idle longer than channels-redis blocks on Redis (5 s): the socket must survive it.
+        time.sleep(7)
+        ws.send('{"type":"ping"}')
+        assert json.loads(ws.recv(timeout=5)) == {"type": "pong"}
+
         running_total = Decimal(0)
         # Two approvals: the second task runs in the same worker process as the
         # first, where a per-call event loop would hit "Event loop is closed".

@@ -53,7 +53,7 @@ async def test_staff_get_a_snapshot_on_connect(admin_cookie):
     assert snapshot["type"] == "snapshot"
     assert snapshot["seq"] == 0
     assert snapshot["time_zone"] == "UTC" and snapshot["week_start_day"] == "monday"
-    assert snapshot["pending"] == {"count": 0, "latest": []}
+    assert snapshot["pending"] == {"count": 0, "latest": [], "as_of": 0}
     await communicator.disconnect()
 
 

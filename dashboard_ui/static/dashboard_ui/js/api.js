@@ -1,0 +1,64 @@
+// The public REST API, with the session cookie and the CSRF header.
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail || `Request failed with status ${status}`);
+    this.status = status;
+    this.problem = problem || {};
+  }
+
+  /** Field errors as {field: message}, from the problem's `errors` list. */
+  get fieldErrors() {
+    const out = {};
+    for (const error of this.problem.errors || []) {
+      const field = error.field || "";
+      out[field] = out[field] ? `${out[field]} ${error.message}` : error.message;
+    }
+    return out;
+  }
+}
+
+export function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+export async function request(path, { method = "GET", body, params } = {}) {
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(params || {})) {
+    if (value !== undefined && value !== null) url.searchParams.set(key, value);
+  }
+  if (url.origin !== window.location.origin) throw new Error(`refusing a cross-origin API call to ${url}`);
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") {
+    headers["Content-Type"] = "application/json";
+    headers["X-CSRFToken"] = csrfToken();
+  }
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      headers,
+      credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (error) {
+    throw new ApiError(0, { detail: "The server could not be reached. Check your connection and try again." });
+  }
+  const type = response.headers.get("Content-Type") || "";
+  const data = type.includes("json") ? await response.json().catch(() => null) : null;
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+export const api = {
+  weeklyIncome: (from, to) => request("/api/analytics/weekly-income/", { params: { from, to } }),
+  /** Pending transactions, newest first; `next` is the previous page's cursor URL. */
+  pending: (next) => {
+    if (!next) return request("/api/transactions/", { params: { status: "pending", limit: 50 } });
+    const url = new URL(next, window.location.origin); // same path and cursor, on this page's origin
+    return request(url.pathname + url.search);
+  },
+  approve: (id, reason) => request(`/api/transactions/${id}/approve/`, { method: "POST", body: reason ? { reason } : {} }),
+  reject: (id, reason) => request(`/api/transactions/${id}/reject/`, { method: "POST", body: { reason } }),
+};

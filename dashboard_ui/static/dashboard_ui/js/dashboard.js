@@ -1,0 +1,766 @@
+// The Ledgerpulse dashboard page: renders the DashboardState and wires the
+// websocket (LiveSocket) and REST calls (api) to it. Talks only to public APIs.
+
+import { api } from "./api.js";
+import { LiveSocket } from "./live.js";
+import { formatCompact, formatMoney, formatPercent, percentChange, sumDecimals } from "./money.js";
+import { DashboardState } from "./store.js";
+import { addWeeks, longWeekLabel, MONTHS, shortWeekLabel, weekLabel } from "./weeks.js";
+
+const RANGES = [12, 26, 52];
+const SNAPSHOT_WEEKS = 12;
+const HEAL_AFTER_MS = 6000;
+const PALETTE = { EUR: "#2563eb", USD: "#059669", JPY: "#d97706", GBP: "#7c3aed", CHF: "#dc2626" };
+const SPARE_COLORS = ["#0891b2", "#db2777", "#65a30d", "#9333ea", "#ea580c", "#475569"];
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const canDecide = document.body.dataset.canDecide === "true";
+
+function initialRange() {
+  const asked = Number(new URLSearchParams(window.location.search).get("weeks"));
+  return RANGES.includes(asked) ? asked : SNAPSHOT_WEEKS;
+}
+
+const state = new DashboardState({ rangeWeeks: initialRange() });
+let loadedFrom = null; // oldest week whose values came from a snapshot or REST read since the last snapshot
+
+// --- small DOM helpers ----------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function flash(el) {
+  el.classList.remove("flash");
+  void el.offsetWidth; // restart the animation
+  el.classList.add("flash");
+}
+
+function colorFor(currency) {
+  if (PALETTE[currency]) return PALETTE[currency];
+  const others = state.currencies.filter((c) => !PALETTE[c]);
+  return SPARE_COLORS[Math.max(0, others.indexOf(currency)) % SPARE_COLORS.length];
+}
+
+const partFormats = new Map();
+
+/** Calendar parts of an instant in the analytics time zone (weeks are cut there too). */
+function partsOf(iso) {
+  const zone = state.timeZone;
+  if (!partFormats.has(zone)) {
+    const options = { year: "numeric", month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+    let format;
+    try {
+      format = new Intl.DateTimeFormat("en-US", { ...options, timeZone: zone });
+    } catch {
+      format = new Intl.DateTimeFormat("en-US", { ...options, timeZone: "UTC" });
+    }
+    partFormats.set(zone, format);
+  }
+  const parts = Object.fromEntries(partFormats.get(zone).formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+  return { ...parts, monthName: MONTHS[Number(parts.month) - 1] };
+}
+
+function formatDate(iso) {
+  if (!iso) return "";
+  const p = partsOf(iso);
+  return `${Number(p.day)} ${p.monthName} ${p.year}`;
+}
+
+function formatDateTime(iso) {
+  if (!iso) return "";
+  const p = partsOf(iso);
+  return `${Number(p.day)} ${p.monthName}, ${p.hour}:${p.minute}`;
+}
+
+function formatTime(iso) {
+  if (!iso) return "";
+  const p = partsOf(iso);
+  return `${p.hour}:${p.minute}:${p.second}`;
+}
+
+function txnLabel(txn) {
+  return txn.reference || `#${txn.id.slice(0, 8)}`;
+}
+
+// --- toasts -------------------------------------------------------------------------------
+
+function toast(message, kind = "info") {
+  const box = $("#toasts");
+  const item = h("div", { class: `toast toast--${kind}`, role: kind === "error" ? "alert" : null }, message);
+  box.append(item);
+  setTimeout(() => item.classList.add("toast--leaving"), kind === "error" ? 7000 : 4000);
+  setTimeout(() => item.remove(), kind === "error" ? 7400 : 4400);
+}
+
+// --- connection indicator -------------------------------------------------------------------
+
+const conn = $('[data-testid="connection-status"]');
+let countdownTimer = null;
+
+function renderConnection({ state: live, retryAt }) {
+  clearInterval(countdownTimer);
+  countdownTimer = null;
+  const labels = {
+    connected: ["connected", "Connected", ""],
+    connecting: ["reconnecting", "Connecting…", ""],
+    reconnecting: ["reconnecting", "Reconnecting", ""],
+    offline: ["offline", "Offline", "waiting for the network"],
+    "signed-out": ["offline", "Signed out", ""],
+    forbidden: ["offline", "No access", "staff only"],
+  };
+  const [dataState, label, detail] = labels[live] || labels.offline;
+  conn.dataset.state = dataState;
+  conn.dataset.phase = live;
+  $(".conn__label", conn).textContent = label;
+  $(".conn__action", conn).hidden = live !== "signed-out";
+  const detailEl = $(".conn__detail", conn);
+  detailEl.textContent = detail;
+  if (live === "reconnecting" && retryAt) {
+    const tick = () => {
+      const seconds = Math.ceil((retryAt - Date.now()) / 1000);
+      detailEl.textContent = seconds > 0 ? `in ${seconds} s` : "now…";
+      conn.dataset.retryIn = String(Math.max(0, seconds));
+    };
+    tick();
+    countdownTimer = setInterval(tick, 250);
+  } else {
+    delete conn.dataset.retryIn;
+  }
+}
+
+function renderSeq() {
+  const el = $('[data-testid="last-seq"]');
+  el.dataset.value = String(state.lastSeq);
+  $(".seq__value", el).textContent = `#${state.lastSeq.toLocaleString("en-US")}`;
+}
+
+// --- weekly table -------------------------------------------------------------------------------
+
+let tableLayout = "";
+
+function fillWeekCell(td, cell) {
+  td.dataset.value = cell.total;
+  td.dataset.count = String(cell.count);
+  td.classList.toggle("is-zero", cell.count === 0 && /^0*\.?0*$/.test(cell.total));
+  td.replaceChildren(
+    h("span", { class: "amt" }, formatMoney(cell.total, cell.currency)),
+    h("span", { class: "cnt", title: `${cell.count} approved` }, `${cell.count.toLocaleString("en-US")} tx`),
+  );
+}
+
+function renderTotals(weeks, currencies) {
+  const tfoot = $("#weekly-table tfoot");
+  const row = h("tr", {}, h("th", { scope: "row" }, "Total", h("span", { class: "total__span" }, `${weeks.length} weeks`)));
+  for (const currency of currencies) {
+    const cells = weeks.map((w) => state.cell(w, currency));
+    const total = sumDecimals(cells.map((c) => c.total), state.digits.get(currency) ?? 0);
+    const count = cells.reduce((n, c) => n + c.count, 0);
+    row.append(
+      h(
+        "td",
+        { class: "num", "data-testid": "range-total", "data-currency": currency, "data-value": total, "data-count": count },
+        h("span", { class: "amt" }, formatMoney(total, currency)),
+        h("span", { class: "cnt" }, `${count.toLocaleString("en-US")} tx`),
+      ),
+    );
+  }
+  tfoot.replaceChildren(row);
+}
+
+function renderTable(changed = []) {
+  const table = $("#weekly-table");
+  const weeks = state.weeks();
+  const currencies = state.currencies;
+  const layout = `${weeks[0]}/${weeks.length}/${currencies.join(",")}`;
+  if (layout !== tableLayout) {
+    tableLayout = layout;
+    const head = h("tr", {}, h("th", { scope: "col" }, "Week of"));
+    for (const currency of currencies) {
+      head.append(
+        h("th", { scope: "col", class: "num" },
+          h("span", { class: "swatch", style: `--swatch:${colorFor(currency)}`, "aria-hidden": "true" }), currency),
+      );
+    }
+    $("thead", table).replaceChildren(head);
+    const rows = [...weeks].reverse().map((week) => {
+      const tr = h("tr", { "data-week": week },
+        h("th", { scope: "row" }, h("time", { datetime: week, title: longWeekLabel(week) }, shortWeekLabel(week), h("span", { class: "yr" }, ` ${week.slice(0, 4)}`))));
+      for (const currency of currencies) {
+        const td = h("td", { class: "num", "data-testid": "week-total", "data-week": week, "data-currency": currency });
+        fillWeekCell(td, state.cell(week, currency));
+        tr.append(td);
+      }
+      return tr;
+    });
+    $("tbody", table).replaceChildren(...rows);
+    if (!currencies.length) {
+      $("tbody", table).replaceChildren(
+        h("tr", {}, h("td", { class: "empty", colspan: "1" }, "No approved income yet.")),
+      );
+    }
+  } else {
+    for (const key of changed) {
+      const [week, currency] = key.split("|");
+      const td = table.querySelector(`td[data-week="${week}"][data-currency="${currency}"]`);
+      if (!td) continue;
+      fillWeekCell(td, state.cell(week, currency));
+      flash(td);
+    }
+  }
+  renderTotals(weeks, currencies);
+  const [first, last] = [weeks[0], weeks[weeks.length - 1]];
+  $("#chart-range").textContent = `${first.slice(0, 4) === last.slice(0, 4) ? shortWeekLabel(first) : weekLabel(first)} – ${weekLabel(last)}`;
+}
+
+// --- KPI tiles ----------------------------------------------------------------------------------
+
+function renderKpis(changed = []) {
+  const grid = $("#kpis");
+  const week = state.lastWeek;
+  const previous = addWeeks(week, -1);
+  const currencies = state.currencies;
+  grid.querySelectorAll(".kpi--placeholder").forEach((el) => el.remove());
+  const tiles = new Map([...grid.querySelectorAll('[data-testid="kpi"]')].map((el) => [el.dataset.currency, el]));
+  for (const [currency, el] of tiles) if (!currencies.includes(currency)) el.remove();
+  if (!currencies.length && !grid.querySelector(".kpi--empty")) {
+    grid.append(h("p", { class: "kpi kpi--empty" }, "No approved income yet: tiles appear with the first approval."));
+  } else if (currencies.length) {
+    grid.querySelector(".kpi--empty")?.remove();
+  }
+  currencies.forEach((currency, index) => {
+    const now = state.cell(week, currency);
+    const before = state.cell(previous, currency);
+    const change = percentChange(now.total, before.total);
+    const direction = change === null ? "none" : change.startsWith("-") ? "down" : /^0*\.?0*$/.test(change) ? "flat" : "up";
+    const arrow = { up: "▲", down: "▼", flat: "■", none: "" }[direction];
+    const tile = h(
+      "article",
+      { class: "kpi", "data-testid": "kpi", "data-currency": currency, style: `--accent:${colorFor(currency)}`, "aria-label": `${currency} income` },
+      h("header", { class: "kpi__head" },
+        h("span", { class: "kpi__cur" }, currency),
+        h("span", { class: "kpi__label" }, "This week"),
+        h("span", { class: "kpi__count" }, `${now.count.toLocaleString("en-US")} approved`)),
+      h("div", { class: "kpi__main" },
+        h("p", { class: "kpi__value", "data-testid": "kpi-this-week", "data-value": now.total }, formatMoney(now.total, currency)),
+        h("span", {
+          class: `chip chip--${direction}`,
+          "data-testid": "kpi-change",
+          "data-value": change ?? "",
+          title: change === null ? "No income last week to compare with" : "Change from last week",
+        },
+        arrow ? h("span", { "aria-hidden": "true" }, `${arrow} `) : null,
+        change === null ? "New" : formatPercent(change),
+        h("span", { class: "visually-hidden" }, change === null ? ": no income last week" : " from last week"))),
+      h("p", { class: "kpi__foot" }, "Last week ",
+        h("span", { "data-testid": "kpi-last-week", "data-value": before.total }, formatMoney(before.total, currency)),
+        h("span", { class: "kpi__prev-count" }, ` · ${before.count.toLocaleString("en-US")} approved`)),
+    );
+    const existing = tiles.get(currency);
+    if (existing) {
+      existing.replaceWith(tile);
+      if (changed.some((key) => key === `${week}|${currency}` || key === `${previous}|${currency}`)) flash(tile);
+    }
+    const at = grid.querySelectorAll('[data-testid="kpi"]')[index];
+    if (!existing) grid.insertBefore(tile, at || null);
+  });
+}
+
+// --- chart ----------------------------------------------------------------------------------------
+
+let chart = null;
+let chartLayout = "";
+
+function chartScales(currencies, compact) {
+  const scales = {
+    x: {
+      grid: { display: false },
+      border: { color: "#d5d9e0" },
+      ticks: { color: "#5b6472", maxRotation: 0, autoSkip: true, autoSkipPadding: 14, font: { size: 11 } },
+    },
+  };
+  currencies.forEach((currency, index) => {
+    scales[`y_${currency}`] = {
+      type: "linear",
+      position: index % 2 === 0 ? "left" : "right",
+      beginAtZero: true,
+      grace: "8%",
+      display: compact ? false : "auto",
+      grid: { display: index === 0, color: "#edf0f4", drawTicks: false },
+      border: { display: false },
+      ticks: {
+        color: colorFor(currency),
+        maxTicksLimit: 5,
+        padding: 6,
+        font: { size: 11, weight: "600" },
+        callback: (value) => formatCompact(value, currency),
+      },
+    };
+  });
+  return scales;
+}
+
+function chartDatasets(weeks, currencies) {
+  return currencies.map((currency) => {
+    const color = colorFor(currency);
+    return {
+      label: currency,
+      yAxisID: `y_${currency}`,
+      data: weeks.map((week) => Number(state.cell(week, currency).total)),
+      borderColor: color,
+      backgroundColor: `${color}1f`,
+      pointBackgroundColor: "#fff",
+      pointBorderColor: color,
+      pointBorderWidth: 2,
+      pointRadius: weeks.length > 26 ? 0 : 3,
+      pointHoverRadius: 5,
+      borderWidth: 2.25,
+      tension: 0.3,
+      cubicInterpolationMode: "monotone",
+      fill: currencies.length === 1 ? "origin" : false,
+    };
+  });
+}
+
+function renderChart() {
+  const box = $("#chart-box");
+  const weeks = state.weeks();
+  const currencies = state.currencies;
+  $("#chart-empty").hidden = currencies.length > 0;
+  if (!window.Chart) {
+    $("#chart-empty").hidden = false;
+    $("#chart-empty").textContent = "The chart could not be loaded; the table has every figure.";
+    return;
+  }
+  const compact = box.clientWidth < 520;
+  const layout = `${weeks[0]}/${weeks.length}/${currencies.join(",")}/${compact}`;
+  if (!chart) {
+    chart = new window.Chart($("#income-chart"), {
+      type: "line",
+      data: { labels: [], datasets: [] },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: { duration: 300 },
+        interaction: { mode: "index", intersect: false },
+        layout: { padding: { top: 4, right: 4 } },
+        plugins: {
+          legend: {
+            position: "bottom",
+            align: "start",
+            labels: { usePointStyle: true, pointStyle: "circle", boxWidth: 8, boxHeight: 8, padding: 16, color: "#1f2733", font: { size: 12, weight: "600" } },
+          },
+          tooltip: {
+            backgroundColor: "#111827",
+            padding: 10,
+            boxPadding: 4,
+            usePointStyle: true,
+            callbacks: {
+              title: (items) => (items.length ? `Week of ${longWeekLabel(state.weeks()[items[0].dataIndex])}` : ""),
+              label: (item) => {
+                const currency = item.dataset.label;
+                const cell = state.cell(state.weeks()[item.dataIndex], currency);
+                return ` ${formatMoney(cell.total, currency)}  ·  ${cell.count} approved`;
+              },
+            },
+          },
+        },
+        scales: {},
+      },
+    });
+  }
+  if (layout !== chartLayout) {
+    const hidden = new Set(chart.data.datasets.filter((_, i) => !chart.isDatasetVisible(i)).map((d) => d.label));
+    chartLayout = layout;
+    chart.data.labels = weeks.map(shortWeekLabel);
+    chart.data.datasets = chartDatasets(weeks, currencies);
+    chart.options.scales = chartScales(currencies, compact);
+    chart.update();
+    chart.data.datasets.forEach((d, i) => hidden.has(d.label) && chart.setDatasetVisibility(i, false));
+  } else {
+    chart.data.datasets.forEach((dataset) => {
+      weeks.forEach((week, i) => {
+        dataset.data[i] = Number(state.cell(week, dataset.label).total);
+      });
+    });
+  }
+  chart.update();
+  box.setAttribute("aria-busy", "false");
+  box.dataset.drawn = "true";
+}
+
+// --- pending queue --------------------------------------------------------------------------------
+
+const queueBody = $("#queue-body");
+let queueShown = false; // rows of the first render are not "new"
+
+function pendingRow(txn) {
+  const label = txnLabel(txn);
+  const amount = formatMoney(txn.amount, txn.currency);
+  const disabled = canDecide ? null : true;
+  const why = canDecide ? null : "You do not have permission to decide transactions";
+  return h(
+    "tr",
+    { class: "qrow", "data-testid": "pending-row", "data-id": txn.id },
+    h("td", { class: "ref" },
+      h("span", { class: "ref__main" }, label),
+      txn.description ? h("span", { class: "ref__sub" }, txn.description) : null),
+    h("td", { class: "occ", "data-label": "Occurred" }, h("time", { datetime: txn.occurred_at }, formatDate(txn.occurred_at))),
+    h("td", { class: "sub", "data-label": "Submitted" }, h("time", { datetime: txn.created_at }, formatDateTime(txn.created_at))),
+    h("td", { class: "num amt", "data-value": txn.amount, "data-currency": txn.currency },
+      h("span", { class: "amt__cur" }, txn.currency), " ", amount),
+    h("td", { class: "actions" },
+      h("div", { class: "btn-group" },
+        h("button", { type: "button", class: "btn btn--approve btn--sm", "data-testid": "approve", "data-action": "approve", "aria-label": `Approve ${label}, ${amount}`, disabled, title: why }, "Approve"),
+        h("button", { type: "button", class: "btn btn--reject btn--sm", "data-testid": "reject", "data-action": "reject", "aria-label": `Reject ${label}, ${amount}`, disabled, title: why }, "Reject"))),
+  );
+}
+
+function renderQueue() {
+  const rows = state.pendingRows();
+  const wanted = new Set(rows.map((t) => t.id));
+  const existing = new Map([...queueBody.children].filter((tr) => tr.dataset.id).map((tr) => [tr.dataset.id, tr]));
+  let refocusIndex = null;
+  [...queueBody.children].forEach((tr, index) => {
+    if (wanted.has(tr.dataset.id)) return;
+    if (tr.contains(document.activeElement)) refocusIndex = index;
+    tr.remove();
+  });
+  rows.forEach((txn, index) => {
+    const tr = existing.get(txn.id) || pendingRow(txn);
+    if (queueBody.children[index] !== tr) {
+      queueBody.insertBefore(tr, queueBody.children[index] || null);
+      if (!existing.has(txn.id) && queueShown) flash(tr);
+    }
+  });
+  if (refocusIndex !== null) focusQueueRow(refocusIndex);
+  queueShown = true;
+  const count = $('[data-testid="pending-count"]');
+  count.dataset.value = String(state.pendingCount);
+  $(".badge__value", count).textContent = state.pendingCount.toLocaleString("en-US");
+  $("#queue-empty").hidden = rows.length > 0;
+  $("#queue-table").hidden = rows.length === 0;
+  $("#queue-shown").textContent = rows.length < state.pendingCount ? `Showing ${rows.length} of ${state.pendingCount.toLocaleString("en-US")}` : "";
+  const more = $("#queue-more");
+  more.hidden = state.pendingComplete;
+}
+
+function setRowBusy(tr, busy, text) {
+  tr.classList.toggle("is-busy", busy);
+  tr.setAttribute("aria-busy", busy ? "true" : "false");
+  tr.querySelectorAll("button").forEach((button) => {
+    button.disabled = busy || !canDecide;
+  });
+  const approve = tr.querySelector('[data-action="approve"]');
+  if (approve) approve.textContent = busy && text ? text : "Approve";
+}
+
+function heal(stillStale) {
+  // If the socket has not brought the news in time, ask for a fresh snapshot.
+  setTimeout(() => {
+    if (stillStale()) live.resync(state.lastSeq);
+  }, HEAL_AFTER_MS);
+}
+
+function applyOwnDecision(result, status) {
+  const change = state.applyDecision(result, status, result.position);
+  applied(change);
+  heal(() => state.lastSeq < result.position);
+}
+
+function decisionFailed(error, txn, verb) {
+  if (error.status === 409) {
+    toast(`${txnLabel(txn)} was already decided by someone else.`, "warning");
+    heal(() => state.pending.has(txn.id));
+  } else if (error.status === 404) {
+    toast(`${txnLabel(txn)} no longer exists.`, "warning");
+    live.resync(state.lastSeq);
+  } else if (error.status === 401 || error.status === 403) {
+    toast(error.status === 401 ? "Your session has ended: sign in again." : error.message, "error");
+  } else {
+    toast(`Could not ${verb} ${txnLabel(txn)}: ${error.message}`, "error");
+  }
+}
+
+async function approve(tr, txn) {
+  setRowBusy(tr, true, "Approving…");
+  try {
+    const result = await api.approve(txn.id);
+    applyOwnDecision(result, "approved");
+    toast(`Approved ${txnLabel(txn)} · ${formatMoney(txn.amount, txn.currency)}`, "success");
+  } catch (error) {
+    decisionFailed(error, txn, "approve");
+  } finally {
+    if (tr.isConnected) setRowBusy(tr, false);
+  }
+}
+
+queueBody.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button || button.disabled) return;
+  const tr = button.closest("tr");
+  const txn = state.pending.get(tr.dataset.id);
+  if (!txn) return;
+  if (button.dataset.action === "approve") approve(tr, txn);
+  else openReject(txn, button);
+});
+
+$("#queue-more").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  button.textContent = "Loading…";
+  try {
+    let page = await api.pending(state.pendingNext);
+    let added = state.addPendingPage(page.results, page.next);
+    // The first page may hold only rows already shown: keep paging until something is new.
+    while (!added && page.next) {
+      page = await api.pending(page.next);
+      added = state.addPendingPage(page.results, page.next);
+    }
+    if (!page.next && !added) state.pendingCount = state.pending.size;
+    renderQueue();
+  } catch (error) {
+    toast(`Could not load older pending transactions: ${error.message}`, "error");
+  } finally {
+    button.disabled = false;
+    button.textContent = "Show older pending";
+  }
+});
+
+// --- reject dialog ----------------------------------------------------------------------------------
+
+const dialog = $("#reject-dialog");
+const reasonField = $("#reject-reason");
+const reasonError = $("#reject-error");
+let rejecting = null; // {txn, opener, index}
+
+function focusQueueRow(index) {
+  const rows = queueBody.querySelectorAll('[data-testid="pending-row"]');
+  const row = rows[Math.min(index, rows.length - 1)];
+  const target = row?.querySelector("button:not([disabled])") || $("#queue-title");
+  target.focus();
+}
+
+function openReject(txn, opener) {
+  const rows = [...queueBody.querySelectorAll('[data-testid="pending-row"]')];
+  rejecting = { txn, opener, index: Math.max(0, rows.indexOf(opener.closest("tr"))) };
+  $("#reject-summary").textContent = `${txnLabel(txn)} · ${formatMoney(txn.amount, txn.currency)} · occurred ${formatDate(txn.occurred_at)}`;
+  reasonField.value = "";
+  reasonField.removeAttribute("aria-invalid");
+  reasonError.textContent = "";
+  $("#reject-confirm").disabled = false;
+  dialog.showModal();
+  reasonField.focus();
+}
+
+function showReasonError(message) {
+  reasonError.textContent = message;
+  reasonField.setAttribute("aria-invalid", "true");
+  reasonField.focus();
+}
+
+$("#reject-cancel").addEventListener("click", () => dialog.close("cancel"));
+
+dialog.addEventListener("close", () => {
+  const { opener, index } = rejecting || {};
+  rejecting = null;
+  if (opener?.isConnected) opener.focus();
+  else focusQueueRow(index ?? 0);
+});
+
+$("#reject-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!rejecting) return;
+  const { txn, opener } = rejecting;
+  const reason = reasonField.value.trim();
+  if (!reason) {
+    showReasonError("Enter a reason: rejections are recorded with one.");
+    return;
+  }
+  const confirm = $("#reject-confirm");
+  confirm.disabled = true;
+  const tr = opener.closest("tr");
+  if (tr) setRowBusy(tr, true, "Rejecting…");
+  try {
+    const result = await api.reject(txn.id, reason);
+    dialog.close("rejected");
+    applyOwnDecision(result, "rejected");
+    toast(`Rejected ${txnLabel(txn)} · ${formatMoney(txn.amount, txn.currency)}`, "success");
+  } catch (error) {
+    if (error.status === 400) {
+      showReasonError(error.fieldErrors.reason || error.message);
+    } else {
+      dialog.close("failed");
+      decisionFailed(error, txn, "reject");
+    }
+  } finally {
+    confirm.disabled = false;
+    if (tr?.isConnected) setRowBusy(tr, false);
+  }
+});
+
+// --- activity feed ------------------------------------------------------------------------------------
+
+const feedList = $("#feed");
+const FEED_TEXT = {
+  "transaction.submitted": ["Submitted", "submitted", "+"],
+  "transaction.approved": ["Approved", "approved", "✓"],
+  "transaction.rejected": ["Rejected", "rejected", "✕"],
+};
+
+function feedItem(entry) {
+  const txn = entry.transaction;
+  const [verb, modifier, icon] = FEED_TEXT[entry.type];
+  const who = entry.type === "transaction.submitted" ? null : txn.decided_by;
+  return h(
+    "li",
+    { class: `feed__item feed__item--${modifier}`, "data-testid": "feed-item", "data-type": entry.type, "data-id": txn.id, "data-key": entry.key },
+    h("span", { class: "feed__icon", "aria-hidden": "true" }, icon),
+    h("div", { class: "feed__body" },
+      h("p", { class: "feed__line" },
+        h("strong", {}, verb), " ", h("span", { class: "feed__ref" }, txnLabel(txn)),
+        h("span", { class: "feed__amt" }, formatMoney(txn.amount, txn.currency))),
+      h("p", { class: "feed__meta" },
+        who ? `by ${who} · ` : "",
+        h("time", { datetime: entry.at || "" }, formatTime(entry.at))),
+      entry.type === "transaction.rejected" && txn.decision_reason ? h("p", { class: "feed__reason" }, `“${txn.decision_reason}”`) : null),
+  );
+}
+
+function renderFeed() {
+  const existing = new Map([...feedList.children].map((li) => [li.dataset.key, li]));
+  const wanted = new Set(state.feed.map((e) => e.key));
+  for (const [key, li] of existing) if (!wanted.has(key)) li.remove();
+  state.feed.forEach((entry, index) => {
+    const li = existing.get(entry.key) || feedItem(entry);
+    if (feedList.children[index] !== li) feedList.insertBefore(li, feedList.children[index] || null);
+  });
+  $("#feed-empty").hidden = state.feed.length > 0;
+}
+
+// --- range ------------------------------------------------------------------------------------------------
+
+let rangeRequest = 0;
+
+async function loadRange(weeks) {
+  const last = state.lastWeek;
+  const from = addWeeks(last, -(weeks - 1));
+  if (loadedFrom !== null && loadedFrom <= from) return true;
+  const ticket = ++rangeRequest;
+  $("#chart-box").setAttribute("aria-busy", "true");
+  $("#weekly-scroll").setAttribute("aria-busy", "true");
+  try {
+    const report = await api.weeklyIncome(from, last);
+    const weekly = state.applyWeeklyRows(report.results, report.as_of);
+    if (loadedFrom === null || from < loadedFrom) loadedFrom = from;
+    return ticket === rangeRequest ? weekly : "superseded";
+  } catch (error) {
+    toast(`Could not load ${weeks} weeks: ${error.message}`, "error");
+    return null;
+  } finally {
+    $("#weekly-scroll").setAttribute("aria-busy", "false");
+  }
+}
+
+async function setRange(weeks) {
+  if (firstSnapshot) {
+    state.rangeWeeks = weeks; // applied when the first snapshot arrives
+    return;
+  }
+  const loaded = await loadRange(weeks);
+  if (loaded === "superseded") return; // a later choice is on its way
+  if (!loaded) {
+    document.querySelector(`input[name="range"][value="${state.rangeWeeks}"]`).checked = true;
+    return;
+  }
+  state.rangeWeeks = weeks;
+  document.querySelector(`input[name="range"][value="${weeks}"]`).checked = true;
+  const url = new URL(window.location.href);
+  if (weeks === SNAPSHOT_WEEKS) url.searchParams.delete("weeks");
+  else url.searchParams.set("weeks", String(weeks));
+  window.history.replaceState(null, "", url);
+  renderWeekly([]);
+}
+
+document.querySelectorAll('input[name="range"]').forEach((input) => {
+  input.checked = Number(input.value) === state.rangeWeeks;
+  input.addEventListener("change", () => input.checked && setRange(Number(input.value)));
+});
+
+// --- applying changes ------------------------------------------------------------------------------------
+
+function renderWeekly(changed) {
+  renderTable(changed);
+  renderKpis(changed);
+  renderChart();
+}
+
+function renderMeta() {
+  const start = state.weekStartDay === "sunday" ? "Sunday" : "Monday";
+  $("#income-meta").textContent = `Approved transactions per week · weeks start ${start} · times in ${state.timeZone}`;
+}
+
+function applied(change) {
+  if (change.kind === "ignored") return;
+  if (change.weekly) renderWeekly(change.weekly.changed);
+  if (change.kind === "queue" || change.kind === "snapshot") renderQueue();
+  if (change.feed || change.kind === "snapshot") renderFeed();
+}
+
+let firstSnapshot = true;
+
+function onMessage(message) {
+  if (message.type === "error") {
+    console.warn("dashboard socket:", message.code, message.detail);
+    return;
+  }
+  const change = state.applyMessage(message);
+  renderSeq();
+  if (change.kind === "snapshot") {
+    // A snapshot covers the last 12 weeks; older weeks of a longer range are re-read.
+    loadedFrom = state.weeks(SNAPSHOT_WEEKS)[0];
+    renderMeta();
+    if (firstSnapshot) {
+      firstSnapshot = false;
+      if (state.rangeWeeks > SNAPSHOT_WEEKS) {
+        const wanted = state.rangeWeeks;
+        state.rangeWeeks = SNAPSHOT_WEEKS;
+        setRange(wanted);
+      }
+    } else if (state.rangeWeeks > SNAPSHOT_WEEKS) {
+      loadRange(state.rangeWeeks).then((weekly) => weekly?.changed && renderWeekly(weekly.changed));
+    }
+  }
+  applied(change);
+}
+
+const live = new LiveSocket(`${window.location.protocol === "https:" ? "wss" : "ws"}://${window.location.host}${document.body.dataset.wsPath}`, {
+  resumeFrom: () => state.lastSeq,
+});
+live.addEventListener("state", (event) => renderConnection(event.detail));
+live.addEventListener("message", (event) => onMessage(event.detail));
+
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => chart && renderChart(), 150);
+});
+
+// Nothing is drawn until the first snapshot: the page never shows made-up zeros.
+renderConnection({ state: "connecting" });
+live.start();
+// For debugging in the console only; the page itself never reads these.
+window.ledgerpulse = { state, live };

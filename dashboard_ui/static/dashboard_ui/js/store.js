@@ -1,0 +1,215 @@
+// The page's model of the server state, fed by websocket messages and REST reads.
+// No DOM here: every apply* method returns what changed, and the view redraws that.
+//
+// Rules:
+// - a weekly (week, currency) cell carries the seq its value reflects; a live
+//   update only applies when its seq is newer, a snapshot or REST read (values
+//   at one consistent position) when it is not older;
+// - a snapshot is the new truth for the pending queue; transaction messages
+//   after it are deltas, each applied once (keyed by type and id);
+// - lastSeq is the highest seq received over the websocket, sent back on resume.
+
+import { fractionDigits, zeroWithDigits } from "./money.js";
+import { todayIn, weekRange, weekStartOf } from "./weeks.js";
+
+export const FEED_LIMIT = 50;
+const REMEMBERED_DECISIONS = 5000;
+
+const DECISIONS = { "transaction.approved": "approved", "transaction.rejected": "rejected" };
+
+function newestFirst(a, b) {
+  if (a.created_at !== b.created_at) return a.created_at < b.created_at ? 1 : -1;
+  return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+}
+
+export class DashboardState {
+  constructor({ rangeWeeks = 12 } = {}) {
+    this.rangeWeeks = rangeWeeks;
+    this.timeZone = "UTC";
+    this.weekStartDay = "monday";
+    this.currentWeek = null;
+    this.cells = new Map(); // "YYYY-MM-DD|EUR" -> {week, currency, total, count, seq}
+    this.digits = new Map(); // currency -> digits after the dot
+    this.lastSeq = 0;
+    this.snapshotSeq = null; // seq of the snapshot the queue was last reset from
+    this.pending = new Map(); // id -> transaction (status pending)
+    this.pendingCount = 0;
+    this.pendingNext = null; // REST cursor URL for loading older pending rows
+    this.appliedSinceSnapshot = new Set(); // "submitted:<id>" / "decided:<id>"
+    this.decided = new Map(); // id -> "approved" | "rejected", remembered across snapshots
+    this.feed = []; // newest first
+    this.feedKeys = new Set();
+  }
+
+  // --- weekly income -----------------------------------------------------------
+
+  get currencies() {
+    return [...this.digits.keys()].sort();
+  }
+
+  get lastWeek() {
+    return this.currentWeek ?? weekStartOf(todayIn(this.timeZone), this.weekStartDay);
+  }
+
+  weeks(count = this.rangeWeeks) {
+    return weekRange(this.lastWeek, count);
+  }
+
+  cell(week, currency) {
+    return (
+      this.cells.get(`${week}|${currency}`) ?? {
+        week,
+        currency,
+        total: zeroWithDigits(this.digits.get(currency) ?? 2),
+        count: 0,
+        seq: 0,
+      }
+    );
+  }
+
+  /** Store one row at `seq`; returns {changed, layout} or null when it was not newer. */
+  putCell(row, seq, { strict }) {
+    const key = `${row.week_start}|${row.currency}`;
+    const have = this.cells.get(key);
+    if (have && (strict ? seq <= have.seq : seq < have.seq)) return null;
+    const newCurrency = !this.digits.has(row.currency);
+    if (newCurrency) this.digits.set(row.currency, fractionDigits(row.total));
+    const newWeek = this.currentWeek === null || row.week_start > this.currentWeek;
+    if (newWeek) this.currentWeek = row.week_start;
+    const previous = have ?? this.cell(row.week_start, row.currency);
+    const count = Number(row.count);
+    this.cells.set(key, { week: row.week_start, currency: row.currency, total: row.total, count, seq });
+    return {
+      key,
+      changed: previous.total !== row.total || previous.count !== count,
+      layout: newCurrency || newWeek,
+    };
+  }
+
+  /** Rows read at one position (snapshot or REST `as_of`). */
+  applyWeeklyRows(rows, seq) {
+    const result = { changed: [], layout: false };
+    for (const row of rows) {
+      const put = this.putCell(row, seq, { strict: false });
+      if (!put) continue;
+      if (put.changed) result.changed.push(put.key);
+      result.layout ||= put.layout;
+    }
+    return result;
+  }
+
+  // --- websocket messages ---------------------------------------------------------
+
+  applySnapshot(snapshot) {
+    this.timeZone = snapshot.time_zone || this.timeZone;
+    this.weekStartDay = snapshot.week_start_day || this.weekStartDay;
+    const weekly = this.applyWeeklyRows(snapshot.weekly_income || [], snapshot.seq);
+    this.snapshotSeq = snapshot.seq;
+    this.lastSeq = Math.max(this.lastSeq, snapshot.seq);
+    this.appliedSinceSnapshot.clear();
+    this.pending = new Map();
+    for (const txn of snapshot.pending?.latest || []) this.pending.set(txn.id, txn);
+    this.pendingCount = snapshot.pending?.count ?? this.pending.size;
+    this.pendingNext = null;
+    return { kind: "snapshot", weekly };
+  }
+
+  /** One message from the socket; returns a description of what it changed (or {kind: "ignored"}). */
+  applyMessage(message) {
+    if (typeof message.seq === "number") this.lastSeq = Math.max(this.lastSeq, message.seq);
+    if (message.type === "snapshot") return this.applySnapshot(message);
+    if (this.snapshotSeq === null || (typeof message.seq === "number" && message.seq <= this.snapshotSeq)) {
+      return { kind: "ignored" };
+    }
+    if (message.type === "weekly_income.updated") {
+      const put = this.putCell(message, message.seq, { strict: true });
+      if (!put) return { kind: "ignored" };
+      return { kind: "weekly", weekly: { changed: put.changed ? [put.key] : [], layout: put.layout } };
+    }
+    if (message.type === "transaction.submitted") return this.applySubmitted(message.transaction, message.seq);
+    if (message.type in DECISIONS) return this.applyDecision(message.transaction, DECISIONS[message.type], message.seq);
+    return { kind: "ignored" };
+  }
+
+  applySubmitted(txn, seq) {
+    const key = `submitted:${txn.id}`;
+    if (this.appliedSinceSnapshot.has(key)) return { kind: "ignored" };
+    this.appliedSinceSnapshot.add(key);
+    const feed = this.addFeed("transaction.submitted", txn, seq);
+    // Already listed (the snapshot read it) or decided before its submission arrived.
+    if (this.pending.has(txn.id) || this.decided.has(txn.id)) return { kind: "queue", queue: false, feed };
+    this.pending.set(txn.id, { ...txn, status: "pending" });
+    this.pendingCount += 1;
+    return { kind: "queue", queue: true, feed };
+  }
+
+  /** A decision from the socket, or from this page's own REST call (seq = its `position`). */
+  applyDecision(txn, status, seq) {
+    const key = `decided:${txn.id}`;
+    if (this.appliedSinceSnapshot.has(key)) return { kind: "ignored" };
+    this.appliedSinceSnapshot.add(key);
+    this.rememberDecision(txn.id, status);
+    const feed = this.addFeed(status === "approved" ? "transaction.approved" : "transaction.rejected", txn, seq);
+    if (this.pending.delete(txn.id)) {
+      this.pendingCount = Math.max(0, this.pendingCount - 1);
+      return { kind: "queue", queue: true, removed: txn.id, feed };
+    }
+    // Not listed: counted only if it is older than every loaded row of an incomplete list.
+    if (!this.pendingComplete) {
+      const rows = this.pendingRows();
+      const oldest = rows[rows.length - 1];
+      if (oldest && newestFirst(txn, oldest) > 0) {
+        this.pendingCount = Math.max(0, this.pendingCount - 1);
+        return { kind: "queue", queue: true, feed };
+      }
+    }
+    return { kind: "queue", queue: false, feed };
+  }
+
+  rememberDecision(id, status) {
+    this.decided.delete(id);
+    this.decided.set(id, status);
+    if (this.decided.size > REMEMBERED_DECISIONS) this.decided.delete(this.decided.keys().next().value);
+  }
+
+  // --- pending queue --------------------------------------------------------------
+
+  get pendingComplete() {
+    return this.pending.size >= this.pendingCount;
+  }
+
+  pendingRows() {
+    return [...this.pending.values()].sort(newestFirst);
+  }
+
+  /** A page of GET /api/transactions/?status=pending; returns how many rows were new. */
+  addPendingPage(results, next) {
+    // Only rows older than every loaded one: newer ones arrive over the socket,
+    // where they are counted exactly once.
+    const rows = this.pendingRows();
+    const oldest = rows[rows.length - 1];
+    let added = 0;
+    for (const txn of results) {
+      if (txn.status !== "pending" || this.pending.has(txn.id) || this.decided.has(txn.id)) continue;
+      if (oldest && newestFirst(txn, oldest) <= 0) continue;
+      this.pending.set(txn.id, txn);
+      added += 1;
+    }
+    this.pendingNext = next;
+    if (!next && this.pending.size > this.pendingCount) this.pendingCount = this.pending.size;
+    return added;
+  }
+
+  // --- activity feed --------------------------------------------------------------
+
+  addFeed(type, txn, seq) {
+    const key = `${type}:${txn.id}`;
+    if (this.feedKeys.has(key)) return null;
+    this.feedKeys.add(key);
+    const entry = { key, type, transaction: txn, seq, at: type === "transaction.submitted" ? txn.created_at : txn.decided_at };
+    this.feed.unshift(entry);
+    while (this.feed.length > FEED_LIMIT) this.feed.pop();
+    if (this.feedKeys.size > REMEMBERED_DECISIONS) this.feedKeys = new Set(this.feed.map((e) => e.key));
+    return entry;
+  }
+}

@@ -1,0 +1,1 @@
+"""Browser tests for the dashboard page (Playwright + Debian Chromium) and its scripts."""

@@ -239,3 +239,19 @@ def test_a_body_over_one_mebibyte_is_a_413_problem_and_stores_nothing(api):
     response = api.post("/api/transactions/", data=body, content_type="application/json")
     assert_problem(response, 413)
     assert not Transaction.objects.exists()
+
+
+def test_datetime_filters_take_any_offset_python_accepts(api):
+    # PostgreSQL refuses offsets beyond ±15:59; the filter converts to UTC first.
+    response = api.get("/api/transactions/", {"occurred_after": "0216-10-08T15:15:25-21:53"})
+    assert response.status_code == 200
+
+
+def test_a_datetime_filter_out_of_range_is_a_400(api):
+    assert_problem(api.get("/api/transactions/", {"occurred_after": "0001-01-01T00:00:00+23:00"}), 400, "occurred_after")
+
+
+def test_occurred_at_with_an_extreme_offset_is_stored_in_utc(api):
+    response = create(api, occurred_at="2026-11-18T09:30:00-21:53")
+    assert response.status_code == 201
+    assert response.json()["occurred_at"] == "2026-11-19T07:23:00Z"

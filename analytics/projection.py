@@ -27,6 +27,9 @@ class ProjectionConfigChanged(RuntimeError):
 
 @dataclass
 class ProjectedBatch:
+    # The batch covers positions (after, through]: consecutive batches chain without gaps,
+    # which lets a consumer notice one it never received.
+    after: int
     through: int
     event_count: int
     messages: list[dict] = field(default_factory=list)
@@ -101,7 +104,8 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
     """Project the next batch of events; None when the projection is caught up."""
     with transaction.atomic():
         checkpoint = _locked_checkpoint()
-        batch = eventstore.read_all(after=checkpoint.position, limit=batch_size)
+        after = checkpoint.position
+        batch = eventstore.read_all(after=after, limit=batch_size)
         if not batch:
             return None
         frame = weekly_totals(
@@ -115,7 +119,7 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
         checkpoint.save(update_fields=["position", "updated_at"])
         messages = transaction_messages(batch)
         messages.extend(weekly_income_message(row, through) for row in changed)
-    return ProjectedBatch(through=through, event_count=len(batch), messages=messages)
+    return ProjectedBatch(after=after, through=through, event_count=len(batch), messages=messages)
 
 
 def projection_position() -> int:

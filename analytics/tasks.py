@@ -20,7 +20,7 @@ def project_and_publish(*, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
         if batch is None:
             return projected
         projected += batch.event_count
-        publish(batch.messages)
+        publish(batch.messages, after=batch.after, through=batch.through)
     project_weekly_income.delay()
     return projected
 

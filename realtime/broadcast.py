@@ -1,6 +1,10 @@
-"""Publishing plain-dict messages to the admin_dashboard group from synchronous code.
+"""Publishing to the admin_dashboard group from synchronous code (a Celery worker, a command).
 
-Each message is encoded to JSON once here; consumers forward the text as is.
+One channel-layer message per projected batch: it covers event positions (after, through]
+and carries the batch's dashboard messages, each encoded to JSON once here; consumers
+forward the text as is. Consecutive batches chain, so a consumer that receives a batch
+starting past what it has applied knows it missed one (dropped for capacity, or lost)
+and sends its client a fresh snapshot instead.
 """
 from __future__ import annotations
 
@@ -16,15 +20,20 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPE = "dashboard.message"
+BATCH_EVENT = "dashboard.batch"
+RESYNC_EVENT = "dashboard.resync"
 
 
-def envelope(message: dict) -> dict:
-    """The channel-layer event carrying one pre-encoded dashboard message."""
+def item(message: dict) -> dict:
+    """One pre-encoded dashboard message with its seq and ordering key."""
     key = None
     if message["type"] == "weekly_income.updated":
         key = f"{message['week_start']}/{message['currency']}"
-    return {"type": EVENT_TYPE, "seq": message["seq"], "key": key, "text": json.dumps(message, separators=(",", ":"))}
+    return {"seq": message["seq"], "key": key, "text": json.dumps(message, separators=(",", ":"))}
+
+
+def batch_event(messages: list[dict], *, after: int, through: int) -> dict:
+    return {"type": BATCH_EVENT, "after": after, "through": through, "items": [item(m) for m in messages]}
 
 
 class _LoopThread:
@@ -59,25 +68,30 @@ def _background_loop() -> _LoopThread:
         return _loop_thread
 
 
-async def _send_all(layer, group: str, events: list[dict]) -> None:
-    for event in events:
-        await layer.group_send(group, event)
-
-
-def publish(messages: list[dict], *, timeout: float = 5.0) -> None:
-    """Send messages to every dashboard socket, in order. Losing them is tolerated:
-    clients resync from a snapshot, and the event log still has everything."""
-    if not messages:
-        return
+def _group_send(event: dict, timeout: float) -> None:
     layer = get_channel_layer()
-    events = [envelope(m) for m in messages]
     group = settings.REALTIME_GROUP
+    if isinstance(layer, InMemoryChannelLayer):
+        # In-process layer: must run on the ASGI server's own loop, which
+        # async_to_sync finds when we are called from a sync view's thread.
+        async_to_sync(layer.group_send)(group, event)
+    else:
+        _background_loop().run(layer.group_send(group, event), timeout)
+
+
+def publish(messages: list[dict], *, after: int, through: int, timeout: float = 5.0) -> None:
+    """Send one projected batch to every dashboard socket. Losing it is tolerated:
+    consumers notice the gap at the next batch, and the event log still has everything.
+    A batch without messages is sent too: the chain must not break."""
     try:
-        if isinstance(layer, InMemoryChannelLayer):
-            # In-process layer: must run on the ASGI server's own loop, which
-            # async_to_sync finds when we are called from a sync view's thread.
-            async_to_sync(_send_all)(layer, group, events)
-        else:
-            _background_loop().run(_send_all(layer, group, events), timeout)
+        _group_send(batch_event(messages, after=after, through=through), timeout)
     except Exception:  # noqa: BLE001 - a failed push must not undo a committed projection
-        logger.exception("publishing %d dashboard messages failed; clients will resync", len(events))
+        logger.exception("publishing a dashboard batch (%d messages, up to %d) failed; clients will resync", len(messages), through)
+
+
+def publish_resync(*, timeout: float = 5.0) -> None:
+    """Tell every dashboard to start over from a fresh snapshot (after a rebuild)."""
+    try:
+        _group_send({"type": RESYNC_EVENT}, timeout)
+    except Exception:  # noqa: BLE001
+        logger.exception("publishing a dashboard resync failed")

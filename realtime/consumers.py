@@ -62,7 +62,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def send_snapshot(self):
         snapshot = await database_sync_to_async(import_string(settings.REALTIME_SNAPSHOT_PROVIDER))()
-        self.floor = snapshot["seq"]
+        # Everything up to `applied` is in what this client has; batches chain from there.
+        self.applied = snapshot["seq"]
         self.key_seq: dict[str, int] = {}
         await self.send(text_data=json.dumps(snapshot, separators=(",", ":")))
 
@@ -106,13 +107,26 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         # the client drops whatever it already has by seq.
         await self.send_snapshot()
 
-    # --- group -> client: events of type "dashboard.message" (realtime.broadcast) ---
-    async def dashboard_message(self, event):
-        seq, key = event["seq"], event.get("key")
-        if seq <= self.floor:
+    # --- group -> client: events from realtime.broadcast ------------------------------
+    async def dashboard_batch(self, event):
+        """Messages for event positions (after, through], in order."""
+        if event["through"] <= self.applied:
             return  # the snapshot this client has already reflects it
-        if key is not None:
-            if self.key_seq.get(key, 0) >= seq:
-                return  # a stale recompute: never let a weekly value go backwards
-            self.key_seq[key] = seq
-        await self.send(text_data=event["text"])
+        if event["after"] > self.applied:
+            # A batch never reached us (the layer dropped it for capacity, or it was
+            # lost): rather than leave the client silently wrong, start it over.
+            await self.send_snapshot()
+            return
+        for item in event["items"]:
+            if item["seq"] <= self.applied:
+                continue
+            key = item["key"]
+            if key is not None:
+                if self.key_seq.get(key, 0) >= item["seq"]:
+                    continue  # never let a weekly value go backwards
+                self.key_seq[key] = item["seq"]
+            await self.send(text_data=item["text"])
+        self.applied = event["through"]
+
+    async def dashboard_resync(self, event):
+        await self.send_snapshot()

@@ -131,7 +131,7 @@ def test_verify_only_compares_events_the_projection_has_applied():
 
 def test_the_task_projects_and_publishes_after_commit(django_capture_on_commit_callbacks, monkeypatch):
     published = []
-    monkeypatch.setattr("analytics.tasks.publish", lambda messages: published.extend(messages))
+    monkeypatch.setattr("analytics.tasks.publish", lambda messages, **_: published.extend(messages))
     with django_capture_on_commit_callbacks(execute=True):
         approved("10.00", "EUR", MON)
     assert checkpoint() == eventstore.last_position()

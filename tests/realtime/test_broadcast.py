@@ -9,7 +9,7 @@ from channels.layers import channel_layers, get_channel_layer
 from django.test import override_settings
 
 from realtime import broadcast
-from realtime.broadcast import envelope, publish
+from realtime.broadcast import batch_event, publish
 from tests.stack import REDIS_TEST_DB
 
 pytestmark = pytest.mark.needs_redis
@@ -28,13 +28,15 @@ def redis_layer():
     channel_layers.backends = {}
 
 
-def test_the_envelope_carries_the_message_encoded_once_with_its_ordering_key():
+def test_a_batch_carries_its_range_and_each_message_encoded_once_with_its_ordering_key():
     message = {"type": "weekly_income.updated", "seq": 5, "week_start": "2026-11-16", "currency": "EUR", "total": "1.00", "count": 1}
-    event = envelope(message)
-    assert event["type"] == "dashboard.message"
-    assert (event["seq"], event["key"]) == (5, "2026-11-16/EUR")
-    assert json.loads(event["text"]) == message
-    assert envelope({"type": "transaction.approved", "seq": 6, "transaction": {}})["key"] is None
+    approved = {"type": "transaction.approved", "seq": 4, "transaction": {}}
+    event = batch_event([approved, message], after=3, through=5)
+    assert (event["type"], event["after"], event["through"]) == ("dashboard.batch", 3, 5)
+    first, second = event["items"]
+    assert (second["seq"], second["key"]) == (5, "2026-11-16/EUR")
+    assert json.loads(second["text"]) == message
+    assert first["key"] is None
 
 
 def test_many_publishes_from_one_process_all_arrive_in_order(redis_layer, settings):
@@ -54,16 +56,16 @@ def test_many_publishes_from_one_process_all_arrive_in_order(redis_layer, settin
     assert ready.wait(10)
     loops = set()
     for seq in range(1, 6):
-        publish([{"type": "transaction.approved", "seq": seq, "transaction": {"id": str(seq)}}])
+        publish([{"type": "transaction.approved", "seq": seq, "transaction": {"id": str(seq)}}], after=seq - 1, through=seq)
         loops.add(id(broadcast._background_loop().loop))
     listener.join(15)
-    assert [json.loads(event["text"])["seq"] for event in received] == [1, 2, 3, 4, 5]
+    assert [json.loads(event["items"][0]["text"])["seq"] for event in received] == [1, 2, 3, 4, 5]
     assert len(loops) == 1  # one long-lived loop and connection pool per process
 
 
 def test_a_failed_publish_is_logged_not_raised(caplog):
     broken = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}
     with override_settings(CHANNEL_LAYERS=broken):
-        publish([{"type": "transaction.approved", "seq": 1, "transaction": {}}], timeout=3)
+        publish([{"type": "transaction.approved", "seq": 1, "transaction": {}}], after=0, through=1, timeout=3)
     channel_layers.backends = {}
-    assert "publishing 1 dashboard messages failed" in caplog.text
+    assert "publishing a dashboard batch (1 messages, up to 1) failed" in caplog.text

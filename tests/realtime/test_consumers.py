@@ -6,7 +6,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from core.asgi import application
-from realtime.broadcast import publish
+from realtime.broadcast import batch_event, publish, publish_resync
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://localhost")
@@ -100,34 +100,88 @@ def weekly(seq, total, week="2026-11-16", currency="EUR"):
     return {"type": "weekly_income.updated", "seq": seq, "week_start": week, "currency": currency, "total": total, "count": 1}
 
 
-async def test_group_messages_reach_the_socket_as_sent(admin_cookie):
-    communicator, _ = await open_socket(ORIGIN, admin_cookie)
-    await communicator.receive_json_from()
-    message = weekly(3, "12.50")
-    await sync_to_async(publish)([message])
-    assert await communicator.receive_json_from() == message
+async def connected_admin(cookie):
+    communicator, _ = await open_socket(ORIGIN, cookie)
+    snapshot = await communicator.receive_json_from()
+    return communicator, snapshot["seq"]
+
+
+async def test_a_batch_reaches_the_socket_as_its_messages_in_order(admin_cookie):
+    communicator, seq = await connected_admin(admin_cookie)
+    approved = {"type": "transaction.approved", "seq": seq + 1, "transaction": {"id": "t1"}}
+    update = weekly(seq + 1, "12.50")
+    await sync_to_async(publish)([approved, update], after=seq, through=seq + 1)
+    assert await communicator.receive_json_from() == approved
+    assert await communicator.receive_json_from() == update
     await communicator.disconnect()
 
 
-async def test_a_stale_weekly_value_is_never_forwarded(admin_cookie):
-    communicator, _ = await open_socket(ORIGIN, admin_cookie)
-    await communicator.receive_json_from()
-    await sync_to_async(publish)([weekly(9, "30.00"), weekly(7, "20.00"), weekly(8, "5.00", currency="USD"), weekly(10, "31.00")])
-    received = [await communicator.receive_json_from() for _ in range(3)]
-    assert [(m["seq"], m["currency"], m["total"]) for m in received] == [(9, "EUR", "30.00"), (8, "USD", "5.00"), (10, "EUR", "31.00")]
+async def test_a_batch_the_client_already_has_is_not_sent_again(admin_cookie):
+    communicator, seq = await connected_admin(admin_cookie)
+    await sync_to_async(publish)([weekly(seq + 2, "30.00")], after=seq, through=seq + 2)
+    await sync_to_async(publish)([weekly(seq + 2, "30.00")], after=seq, through=seq + 2)  # a task run twice
+    await sync_to_async(publish)([weekly(seq + 1, "20.00")], after=seq, through=seq + 1)  # a stale recompute
+    assert (await communicator.receive_json_from())["total"] == "30.00"
     assert await communicator.receive_nothing(timeout=0.1)
     await communicator.disconnect()
 
 
-async def test_messages_the_snapshot_already_covers_are_dropped(admin_cookie):
+async def test_a_missed_batch_is_noticed_and_answered_with_a_fresh_snapshot(admin_cookie):
+    communicator, seq = await connected_admin(admin_cookie)
+    # (seq, seq+5] never arrives; the next batch starts past what the client has.
+    await sync_to_async(publish)([weekly(seq + 9, "99.00")], after=seq + 5, through=seq + 9)
+    assert (await communicator.receive_json_from())["type"] == "snapshot"
+    assert await communicator.receive_nothing(timeout=0.1)
+    await communicator.disconnect()
+
+
+async def test_a_client_too_slow_for_the_layers_capacity_gets_a_snapshot_not_silence(admin_cookie, settings, monkeypatch):
+    import asyncio
+
+    from channels.layers import channel_layers
+
+    from realtime.consumers import DashboardConsumer
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}}
+    real_send = DashboardConsumer.send
+
+    async def slow_send(self, *args, **kwargs):
+        await asyncio.sleep(0.05)  # a socket that drains slowly
+        await real_send(self, *args, **kwargs)
+
+    try:
+        communicator, seq = await connected_admin(admin_cookie)
+        monkeypatch.setattr(DashboardConsumer, "send", slow_send)
+        for n in range(6):
+            await sync_to_async(publish)([weekly(seq + n + 1, f"{n}.00")], after=seq + n, through=seq + n + 1)
+        await asyncio.sleep(0.5)  # the layer has dropped what did not fit; the next batch reveals it
+        await sync_to_async(publish)([weekly(seq + 7, "6.00")], after=seq + 6, through=seq + 7)
+        totals = []
+        while (message := await communicator.receive_json_from(timeout=5))["type"] != "snapshot":
+            totals.append(message["total"])
+        # What arrived before the snapshot is an unbroken prefix; the rest was replaced, not lost.
+        assert totals == [f"{n}.00" for n in range(len(totals))] and len(totals) < 6
+        await communicator.disconnect()
+    finally:
+        channel_layers.backends = {}
+
+
+async def test_a_rebuild_sends_every_dashboard_a_fresh_snapshot(admin_cookie):
+    communicator, _ = await connected_admin(admin_cookie)
+    await sync_to_async(publish_resync)()
+    assert (await communicator.receive_json_from())["type"] == "snapshot"
+    await communicator.disconnect()
+
+
+async def test_batches_the_snapshot_already_covers_are_dropped(admin_cookie):
     from tests.factories import approved
 
-    await sync_to_async(approved)("10.00", "EUR")  # projected on commit: the snapshot's seq moves past 1
-    communicator, _ = await open_socket(ORIGIN, admin_cookie)
-    snapshot = await communicator.receive_json_from()
-    assert snapshot["seq"] >= 2
-    await sync_to_async(publish)([weekly(snapshot["seq"], "1.00"), weekly(snapshot["seq"] + 1, "11.00")])
-    assert (await communicator.receive_json_from())["seq"] == snapshot["seq"] + 1
+    await sync_to_async(approved)("10.00", "EUR")  # projected on commit: the snapshot's seq moves on
+    communicator, seq = await connected_admin(admin_cookie)
+    assert seq > 0
+    await sync_to_async(publish)([weekly(seq, "1.00")], after=seq - 1, through=seq)
+    await sync_to_async(publish)([weekly(seq + 1, "11.00")], after=seq, through=seq + 1)
+    assert (await communicator.receive_json_from())["seq"] == seq + 1
     assert await communicator.receive_nothing(timeout=0.1)
     await communicator.disconnect()
 

@@ -2,6 +2,7 @@
 from django.core.management.base import BaseCommand
 
 from analytics.projection import rebuild_weekly_income
+from realtime.broadcast import publish_resync
 
 
 class Command(BaseCommand):
@@ -9,4 +10,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         position = rebuild_weekly_income()
+        # Every open dashboard holds values from the old rows: have them start over.
+        publish_resync()
         self.stdout.write(self.style.SUCCESS(f"weekly_income rebuilt through position {position}"))

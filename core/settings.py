@@ -182,10 +182,19 @@ SIMPLE_JWT = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ledgerpulse API",
-    "DESCRIPTION": (
-        "Verify payment transactions and read weekly income, the audit trail and the event feed. "
-        "Errors are RFC 9457 application/problem+json. Money is always a decimal string."
-    ),
+    "DESCRIPTION": """Verify payment transactions and read weekly income, the audit trail and the event feed.
+
+**Getting started.** `POST /api/auth/token/` with your username and password, then press *Authorize*
+and paste the `access` token (it lasts 15 minutes; `/api/auth/token/refresh/` renews it). Browsers
+signed in at `/accounts/login/` use their session instead (send `X-CSRFToken` on POSTs).
+
+* Money is always a decimal string with the currency's minor digits (`"12.50"`, `"1200"` for JPY).
+* Errors are RFC 9457 `application/problem+json`; `errors[].field` names each field at fault.
+* Every POST that changes data takes an `Idempotency-Key`: retries with the same key and body return
+  the first answer and change nothing.
+* `position` (returned by approve/reject) and `as_of` are positions in the event log: pass a position
+  as `min_position` to read your own write, or as `at` to see the past.
+* Live updates: `POST /api/realtime/tickets/`, then open the websocket `/ws/dashboard/?ticket=...`.""",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
@@ -226,6 +235,8 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_PROXY", False) else None
 
 LOGGING = {

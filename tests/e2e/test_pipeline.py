@@ -92,3 +92,25 @@ def test_an_event_whose_wake_up_was_lost_is_projected_by_the_periodic_catch_up(l
         time.sleep(0.2)
     assert projection_position() == target
     assert live_stack.manage("verify_projections").returncode == 0
+
+
+def test_fifty_concurrent_approvals_and_rejections_over_http_give_one_200_and_forty_nine_409s(live_stack):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from core import eventstore
+
+    create_live_user("racer", "racer-password-123")
+    clients = [Browserless(live_stack.base_url).login("racer", "racer-password-123") for _ in range(10)]
+    txn_id = clients[0].post("/api/transactions/", {"amount": "5.00", "currency": "EUR"}).json()["id"]
+    barrier = Barrier(50)
+
+    def approve(n):
+        barrier.wait()
+        decider = "approve" if n % 2 == 0 else "reject"
+        return clients[n % 10].post(f"/api/transactions/{txn_id}/{decider}/", {"reason": f"racer {n}"}).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(approve, range(50)))
+    assert sorted(statuses) == [200] + [409] * 49
+    assert len(eventstore.read_stream(txn_id)) == 2

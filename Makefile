@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements.stamp
 
-.PHONY: install run test bench check
+.PHONY: install run test bench chaos check
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}"'
@@ -28,6 +28,10 @@ test: install
 ## Run the benchmarks and write bench/RESULTS.md.
 bench: install
 	$(BIN)/python bench/run.py
+
+## Soak the real stack with faults (worker kills, Redis restarts, a broker outage); prints one summary line.
+chaos: install
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 check: install
 	DJANGO_DEBUG=false DJANGO_SECRET_KEY=check-only-$$RANDOM$$RANDOM$$RANDOM$$RANDOM $(BIN)/python manage.py check

@@ -33,5 +33,14 @@ def project_weekly_income() -> int:
 
 @shared_task(name="analytics.catch_up_projections")
 def catch_up_projections() -> int:
-    """Periodic (beat): whatever a lost wake-up left behind is projected within seconds."""
-    return project_and_publish()
+    """Periodic (beat): whatever a lost wake-up left behind is projected within seconds.
+
+    When there was nothing to project it still publishes an empty batch at the current
+    position: a consumer whose last batch was lost (Redis restarting, say) sees that it
+    is behind and resyncs, instead of waiting for the next approval to reveal the gap.
+    """
+    projected = project_and_publish()
+    if not projected:
+        position = projection.projection_position()
+        publish([], after=position, through=position)
+    return projected

@@ -3,6 +3,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from django.core.exceptions import ImproperlyConfigured
 
 from core.env import env_bool, env_choice, env_int, env_list, env_str, env_time_zone
@@ -99,7 +101,17 @@ if REDIS_URL:
                 # channels-redis blocks on BZPOPMIN for up to 5 s; redis-py 8 reads
                 # with a 5 s socket timeout by default, so an idle socket's receive
                 # would time out and drop the websocket. Read longer than it blocks.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                # redis-py 8 does not retry by default, so after a Redis restart the first
+                # command on each pooled connection failed: a lost push, and a websocket
+                # handshake that never completed. A few quick retries reconnect instead.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 5,
+                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                    }
+                ],
                 "prefix": env_str("CHANNELS_PREFIX", "ledgerpulse"),
                 "capacity": 1000,
                 "expiry": 30,

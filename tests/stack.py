@@ -41,6 +41,8 @@ def stack_env(**extra: str) -> dict[str, str]:
         DJANGO_SECURE_COOKIES="false",
         PYTHONUNBUFFERED="1",
         PROJECTION_CATCH_UP_SECONDS="1",
+        # tests/settings.py turns the pool off for the test process itself; servers use it.
+        DATABASE_POOL="true",
     )
     env.update(extra)
     return env

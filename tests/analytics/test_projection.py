@@ -137,3 +137,15 @@ def test_the_task_projects_and_publishes_after_commit(django_capture_on_commit_c
     assert checkpoint() == eventstore.last_position()
     assert [m["type"] for m in published] == ["transaction.submitted", "transaction.approved", "weekly_income.updated"]
     assert projection.projection_position() == eventstore.last_position()
+
+
+def test_the_periodic_catch_up_publishes_an_empty_heartbeat_batch_when_idle(monkeypatch):
+    from analytics.tasks import catch_up_projections
+
+    published = []
+    monkeypatch.setattr("analytics.tasks.publish", lambda messages, **range_: published.append((messages, range_)))
+    approved("10.00", "EUR", MON)
+    assert catch_up_projections() > 0
+    position = checkpoint()
+    assert catch_up_projections() == 0
+    assert published[-1] == ([], {"after": position, "through": position})

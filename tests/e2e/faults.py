@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -195,6 +195,14 @@ def wait_caught_up(conn, timeout: float) -> float:
         time.sleep(0.1)
 
 
+def ensure_checkpoint_row(conn) -> None:
+    """The checkpoint row as `migrate` leaves it (analytics 0002); the test database's flush removes it."""
+    conn.execute(
+        "INSERT INTO analytics_projectioncheckpoint (name, position, config, updated_at) "
+        "VALUES ('weekly_income', 0, 'UTC/monday', now()) ON CONFLICT (name) DO NOTHING"
+    )
+
+
 def stored_weekly_income(conn) -> dict[tuple[str, str], tuple[int, int]]:
     rows = conn.execute("SELECT week_start, currency, total_minor, count FROM analytics_weeklyincome").fetchall()
     return {(ws.isoformat(), cur): (int(total), int(count)) for ws, cur, total, count in rows if count or total}
@@ -235,16 +243,19 @@ class Ledger:
             row[1] += 1
 
     def expected(self) -> dict[tuple[str, str], tuple[int, int]]:
-        return {key: (total, count) for key, (total, count) in self.rows.items() if count}
+        with self.lock:
+            return {key: (total, count) for key, (total, count) in self.rows.items() if count}
 
     @property
     def count(self) -> int:
-        return sum(count for _, count in self.rows.values())
+        with self.lock:
+            return sum(count for _, count in self.rows.values())
 
     def per_currency(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
-        for (_, cur), (total, _) in self.rows.items():
-            out[cur] += total
+        with self.lock:
+            for (_, cur), (total, _) in self.rows.items():
+                out[cur] += total
         return dict(out)
 
 
@@ -373,9 +384,14 @@ class DashboardWatcher:
             self.stack.ws_url, origin=self.stack.base_url, additional_headers={"Cookie": self.cookie},
             open_timeout=timeout, max_queue=None, legacy=True,
         )
-        first = json.loads(self.ws.recv(timeout=timeout))
-        if first.get("type") != "snapshot":
-            raise AssertionError(f"expected a snapshot first, got {first}")
+        try:
+            first = json.loads(self.ws.recv(timeout=timeout))
+            if first.get("type") != "snapshot":
+                raise AssertionError(f"expected a snapshot first, got {first}")
+        except BaseException:
+            self.ws.close()
+            self.ws = None
+            raise
         self._apply(first)
         self.reader = threading.Thread(target=self._read, args=(self.ws,), name="dashboard-watcher", daemon=True)
         self.reader.start()

@@ -3,6 +3,8 @@ runs, dropped websockets, and bursts. Each test runs on a redis-server of its ow
 so it can crash and freeze it without touching the shared Redis other test runs use."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +13,11 @@ import pytest
 from django.db import connection
 
 from tests.e2e.faults import (
+    REDIS_SERVER,
     DashboardWatcher,
     Ledger,
     RedisServer,
+    ensure_checkpoint_row,
     insert_transactions,
     kill_hard,
     money,
@@ -25,11 +29,10 @@ from tests.e2e.faults import (
     rest_weekly_income,
     send_task,
     stored_weekly_income,
-    submit_over_http,
     task_runs,
     wait_caught_up,
 )
-from tests.services import redis_available, require
+from tests.services import require
 from tests.stack import Browserless, LiveStack, create_live_user, stack_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_postgres, pytest.mark.needs_redis]
@@ -41,7 +44,7 @@ PROJECT = "analytics.project_weekly_income"
 @pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of this test's own, on a free port: the one the faults are injected into."""
-    require("redis-server", redis_available())
+    require(REDIS_SERVER, os.access(REDIS_SERVER, os.X_OK))
     server = RedisServer(tmp_path).start()
     try:
         yield server
@@ -122,6 +125,240 @@ def assert_projection_exact(stack: LiveStack, pg, ledger: Ledger) -> None:
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+def timed_get(client: Browserless, path: str) -> tuple[int, float]:
+    started = time.monotonic()
+    response = client.get(path)
+    return response.status_code, time.monotonic() - started
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def ledger_of(payments) -> Ledger:
+    ledger = Ledger()
+    for p in payments:
+        ledger.add(p.occurred_at, p.currency, p.amount)
+    return ledger
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.e2e
+def test_approvals_keep_succeeding_quickly_while_the_broker_is_down_and_the_projection_catches_up_by_itself(stack, own_redis, pg):
+    stack.start_worker()
+    stack.start_server()
+    stack.start_beat()
+    admin = logged_in(stack)
+    clients = [same_session(admin) for _ in range(4)]
+    payments = random_payments(130, seed=1, days=10)
+    pairs = list(zip(insert_transactions(payments, approve=False), payments))
+    ledger = Ledger()
+    assert approve_all(clients, pairs[:10], ledger) == {200: 10}
+    wait_caught_up(pg, timeout=15)
+
+    # 1. Crashed: connections to the broker and channel layer are refused.
+    own_redis.stop()
+    crashed: list[float] = []
+    assert approve_all(clients, pairs[10:60], ledger, crashed) == {200: 50}
+    ready_status, ready_time = timed_get(admin, "/readyz")
+    assert ready_status == 503 and ready_time < 3, (ready_status, ready_time)
+
+    # 2. Hung: connections are accepted by the kernel but never answered.
+    own_redis.start()
+    own_redis.freeze()
+    hung: list[float] = []
+    try:
+        assert approve_all(clients, pairs[60:110], ledger, hung) == {200: 50}
+        ready_status, hung_ready_time = timed_get(admin, "/readyz")
+        assert ready_status == 503 and hung_ready_time < 4, (ready_status, hung_ready_time)
+    finally:
+        own_redis.thaw()
+    # Nothing else wakes the projector: the worker and beat must reconnect and catch up on their own.
+    catch_up = wait_caught_up(pg, timeout=45)
+    print(f"\nbroker crashed: max approve {max(crashed):.3f} s; hung: max approve {max(hung):.3f} s, readyz {hung_ready_time:.2f} s; "
+          f"caught up {catch_up:.1f} s after the broker came back")
+    assert max(crashed) < 2, f"an approval took {max(crashed):.2f} s while the broker was down"
+    assert max(hung) < 2, f"an approval took {max(hung):.2f} s while the broker hung"
+
+    # And it keeps working afterwards: approvals are projected again.
+    assert approve_all(clients, pairs[110:], ledger) == {200: 20}
+    wait_caught_up(pg, timeout=15)
+    as_of, rest = rest_weekly_income(admin)
+    assert rest == ledger.expected()
+    assert_projection_exact(stack, pg, ledger)
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.e2e
+def test_a_worker_killed_mid_projection_loses_nothing_and_projects_no_event_twice(stack, own_redis, pg):
+    payments = random_payments(20_000, seed=2, days=20)
+    ledger = ledger_of(payments)
+    started = time.monotonic()
+    insert_transactions(payments, approve=True)  # 40,000 events, no wake-up sent
+    inserted = time.monotonic() - started
+    _, last = positions(pg)
+    worker = stack.start_worker("worker")
+    send_task(own_redis.url(0), PROJECT)
+
+    # Kill 1: kill -9 the pool process while its projector transaction is open.
+    child = pool_children(worker)[0]
+    sessions = wait_for(lambda: projector_sessions(pg), 20, "a projector transaction")
+    os.kill(child, signal.SIGKILL)
+    first_kill_at, _ = positions(pg)
+    assert first_kill_at < last, "the projection finished before the kill: make the backlog larger"
+    wait_for(lambda: "SIGKILL" in worker.output(), 10, "the worker noticing its pool process was killed")
+    # The master replaces its pool process; the task is acknowledged late and rejected on worker
+    # loss, so the new pool process runs it again from the checkpoint.
+    wait_for(lambda: positions(pg)[0] > first_kill_at, 30, "the replacement pool process projecting")
+    time.sleep(0.3)
+    # Kill 2: kill -9 the whole worker (master and pool) in the middle of the rerun.
+    kill_hard(worker)
+    second_kill_at, _ = positions(pg)
+    assert second_kill_at < last, "the projection finished before the second kill"
+
+    # A new worker; its wake-up is beat's periodic catch-up (the killed worker's message stays
+    # unacknowledged in the broker until its visibility timeout).
+    restarted = time.monotonic()
+    stack.start_worker("worker-2")
+    stack.start_beat()
+    catch_up = wait_caught_up(pg, timeout=40)
+    print(f"\n{ledger.count} approvals inserted in {inserted:.1f} s; killed the pool process at checkpoint "
+          f"{first_kill_at}/{last} (open transaction: {sessions[0][1]}, {sessions[0][3][:60]!r}), the worker at "
+          f"{second_kill_at}/{last}; a new worker caught up {time.monotonic() - restarted:.1f} s after starting "
+          f"({catch_up:.1f} s after it was ready)")
+    assert_projection_exact(stack, pg, ledger)
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.e2e
+def test_the_projection_task_run_twice_at_the_same_time_in_two_workers_counts_every_event_once(stack, own_redis, pg):
+    payments = random_payments(10_000, seed=3, days=20)
+    ledger = ledger_of(payments)
+    insert_transactions(payments, approve=True)  # 20,000 events, no wake-up sent
+    ensure_checkpoint_row(pg)  # both runs then queue on its row lock, as in a migrated database
+    first, second = stack.start_worker("worker-a"), stack.start_worker("worker-b")
+
+    overlap: list[list[tuple]] = []
+    stop = threading.Event()
+
+    def watch():
+        conn = pg_connect(connection.settings_dict)
+        try:
+            while not stop.is_set():
+                sessions = projector_sessions(conn)
+                if len(sessions) >= 2:
+                    overlap.append(sessions)
+                time.sleep(0.005)
+        finally:
+            conn.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        send_task(own_redis.url(0), PROJECT, count=2)
+        catch_up = wait_caught_up(pg, timeout=40)
+    finally:
+        stop.set()
+        watcher.join(5)
+    runs = (task_runs(first.output()), task_runs(second.output()))
+    print(f"\ntwo concurrent runs over 20,000 events caught up in {catch_up:.1f} s; runs per worker {runs}; "
+          f"{len(overlap)} observations of both in a transaction, e.g. {overlap[0] if overlap else None}")
+    assert runs[0] >= 1 and runs[1] >= 1, f"each worker should have run the task: {runs}"
+    assert overlap, "the two runs never overlapped: the test did not exercise concurrency"
+    assert_projection_exact(stack, pg, ledger)
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.e2e
+def test_four_projection_tasks_interleaving_batch_by_batch_on_separate_connections_count_every_event_once(pg, monkeypatch):
+    """The same guarantee with many more interleavings: the real task in four threads at once, each on its own
+    database connection, with batches of 50 events, so every read and commit of one run falls between
+    those of the others."""
+    from django.db import connections
+
+    from analytics import projection, tasks
+
+    payments = random_payments(3000, seed=6, days=20)
+    ledger = ledger_of(payments)
+    insert_transactions(payments, approve=True)  # 6,000 events, no wake-up sent
+    ensure_checkpoint_row(pg)
+    monkeypatch.setitem(projection.project_next_batch.__kwdefaults__, "batch_size", 50)
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def run():
+        try:
+            start.wait()
+            tasks.project_weekly_income()  # its hand-over to a fresh run executes in this thread (eager)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    print(f"\nfour concurrent runs over 6,000 events in batches of 50: {time.monotonic() - started:.1f} s")
+    assert not failures, failures
+    checkpoint, last = positions(pg)
+    assert checkpoint == last
+    stored = stored_weekly_income(pg)
+    assert stored == ledger.expected()
+    assert sum(count for _, count in stored.values()) == ledger.count
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.e2e
+def test_a_dashboard_dropped_in_the_middle_of_a_burst_resumes_to_the_exact_rest_totals_and_never_sees_a_total_go_backwards(stack, pg):
+    # Two workers, so batches can finish (and publish) out of order.
+    stack.start_worker("worker-a")
+    stack.start_worker("worker-b")
+    stack.start_server()
+    admin = logged_in(stack)
+    payments = random_payments(300, seed=4, days=20)
+    pairs = list(zip(insert_transactions(payments, approve=False), payments))
+    watcher = DashboardWatcher(stack, admin.cookie_header).connect()
+    ledger = Ledger()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            burst = pool.submit(approve_all, [same_session(admin) for _ in range(4)], pairs, ledger)
+            wait_for(lambda: ledger.count >= 100 or burst.done(), 30, "100 approvals")
+            watcher.drop()
+            dropped_at = (ledger.count, watcher.seq())
+            wait_for(lambda: ledger.count >= 200 or burst.done(), 30, "200 approvals")
+            watcher.reconnect()
+            resumed_at = ledger.count
+            assert burst.result() == {200: 300}
+        wait_caught_up(pg, timeout=20)
+        as_of, rest = rest_weekly_income(admin)
+        expected = {key: total for key, (total, _) in rest.items()}
+        wait_for(lambda: watcher.totals() == expected, 10, "the dashboard converging", interval=0.05)
+        print(f"\ndropped after {dropped_at[0]} approvals at seq {dropped_at[1]}, resumed after {resumed_at}; "
+              f"{watcher.messages} messages, {watcher.snapshots} snapshots, {len(expected)} (week, currency) totals")
+        assert 0 < dropped_at[0] < resumed_at < 300, "the drop was not in the middle of the burst"
+        assert rest == ledger.expected()
+        assert watcher.totals() == expected
+        assert not watcher.backwards, watcher.backwards
+        assert not watcher.errors, watcher.errors
+        assert watcher.seq() == as_of
+    finally:
+        watcher.close()
+
+
 @pytest.mark.needs_postgres
 @pytest.mark.needs_redis
 @pytest.mark.e2e
@@ -154,5 +391,95 @@ def test_a_burst_of_2000_approvals_is_projected_by_far_fewer_task_runs_and_the_l
         assert watcher.totals() == {key: total for key, (total, _) in rest.items()}
         assert not watcher.backwards, watcher.backwards
         assert_projection_exact(stack, pg, ledger)
+    finally:
+        watcher.close()
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.e2e
+def test_a_dashboard_cut_off_by_a_redis_restart_reconnects_promptly_and_converges_again(stack, own_redis, pg):
+    stack.start_worker()
+    stack.start_server()
+    stack.start_beat()
+    admin = logged_in(stack)
+    payments = random_payments(20, seed=7, currencies=("EUR",), days=3)
+    pairs = list(zip(insert_transactions(payments, approve=False), payments))
+    ledger = Ledger()
+    watcher = DashboardWatcher(stack, admin.cookie_header).connect()
+    try:
+        assert approve_all([admin], pairs[:10], ledger) == {200: 10}
+        wait_caught_up(pg, timeout=15)
+        expected = {key: total for key, (total, _) in ledger.expected().items()}
+        wait_for(lambda: watcher.totals() == expected, 10, "updates before the restart", interval=0.05)
+
+        own_redis.restart(down_for=2)  # everything in Redis is lost, group memberships included
+        # The server must not leave the socket open and silent: its group membership is gone.
+        wait_for(lambda: not watcher.alive, 10, "the server closing the socket whose channel layer failed")
+        # Reconnect as the dashboard does. Its WebSocket has no open timeout of its own, so a handshake
+        # that does not complete leaves it "reconnecting" for good.
+        started = time.monotonic()
+        try:
+            watcher.reconnect(timeout=5)
+        except TimeoutError as exc:
+            raise AssertionError(
+                f"the first websocket handshake after Redis restarted did not complete within 5 s ({exc})"
+            ) from None
+        print(f"\nreconnected {time.monotonic() - started:.2f} s after asking")
+
+        assert approve_all([admin], pairs[10:], ledger) == {200: 10}
+        wait_caught_up(pg, timeout=30)
+        as_of, rest = rest_weekly_income(admin)
+        assert rest == ledger.expected()
+        expected = {key: total for key, (total, _) in rest.items()}
+        wait_for(lambda: watcher.totals() == expected, 10, "the dashboard converging after the restart", interval=0.05)
+        assert not watcher.backwards, watcher.backwards
+    finally:
+        watcher.close()
+
+
+def open_dashboard(stack: LiveStack, cookie: str, attempts: int = 5) -> DashboardWatcher:
+    """Connect as a dashboard page would, retrying a handshake that does not complete within 3 s."""
+    for attempt in range(attempts):
+        try:
+            return DashboardWatcher(stack, cookie).connect(timeout=3)
+        except TimeoutError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.e2e
+def test_the_first_approval_after_a_redis_restart_reaches_an_open_dashboard(stack, own_redis, pg):
+    stack.start_worker()
+    stack.start_server()
+    stack.start_beat()
+    admin = logged_in(stack)
+    payments = random_payments(6, seed=8, currencies=("USD",), days=3)
+    pairs = list(zip(insert_transactions(payments, approve=False), payments))
+    ledger = Ledger()
+    assert approve_all([admin], pairs[:5], ledger) == {200: 5}  # the worker has published to the channel layer
+    wait_caught_up(pg, timeout=15)
+
+    own_redis.restart(down_for=2)
+    watcher = open_dashboard(stack, admin.cookie_header)  # a page opened after the restart
+    try:
+        assert watcher.totals() == {key: total for key, (total, _) in ledger.expected().items()}
+        # One more approval, then quiet: nothing later would reveal a lost push to the dashboard.
+        assert approve_all([admin], pairs[5:], ledger) == {200: 1}
+        wait_caught_up(pg, timeout=15)
+        as_of, rest = rest_weekly_income(admin)
+        assert rest == ledger.expected()
+        expected = {key: total for key, (total, _) in rest.items()}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and watcher.totals() != expected:
+            time.sleep(0.05)
+        published_failures = [line for line in stack.processes["worker"].output().splitlines() if "publishing a dashboard" in line]
+        assert watcher.totals() == expected, (
+            f"the dashboard still shows {watcher.totals()} 10 s after the projection reached {expected} "
+            f"(as_of {as_of}, dashboard at seq {watcher.seq()}); worker: {published_failures}"
+        )
     finally:
         watcher.close()

@@ -204,3 +204,12 @@ async def test_a_flood_of_frames_is_closed_with_4429_and_others_stay_served(admi
     await bystander.send_json_to({"type": "ping"})
     assert await bystander.receive_json_from() == {"type": "pong"}
     await bystander.disconnect()
+
+
+async def test_an_empty_heartbeat_batch_reveals_a_lost_last_batch(admin_cookie):
+    communicator, seq = await connected_admin(admin_cookie)
+    await sync_to_async(publish)([], after=seq, through=seq)  # nothing missed: nothing sent
+    assert await communicator.receive_nothing(timeout=0.1)
+    await sync_to_async(publish)([], after=seq + 3, through=seq + 3)  # (seq, seq+3] never arrived
+    assert (await communicator.receive_json_from())["type"] == "snapshot"
+    await communicator.disconnect()

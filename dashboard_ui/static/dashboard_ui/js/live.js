@@ -12,6 +12,7 @@ export class LiveSocket extends EventTarget {
     resumeFrom = () => null,
     heartbeatMs = 15_000,
     pongTimeoutMs = 10_000,
+    openTimeoutMs = 10_000,
     baseDelayMs = 1_000,
     maxDelayMs = 30_000,
     random = Math.random,
@@ -21,6 +22,8 @@ export class LiveSocket extends EventTarget {
     this.resumeFrom = resumeFrom;
     this.heartbeatMs = heartbeatMs;
     this.pongTimeoutMs = pongTimeoutMs;
+    this.openTimeoutMs = openTimeoutMs;
+    this.openTimer = null;
     this.baseDelayMs = baseDelayMs;
     this.maxDelayMs = maxDelayMs;
     this.random = random;
@@ -65,6 +68,10 @@ export class LiveSocket extends EventTarget {
       return;
     }
     this.socket = socket;
+    // A handshake that never completes (or a socket that never sends its snapshot)
+    // would otherwise leave the page "reconnecting" for good.
+    clearTimeout(this.openTimer);
+    this.openTimer = setTimeout(() => this.dead("open timeout"), this.openTimeoutMs);
     socket.onopen = () => {
       const since = this.everConnected ? this.resumeFrom() : null;
       if (since !== null && since !== undefined) this.send({ type: "resume", since });
@@ -82,6 +89,8 @@ export class LiveSocket extends EventTarget {
     } catch {
       return;
     }
+    clearTimeout(this.openTimer);
+    this.openTimer = null;
     if (message.type === "pong") {
       clearTimeout(this.pongTimer);
       this.pongTimer = null;
@@ -118,6 +127,8 @@ export class LiveSocket extends EventTarget {
   }
 
   stopHeartbeat() {
+    clearTimeout(this.openTimer);
+    this.openTimer = null;
     clearInterval(this.heartbeatTimer);
     clearTimeout(this.pongTimer);
     this.heartbeatTimer = null;
@@ -138,9 +149,9 @@ export class LiveSocket extends EventTarget {
     }
   }
 
-  dead() {
-    // No pong in time: the connection is gone even if the browser has not noticed.
-    this.abandon(4000, "heartbeat timeout");
+  dead(reason = "heartbeat timeout") {
+    // No pong (or no first message) in time: the connection is gone even if the browser has not noticed.
+    this.abandon(4000, reason);
     this.scheduleReconnect();
   }
 

@@ -154,22 +154,36 @@ def approve_throughput(stack, client, clients, seconds):
 
 def projection_cost():
     """Projector time per batch of 1,000 approvals with a short and with a long history behind it."""
+    from decimal import Decimal
+
     from analytics.projection import project_next_batch
     from core.models import StoredEvent
+    from transactions.models import Transaction
 
     def append_approvals(n):
-        now = datetime.now(timezone.utc).isoformat()
+        # Straight inserts (no commands) so a long history is quick to build; each event has
+        # its read-model row, since the projector turns decisions into dashboard messages.
+        now = datetime.now(timezone.utc)
+        ids = [uuid.uuid4() for _ in range(n)]
+        Transaction.objects.bulk_create(
+            [
+                Transaction(id=i, amount=Decimal("10.00"), currency="EUR", occurred_at=now, status="approved", version=2,
+                            created_at=now, decided_at=now, decided_by="bench", last_position=0)
+                for i in ids
+            ],
+            batch_size=5000,
+        )
         StoredEvent.objects.bulk_create(
             [
                 StoredEvent(
-                    stream_id=uuid.uuid4(),
+                    stream_id=i,
                     version=2,
                     type="TransactionApproved",
-                    data={"transaction_id": "x", "amount": "10.00", "currency": "EUR", "occurred_at": now, "reason": ""},
+                    data={"transaction_id": str(i), "amount": "10.00", "currency": "EUR", "occurred_at": now.isoformat(), "reason": ""},
                     metadata={},
-                    recorded_at=datetime.now(timezone.utc),
+                    recorded_at=now,
                 )
-                for _ in range(n)
+                for i in ids
             ],
             batch_size=5000,
         )

@@ -149,3 +149,51 @@ def test_the_periodic_catch_up_publishes_an_empty_heartbeat_batch_when_idle(monk
     position = checkpoint()
     assert catch_up_projections() == 0
     assert published[-1] == ([], {"after": position, "through": position})
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_event_that_took_a_lower_position_but_commits_later_is_still_projected():
+    """Hold A's transaction open after it appended; B appends next; the projector runs meanwhile."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from core.eventstore import NewEvent
+    from tests.factories import project_all, submit
+
+    submit()  # a first event and the checkpoint row exist; project them
+    project_all()
+    a_appended, release_a, b_done = threading.Event(), threading.Event(), threading.Event()
+
+    def approve_in_held_transaction(txn_id):
+        try:
+            with transaction.atomic():
+                services.transaction_approve(transaction_id=txn_id, actor="a", reason="slow")
+                a_appended.set()
+                release_a.wait(10)
+        finally:
+            connections.close_all()
+
+    def approve(txn_id):
+        try:
+            a_appended.wait(10)
+            services.transaction_approve(transaction_id=txn_id, actor="b", reason="fast")
+            b_done.set()
+        finally:
+            connections.close_all()
+
+    slow, fast = submit("7.00", "EUR", MON), submit("5.00", "EUR", MON)
+    project_all()
+    threads = [threading.Thread(target=approve_in_held_transaction, args=(slow.id,)), threading.Thread(target=approve, args=(fast.id,))]
+    for thread in threads:
+        thread.start()
+    assert a_appended.wait(10)
+    b_done.wait(0.5)
+    project_all()  # the projector runs while A is still open
+    release_a.set()
+    for thread in threads:
+        thread.join(10)
+    project_all()
+    assert totals()[(date(2026, 11, 16), "EUR")] == (1200, 2)
+    assert checkpoint() == eventstore.last_position()

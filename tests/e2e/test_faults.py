@@ -38,6 +38,7 @@ from tests.stack import Browserless, LiveStack, create_live_user, stack_env
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_postgres, pytest.mark.needs_redis]
 
 PASSWORD = "fault-password-123"
+BURST = 5000
 PROJECT = "analytics.project_weekly_income"
 
 
@@ -362,11 +363,11 @@ def test_a_dashboard_dropped_in_the_middle_of_a_burst_resumes_to_the_exact_rest_
 @pytest.mark.needs_postgres
 @pytest.mark.needs_redis
 @pytest.mark.e2e
-def test_a_burst_of_2000_approvals_is_projected_by_far_fewer_task_runs_and_the_last_push_equals_rest(stack, pg):
+def test_a_burst_of_5000_approvals_is_projected_by_far_fewer_task_runs_and_the_last_push_equals_rest(stack, pg):
     stack.start_worker()
     stack.start_server()
     admin = logged_in(stack)
-    payments = random_payments(2000, seed=5, currencies=("EUR", "USD"), days=6)
+    payments = random_payments(BURST, seed=5, currencies=("EUR", "USD"), days=6)
     ids = insert_transactions(payments, approve=False)
     watcher = DashboardWatcher(stack, admin.cookie_header).connect()
     try:
@@ -374,16 +375,16 @@ def test_a_burst_of_2000_approvals_is_projected_by_far_fewer_task_runs_and_the_l
         started = time.monotonic()
         statuses = approve_all([same_session(admin) for _ in range(8)], zip(ids, payments), ledger)
         elapsed = time.monotonic() - started
-        assert statuses == {200: 2000}, statuses
+        assert statuses == {200: BURST}, statuses
         catch_up = wait_caught_up(pg, timeout=30)
         as_of, rest = rest_weekly_income(admin)
         deadline = time.monotonic() + 10
         while watcher.totals() != rest and time.monotonic() < deadline:
             time.sleep(0.1)
         runs = task_runs(stack.processes["worker"].output())
-        print(f"\n2000 approvals over HTTP in {elapsed:.1f} s ({2000 / elapsed:.0f}/s), caught up {catch_up:.2f} s later; "
+        print(f"\n{BURST} approvals over HTTP in {elapsed:.1f} s ({BURST / elapsed:.0f}/s), caught up {catch_up:.2f} s later; "
               f"{runs} projection task runs")
-        assert runs < 2000 / 5, f"{runs} task runs for 2000 approvals: wake-ups are not coalesced"
+        assert runs < BURST / 5, f"{runs} task runs for {BURST} approvals: wake-ups are not coalesced"
         assert runs >= 1
         assert rest == ledger.expected()
         last_pushed = {key: message["total"] for key, message in watcher.last_updates.items()}

@@ -135,8 +135,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A request must never hang on a broker that is down: publishing gives up fast
 # and the periodic catch-up projects whatever the lost wake-up left behind.
 CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
+# A task not acknowledged within this long is handed to another worker (acks_late):
+# the projector is safe to run twice, so this bounds the delay after a lost worker.
+BROKER_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 600, minimum=1)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": 600,
+    "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+    # How often a worker looks for such tasks (kombu's default is 10 s).
+    "unacked_restore_interval": min(10, BROKER_VISIBILITY_TIMEOUT),
     "socket_timeout": 2.0,
     "socket_connect_timeout": 1.0,
 }

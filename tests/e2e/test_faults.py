@@ -484,3 +484,35 @@ def test_the_first_approval_after_a_redis_restart_reaches_an_open_dashboard(stac
         )
     finally:
         watcher.close()
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.e2e
+def test_a_visibility_timeout_shorter_than_the_projection_redelivers_it_and_totals_stay_exact(transactional_db, tmp_path, own_redis, pg):
+    """acks_late with a 1 s visibility timeout: a task still running after 1 s counts as lost, and the
+    next worker to look (kombu scans on its first poll) runs it again, overlapping the first run on the
+    same backlog. The checkpoint lock keeps every count single."""
+    live = LiveStack(
+        env=stack_env(REDIS_URL=own_redis.url(0), DATABASE_POOL="true", CELERY_VISIBILITY_TIMEOUT="1"), log_dir=tmp_path
+    )
+    # 80,000 events: a run takes several seconds, well past the 1 s visibility timeout.
+    payments = random_payments(40_000, seed=11, days=20)
+    ledger = ledger_of(payments)
+    insert_transactions(payments, approve=True)  # no wake-up sent
+    ensure_checkpoint_row(pg)
+    try:
+        first = live.start_worker("worker-a")
+        send_task(own_redis.url(0), PROJECT)
+        deadline = time.monotonic() + 20
+        while not projector_sessions(pg) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # the first run is now past the visibility timeout
+        second = live.start_worker("worker-b")
+        catch_up = wait_caught_up(pg, timeout=60)
+        runs = (task_runs(first.output()), task_runs(second.output()))
+        print(f"\none task over 80,000 events with a 1 s visibility timeout: runs per worker {runs}, caught up in {catch_up:.1f} s")
+        assert runs == (1, 1), "the broker did not hand the running task to the second worker: the test did not exercise it"
+        assert_projection_exact(live, pg, ledger)
+    finally:
+        live.stop()

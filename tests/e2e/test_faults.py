@@ -149,9 +149,6 @@ def ledger_of(payments) -> Ledger:
     return ledger
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_approvals_keep_succeeding_quickly_while_the_broker_is_down_and_the_projection_catches_up_by_itself(stack, own_redis, pg):
     stack.start_worker()
     stack.start_server()
@@ -196,9 +193,6 @@ def test_approvals_keep_succeeding_quickly_while_the_broker_is_down_and_the_proj
     assert_projection_exact(stack, pg, ledger)
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_a_worker_killed_mid_projection_loses_nothing_and_projects_no_event_twice(stack, own_redis, pg):
     payments = random_payments(20_000, seed=2, days=20)
     ledger = ledger_of(payments)
@@ -238,9 +232,6 @@ def test_a_worker_killed_mid_projection_loses_nothing_and_projects_no_event_twic
     assert_projection_exact(stack, pg, ledger)
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_the_projection_task_run_twice_at_the_same_time_in_two_workers_counts_every_event_once(stack, own_redis, pg):
     payments = random_payments(10_000, seed=3, days=20)
     ledger = ledger_of(payments)
@@ -278,9 +269,6 @@ def test_the_projection_task_run_twice_at_the_same_time_in_two_workers_counts_ev
     assert_projection_exact(stack, pg, ledger)
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_four_projection_tasks_interleaving_batch_by_batch_on_separate_connections_count_every_event_once(pg, monkeypatch):
     """The same guarantee with many more interleavings: the real task in four threads at once, each on its own
     database connection, with batches of 50 events, so every read and commit of one run falls between
@@ -321,9 +309,6 @@ def test_four_projection_tasks_interleaving_batch_by_batch_on_separate_connectio
     assert sum(count for _, count in stored.values()) == ledger.count
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_a_dashboard_dropped_in_the_middle_of_a_burst_resumes_to_the_exact_rest_totals_and_never_sees_a_total_go_backwards(stack, pg):
     # Two workers, so batches can finish (and publish) out of order.
     stack.start_worker("worker-a")
@@ -360,9 +345,6 @@ def test_a_dashboard_dropped_in_the_middle_of_a_burst_resumes_to_the_exact_rest_
         watcher.close()
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_a_burst_of_5000_approvals_is_projected_by_far_fewer_task_runs_and_the_last_push_equals_rest(stack, pg):
     stack.start_worker()
     stack.start_server()
@@ -396,9 +378,6 @@ def test_a_burst_of_5000_approvals_is_projected_by_far_fewer_task_runs_and_the_l
         watcher.close()
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_a_dashboard_cut_off_by_a_redis_restart_reconnects_promptly_and_converges_again(stack, own_redis, pg):
     stack.start_worker()
     stack.start_server()
@@ -450,9 +429,6 @@ def open_dashboard(stack: LiveStack, cookie: str, attempts: int = 5) -> Dashboar
     raise AssertionError("unreachable")
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_the_first_approval_after_a_redis_restart_reaches_an_open_dashboard(stack, own_redis, pg):
     stack.start_worker()
     stack.start_server()
@@ -486,9 +462,6 @@ def test_the_first_approval_after_a_redis_restart_reaches_an_open_dashboard(stac
         watcher.close()
 
 
-@pytest.mark.needs_postgres
-@pytest.mark.needs_redis
-@pytest.mark.e2e
 def test_a_visibility_timeout_shorter_than_the_projection_redelivers_it_and_totals_stay_exact(transactional_db, tmp_path, own_redis, pg):
     """acks_late with a 1 s visibility timeout: a task still running after 1 s counts as lost, and the
     next worker to look (kombu scans on its first poll) runs it again, overlapping the first run on the

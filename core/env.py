@@ -1,5 +1,6 @@
 """Strict parsing of configuration from environment variables: a bad value fails loudly."""
 import os
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ImproperlyConfigured
@@ -62,3 +63,15 @@ def env_time_zone(name: str, default: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ImproperlyConfigured(f"{name}={value!r} is not an IANA time zone") from None
     return value
+
+
+def env_date(name: str, default: str) -> datetime:
+    """An ISO date (YYYY-MM-DD, ASCII digits) as an aware datetime at 00:00 UTC."""
+    value = env_str(name, default)
+    try:
+        if not value.isascii():
+            raise ValueError
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a date (YYYY-MM-DD)") from None
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)

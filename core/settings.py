@@ -7,7 +7,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from django.core.exceptions import ImproperlyConfigured
 
-from core.env import env_bool, env_choice, env_int, env_list, env_str, env_time_zone
+from core.env import env_bool, env_choice, env_date, env_int, env_list, env_str, env_time_zone
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -158,6 +158,20 @@ CELERY_BEAT_SCHEDULE = {
 # --- analytics --------------------------------------------------------------
 ANALYTICS_TIME_ZONE = env_time_zone("ANALYTICS_TIME_ZONE", "UTC")
 ANALYTICS_WEEK_START = env_choice("ANALYTICS_WEEK_START", "monday", ("monday", "sunday"))
+# Every occurred_at that reaches the log must be one the projector can place in a week
+# (pandas handles 1677-2262; a far-future date would move every dashboard's "this week").
+OCCURRED_AT_EARLIEST = env_date("OCCURRED_AT_EARLIEST", "1970-01-01")
+OCCURRED_AT_MAX_AHEAD = timedelta(hours=env_int("OCCURRED_AT_MAX_AHEAD_HOURS", 24, minimum=0))
+if OCCURRED_AT_EARLIEST.year < 1900:
+    raise ImproperlyConfigured("OCCURRED_AT_EARLIEST must be 1900-01-01 or later")
+# /readyz answers 503 once the oldest event the projection has not applied is this old.
+READYZ_MAX_PROJECTION_LAG_SECONDS = env_int("READYZ_MAX_PROJECTION_LAG_SECONDS", 60, minimum=1)
+
+# --- write path ---------------------------------------------------------------
+# How long an append waits for the event store's lock before answering a retryable 503.
+EVENT_STORE_LOCK_TIMEOUT_MS = env_int("EVENT_STORE_LOCK_TIMEOUT_MS", 2000, minimum=1)
+# An Idempotency-Key whose request died (no answer stored) can be retried after this long.
+IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10, minimum=1)
 
 # --- realtime ---------------------------------------------------------------
 # realtime/ imports no domain package: the snapshot it sends comes from here.

@@ -1,11 +1,19 @@
 """Currencies and exact money: Decimal at the edges, integer minor units inside."""
 import re
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from iso4217 import Currency
 
-_DECIMAL_STRING = re.compile(r"\s*-?\d+(\.\d+)?\s*")
-_MAX_AMOUNT = Decimal(10) ** 15
+# ASCII digits only, no padding, no exponent: "\u0661\u0662", "\u00a012.50" and "1e3" are refused.
+_DECIMAL_STRING = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+# One transaction is at most 10^15 - 1 minor units (9,999,999,999,999.99 EUR): beyond any
+# real payment, and small enough that the sums stay provably exact (see docs/api.md, "Limits").
+MAX_AMOUNT_MINOR = 10**15 - 1
+# Totals are NUMERIC(38, 0) in minor units. Positions are bigint, so the log holds fewer than
+# 2^63 events; 2^63 * 10^15 < 10^34 < 10^38: no bucket can outgrow its column.
+TOTAL_DIGITS = 38
+# Decimal's default context keeps 28 digits; a 38-digit total must not be rounded.
+_EXACT_DIGITS = 60
 
 
 class MoneyError(ValueError):
@@ -48,30 +56,34 @@ def parse_amount(value, currency: str) -> Decimal:
         raise MoneyError("amount must be a finite number")
     if amount <= 0:
         raise MoneyError("amount must be greater than zero")
-    if amount >= _MAX_AMOUNT:
-        raise MoneyError("amount must be less than 10^15")
     exponent = currency_exponent(currency)
     quantum = Decimal(1).scaleb(-exponent)
-    if amount != amount.quantize(quantum):
-        raise MoneyError(f"{currency} allows at most {exponent} decimal places")
-    return amount.quantize(quantum)
+    with localcontext(prec=_EXACT_DIGITS):
+        if amount != amount.quantize(quantum):
+            raise MoneyError(f"{currency} allows at most {exponent} decimal places")
+        if amount.scaleb(exponent) > MAX_AMOUNT_MINOR:
+            raise MoneyError(f"amount must be at most {format_minor_units(MAX_AMOUNT_MINOR, currency)} {currency}")
+        return amount.quantize(quantum)
 
 
 def to_minor_units(amount: str | Decimal, currency: str) -> int:
     """Exact conversion: "12.50" EUR -> 1250; refuses anything that would round."""
     exponent = currency_exponent(currency)
-    scaled = Decimal(amount).scaleb(exponent)
-    if scaled != scaled.to_integral_value():
-        raise MoneyError(f"{amount} {currency} has more than {exponent} decimal places")
-    return int(scaled)
+    with localcontext(prec=_EXACT_DIGITS):
+        scaled = Decimal(amount).scaleb(exponent)
+        if scaled != scaled.to_integral_value():
+            raise MoneyError(f"{amount} {currency} has more than {exponent} decimal places")
+        return int(scaled)
 
 
 def format_minor_units(minor: int, currency: str) -> str:
     """1250 EUR -> "12.50"; 1250 JPY -> "1250"."""
     exponent = currency_exponent(currency)
-    return str(Decimal(int(minor)).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
+    with localcontext(prec=_EXACT_DIGITS):
+        return str(Decimal(int(minor)).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
 
 
 def format_amount(amount: Decimal, currency: str) -> str:
     exponent = currency_exponent(currency)
-    return str(Decimal(amount).quantize(Decimal(1).scaleb(-exponent)))
+    with localcontext(prec=_EXACT_DIGITS):
+        return str(Decimal(amount).quantize(Decimal(1).scaleb(-exponent)))

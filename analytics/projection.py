@@ -1,4 +1,4 @@
-"""The weekly income projector: events after the checkpoint -> pandas -> rows + checkpoint, in one transaction."""
+"""The weekly income projector: events after the checkpoint -> pandas -> rows, history and checkpoint, in one transaction."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +8,8 @@ import pandas as pd
 from django.conf import settings
 from django.db import transaction
 
-from analytics.frames import weekly_totals
-from analytics.models import ProjectionCheckpoint, WeeklyIncome
+from analytics.frames import weekly_running_totals
+from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
 from core import eventstore
 from core.money import format_minor_units, to_minor_units
 from transactions import events as txn_events
@@ -19,10 +19,22 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT = "weekly_income"
 BATCH_SIZE = 5000
+INT64_MAX = 2**63 - 1
 
 
 class ProjectionConfigChanged(RuntimeError):
     """ANALYTICS_TIME_ZONE or ANALYTICS_WEEK_START changed since the rows were computed."""
+
+
+class ProjectionFailed(RuntimeError):
+    """A batch could not be projected; nothing of it was written and the checkpoint stayed put."""
+
+    def __init__(self, *, after: int, first: int, through: int, cause: BaseException):
+        self.after, self.first, self.through, self.cause = after, first, through, cause
+        super().__init__(
+            f"weekly income: events {first}..{through} could not be projected "
+            f"({cause.__class__.__name__}: {cause}); the checkpoint stays at {after}"
+        )
 
 
 @dataclass
@@ -45,7 +57,11 @@ def approved_records(events: list[eventstore.RecordedEvent]) -> pd.DataFrame:
         for e in events
         if e.type == txn_events.APPROVED
     ]
-    return pd.DataFrame(rows, columns=["position", "occurred_at", "currency", "amount_minor"])
+    frame = pd.DataFrame(rows, columns=["position", "occurred_at", "currency", "amount_minor"])
+    if rows and max(row[3] for row in rows) > INT64_MAX:
+        # Amounts accepted before the per-transaction limit can exceed int64: keep Python ints.
+        frame["amount_minor"] = pd.Series([row[3] for row in rows], dtype="object")
+    return frame
 
 
 def weekly_income_message(row: WeeklyIncome, seq: int) -> dict:
@@ -54,7 +70,7 @@ def weekly_income_message(row: WeeklyIncome, seq: int) -> dict:
         "seq": seq,
         "week_start": row.week_start.isoformat(),
         "currency": row.currency,
-        "total": format_minor_units(row.total_minor, row.currency),
+        "total": format_minor_units(int(row.total_minor), row.currency),
         "count": row.count,
     }
 
@@ -73,24 +89,42 @@ def _locked_checkpoint() -> ProjectionCheckpoint:
     return checkpoint
 
 
-def _apply(frame: pd.DataFrame) -> list[WeeklyIncome]:
-    """Add a batch's weekly deltas to the stored rows; returns the changed rows."""
-    if frame.empty:
+def _running_totals(batch: list[eventstore.RecordedEvent]) -> pd.DataFrame:
+    return weekly_running_totals(
+        approved_records(batch), time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START
+    )
+
+
+def _apply(running: pd.DataFrame) -> list[WeeklyIncome]:
+    """Add a batch's per-approval running totals to the stored rows and record their history.
+
+    Returns the changed rows. Totals are Python ints end to end: they cannot wrap.
+    """
+    if running.empty:
         return []
-    keys = {(ws, cur) for ws, cur in zip(frame["week_start"], frame["currency"])}
+    keys = set(zip(running["week_start"], running["currency"]))
     existing = {
         (row.week_start, row.currency): row
         for row in WeeklyIncome.objects.filter(
             week_start__in={k[0] for k in keys}, currency__in={k[1] for k in keys}
         )
     }
+    base = {key: (int(existing[key].total_minor), existing[key].count) if key in existing else (0, 0) for key in keys}
+    history, latest = [], {}
+    for ws, cur, position, total, count in running.itertuples(index=False, name=None):
+        prior_total, prior_count = base[(ws, cur)]
+        entry = WeeklyIncomeHistory(
+            week_start=ws, currency=cur, position=int(position), total_minor=prior_total + int(total), count=prior_count + int(count)
+        )
+        history.append(entry)
+        latest[(ws, cur)] = entry
     changed = []
-    for ws, cur, total, count, last in frame.itertuples(index=False, name=None):
-        row = existing.get((ws, cur)) or WeeklyIncome(week_start=ws, currency=cur)
-        row.total_minor += int(total)
-        row.count += int(count)
-        row.last_position = max(row.last_position, int(last))
+    for key, entry in sorted(latest.items()):
+        row = existing.get(key) or WeeklyIncome(week_start=key[0], currency=key[1])
+        row.total_minor, row.count = int(entry.total_minor), entry.count
+        row.last_position = max(row.last_position, entry.position)
         changed.append(row)
+    WeeklyIncomeHistory.objects.bulk_create(history, batch_size=5000)
     WeeklyIncome.objects.bulk_create(
         changed,
         update_conflicts=True,
@@ -108,12 +142,11 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
         batch = eventstore.read_all(after=after, limit=batch_size)
         if not batch:
             return None
-        frame = weekly_totals(
-            approved_records(batch),
-            time_zone=settings.ANALYTICS_TIME_ZONE,
-            week_start=settings.ANALYTICS_WEEK_START,
-        )
-        changed = _apply(frame)
+        try:
+            changed = _apply(_running_totals(batch))
+        except Exception as exc:
+            # Raised inside the atomic block: rows, history and checkpoint all roll back.
+            raise ProjectionFailed(after=after, first=batch[0].position, through=batch[-1].position, cause=exc) from exc
         through = batch[-1].position
         checkpoint.position = through
         checkpoint.save(update_fields=["position", "updated_at"])
@@ -127,57 +160,19 @@ def projection_position() -> int:
 
 
 def rebuild_weekly_income(*, batch_size: int = 50_000) -> int:
-    """Replay the whole log into fresh rows, in one transaction; returns the new checkpoint."""
+    """Replay the whole log into fresh rows and history, in one transaction; returns the new checkpoint."""
     with transaction.atomic():
         checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
+        WeeklyIncomeHistory.objects.all().delete()
         WeeklyIncome.objects.all().delete()
-        checkpoint.position = 0
         checkpoint.config = current_config()
-        checkpoint.save()
         position = 0
         while batch := eventstore.read_all(after=position, limit=batch_size):
-            frame = weekly_totals(
-                approved_records(batch), time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START
-            )
-            _apply(frame)
+            try:
+                _apply(_running_totals(batch))
+            except Exception as exc:
+                raise ProjectionFailed(after=0, first=batch[0].position, through=batch[-1].position, cause=exc) from exc
             position = batch[-1].position
         checkpoint.position = position
-        checkpoint.save(update_fields=["position", "updated_at"])
+        checkpoint.save()
     return position
-
-
-def recompute_from_log(*, through: int) -> dict[tuple, tuple[int, int]]:
-    """Weekly (total_minor, count) per (week_start, currency) from events up to `through`."""
-    frames = []
-    position = 0
-    while position < through and (batch := eventstore.read_all(after=position, limit=50_000)):
-        batch = [e for e in batch if e.position <= through]
-        if not batch:
-            break
-        frames.append(approved_records(batch))
-        position = batch[-1].position
-    records = pd.concat(frames) if frames else approved_records([])
-    frame = weekly_totals(records, time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START)
-    return {(ws, cur): (int(t), int(c)) for ws, cur, t, c, _ in frame.itertuples(index=False, name=None)}
-
-
-def verify_weekly_income() -> list[str]:
-    """Differences between the stored rows and a recomputation from the log; empty when they agree."""
-    with transaction.atomic():
-        # Hold the checkpoint so the rows cannot move while we compare them.
-        checkpoint = ProjectionCheckpoint.objects.select_for_update().filter(name=CHECKPOINT).first()
-        through = checkpoint.position if checkpoint else 0
-        stored = {(r.week_start, r.currency): (r.total_minor, r.count) for r in WeeklyIncome.objects.all()}
-        expected = recompute_from_log(through=through)
-    problems = []
-    if checkpoint and checkpoint.config != current_config():
-        problems.append(f"config: rows are for {checkpoint.config}, settings say {current_config()}")
-    for key in sorted(set(stored) | set(expected)):
-        have, want = stored.get(key, (0, 0)), expected.get(key, (0, 0))
-        if have != want:
-            week, currency = key
-            problems.append(
-                f"{week} {currency}: stored total={format_minor_units(have[0], currency)} count={have[1]}, "
-                f"log says total={format_minor_units(want[0], currency)} count={want[1]}"
-            )
-    return problems

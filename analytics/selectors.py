@@ -9,10 +9,13 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.utils import timezone
 
-from analytics.models import ProjectionCheckpoint, WeeklyIncome
-from analytics.projection import CHECKPOINT, recompute_from_log
+from django.db.models import OuterRef, Subquery
+
+from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
+from analytics.projection import CHECKPOINT
 from core import eventstore
 from core.db import consistent_read
+from core.models import StoredEvent
 from core.money import format_minor_units
 
 DEFAULT_WEEKS = 12
@@ -46,11 +49,17 @@ def projection_position() -> int:
     return ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("position", flat=True).first() or 0
 
 
-def projection_lag() -> dict:
-    """How far the weekly income projection is behind the event log."""
-    last = eventstore.last_position()
+def projection_lag(now: datetime | None = None) -> dict:
+    """How far the weekly income projection is behind the event log, in events and in seconds.
+
+    `seconds` is the age of the oldest event not yet applied (0 when caught up): a
+    projector that is stuck shows a growing number here even when no new events come.
+    """
     applied = projection_position()
-    return {"weekly_income": {"applied": applied, "last_event": last, "behind": max(0, last - applied)}}
+    last = eventstore.last_position()
+    oldest = StoredEvent.objects.filter(position__gt=applied).order_by("position").values_list("recorded_at", flat=True).first()
+    seconds = max(0.0, ((now or timezone.now()) - oldest).total_seconds()) if oldest else 0.0
+    return {"weekly_income": {"applied": applied, "last_event": last, "behind": max(0, last - applied), "seconds": round(seconds, 3)}}
 
 
 def resolve_range(start: date | None, end: date | None) -> list[date]:
@@ -91,16 +100,38 @@ def weekly_income(*, start: date | None = None, end: date | None = None, currenc
             currencies = [currency]
         else:
             currencies = sorted(WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct())
-        found = {(r.week_start, r.currency): (r.total_minor, r.count) for r in stored}
+        found = {(r.week_start, r.currency): (int(r.total_minor), r.count) for r in stored}
     return _report(as_of, weeks, currencies, found)
 
 
 def weekly_income_at(*, position: int, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:
-    """Time travel: weekly income as it stood right after event `position`, replayed from the log."""
+    """Time travel: weekly income as it stood right after event `position`.
+
+    Read from the buckets' history, one index lookup per bucket in range: the cost
+    depends on the weeks asked for, not on the length of the log. The caller makes
+    sure the projection has applied `position` (else the history is incomplete).
+    """
     weeks = resolve_range(start, end)
-    everything = recompute_from_log(through=position)
-    currencies = [currency] if currency else sorted({cur for _, cur in everything})
-    return _report(position, weeks, currencies, everything)
+    latest = WeeklyIncomeHistory.objects.filter(
+        week_start=OuterRef("week_start"), currency=OuterRef("currency"), position__lte=position
+    ).order_by("-position")
+    with consistent_read():
+        buckets = WeeklyIncome.objects.filter(week_start__gte=weeks[0], week_start__lte=weeks[-1])
+        if currency:
+            buckets = buckets.filter(currency=currency)
+        rows = buckets.annotate(
+            total_then=Subquery(latest.values("total_minor")[:1]), count_then=Subquery(latest.values("count")[:1])
+        ).values_list("week_start", "currency", "total_then", "count_then")
+        found = {(ws, cur): (int(total), count) for ws, cur, total, count in rows if total is not None}
+        if currency:
+            currencies = [currency]
+        else:
+            # A currency is shown once it had income at `position`, in any week: one index probe each.
+            known = WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct()
+            currencies = sorted(
+                cur for cur in known if WeeklyIncomeHistory.objects.filter(currency=cur, position__lte=position).exists()
+            )
+    return _report(position, weeks, currencies, found)
 
 
 def weekly_summary(*, now: datetime | None = None) -> list[dict]:
@@ -109,7 +140,7 @@ def weekly_summary(*, now: datetime | None = None) -> list[dict]:
     weeks = [this_week - timedelta(weeks=i) for i in range(8)]
     totals: dict[str, dict[date, int]] = {}
     for row in WeeklyIncome.objects.filter(week_start__gte=weeks[-1], week_start__lte=this_week):
-        totals.setdefault(row.currency, {})[row.week_start] = row.total_minor
+        totals.setdefault(row.currency, {})[row.week_start] = int(row.total_minor)
     for cur in WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct():
         totals.setdefault(cur, {})
     summary = []

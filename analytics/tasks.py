@@ -16,7 +16,14 @@ def project_and_publish(*, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
     """Project until caught up (or the bound), publishing each batch after it commits."""
     projected = 0
     for _ in range(max_batches):
-        batch = projection.project_next_batch()
+        try:
+            batch = projection.project_next_batch()
+        except projection.ProjectionFailed as exc:
+            # Logged here once, with the positions, and not raised: Celery would log the
+            # same traceback again. The next wake-up or beat's catch-up retries the batch,
+            # and /readyz turns 503 while the oldest unapplied event ages past its limit.
+            logger.error("%s", exc, exc_info=exc.cause)
+            return projected
         if batch is None:
             return projected
         projected += batch.event_count

@@ -9,6 +9,7 @@ and sends its client a fresh snapshot instead.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -52,7 +53,14 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro, timeout: float):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run `coro` on the loop; past `timeout` it is cancelled, so a late push is never delivered."""
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self.loop)
+        try:
+            # wait_for cancels on the loop at the deadline; the margin covers a loop too busy to notice.
+            return future.result(timeout + 1.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
 
 
 _loop_thread: _LoopThread | None = None

@@ -19,7 +19,12 @@ def test_readyz_reports_each_dependency_and_the_projection_lag(client):
     submit()  # not projected: on_commit callbacks never run inside a test transaction
     body = client.get("/readyz").json()
     assert body["status"] == "ok"
-    assert body["checks"] == {"database": "ok", "channel_layer": "ok (in-memory)", "broker": "ok (in-process tasks)"}
+    assert body["checks"] == {
+        "database": "ok",
+        "channel_layer": "ok (in-memory)",
+        "broker": "ok (in-process tasks)",
+        "projections": "ok",
+    }
     assert body["projection_lag"]["weekly_income"]["behind"] == 1
 
 

@@ -2,10 +2,12 @@
 import asyncio
 import json
 import threading
+import time
 import uuid
+from unittest.mock import patch
 
 import pytest
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from django.test import override_settings
 
 from realtime import broadcast
@@ -69,3 +71,25 @@ def test_a_failed_publish_is_logged_not_raised(caplog):
         publish([{"type": "transaction.approved", "seq": 1, "transaction": {}}], after=0, through=1, timeout=3)
     channel_layers.backends = {}
     assert "publishing a dashboard batch (1 messages, up to 1) failed" in caplog.text
+
+
+class SlowLayer(InMemoryChannelLayer):
+    """A layer whose group_send takes 0.5 s: it records the pushes that got through."""
+
+    delivered: list = []
+
+    async def group_send(self, group, message):
+        await asyncio.sleep(0.5)
+        SlowLayer.delivered.append(message)
+
+
+def test_a_publish_that_times_out_is_cancelled_and_never_delivered_later(caplog):
+    SlowLayer.delivered = []
+    slow = {"default": {"BACKEND": "tests.realtime.test_broadcast.SlowLayer"}}
+    # Not the in-memory path: publish must go through the background loop like Redis does.
+    with override_settings(CHANNEL_LAYERS=slow), patch.object(broadcast, "InMemoryChannelLayer", ()):
+        publish([{"type": "transaction.approved", "seq": 1, "transaction": {}}], after=0, through=1, timeout=0.1)
+        time.sleep(0.8)
+    channel_layers.backends = {}
+    assert "publishing a dashboard batch (1 messages, up to 1) failed" in caplog.text
+    assert SlowLayer.delivered == []

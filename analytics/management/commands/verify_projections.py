@@ -1,7 +1,7 @@
 """Recompute projections from the log and compare; exit 1 with a diff on any mismatch."""
 from django.core.management.base import BaseCommand, CommandError
 
-from analytics.projection import verify_weekly_income
+from analytics.verification import verify_weekly_income
 
 
 class Command(BaseCommand):

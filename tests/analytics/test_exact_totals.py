@@ -1,0 +1,153 @@
+"""Money stays exact or is refused: totals beyond int64, an independent verify, and a poison event that is loud, not silent."""
+import logging
+import re
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import transaction
+from django.test import override_settings
+
+from analytics import frames, projection, tasks
+from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
+from analytics.verification import verify_weekly_income
+from core import eventstore
+from core.models import StoredEvent
+from tests.factories import approved, project_all
+from transactions import events
+
+pytestmark = pytest.mark.django_db
+MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
+# The issue's reproduction: accepted before the per-transaction limit existed, 10^19 - 1 minor units.
+LEGACY_MAX_CLF = Decimal("999999999999999.9999")
+
+
+def append_legacy_approval(amount: Decimal, currency: str, occurred_at: str) -> int:
+    """Write what an older version let into the log, bypassing today's checks: events are forever."""
+    stream = uuid.uuid4()
+    submitted = events.submitted(
+        transaction_id=stream, amount=amount, currency=currency, occurred_at=MON, reference="", description=""
+    )
+    approval = events.approved(transaction_id=stream, amount=amount, currency=currency, occurred_at=MON, reason="")
+    submitted.data["occurred_at"] = approval.data["occurred_at"] = occurred_at
+    with transaction.atomic():
+        recorded = eventstore.append(stream_id=stream, expected_version=0, events=[submitted, approval], metadata={"actor": "legacy"})
+    return recorded[-1].position
+
+
+def checkpoint() -> int:
+    return ProjectionCheckpoint.objects.get(name="weekly_income").position
+
+
+def test_it_sums_a_week_beyond_int64_exactly(api):
+    for _ in range(2):
+        append_legacy_approval(LEGACY_MAX_CLF, "CLF", MON.isoformat())
+    project_all()
+    row = WeeklyIncome.objects.get(currency="CLF")
+    assert int(row.total_minor) == 2 * (10**19 - 1) > 2**63
+    body = api.get("/api/analytics/weekly-income/", {"from": "2026-11-16", "to": "2026-11-16"}).json()
+    assert body["results"] == [{"week_start": "2026-11-16", "currency": "CLF", "total": "1999999999999999.9998", "count": 2}]
+    assert verify_weekly_income() == []
+
+
+def test_a_rebuild_writes_the_same_exact_total_and_verify_agrees():
+    for _ in range(2):
+        append_legacy_approval(LEGACY_MAX_CLF, "CLF", MON.isoformat())
+    projection.rebuild_weekly_income()
+    assert int(WeeklyIncome.objects.get(currency="CLF").total_minor) == 2 * (10**19 - 1)
+    assert verify_weekly_income() == []
+
+
+def test_ten_thousand_approvals_at_the_limit_sum_exactly_in_pandas():
+    import pandas as pd
+
+    n, top = 10_000, 10**15 - 1
+    records = pd.DataFrame(
+        {"position": range(1, n + 1), "occurred_at": [MON.isoformat()] * n, "currency": ["EUR"] * n, "amount_minor": [top] * n}
+    )
+    totals = frames.weekly_totals(records, time_zone="UTC", week_start="monday")
+    running = frames.weekly_running_totals(records, time_zone="UTC", week_start="monday")
+    assert totals["total_minor"].tolist() == [n * top]
+    assert running["total_minor"].tolist()[-1] == n * top and running["count"].tolist()[-1] == n
+
+
+def test_a_submission_over_the_per_transaction_limit_is_refused_and_nothing_is_stored(api):
+    for amount, currency in (("999999999999999.9999", "CLF"), ("10000000000000.00", "EUR")):
+        response = api.post("/api/transactions/", {"amount": amount, "currency": currency}, format="json")
+        assert response.status_code == 400, amount
+        assert response["Content-Type"] == "application/problem+json"
+        assert [e["field"] for e in response.json()["errors"]] == ["amount"]
+    assert StoredEvent.objects.count() == 0
+
+
+def test_the_largest_allowed_amount_is_accepted_and_projected_exactly(api):
+    approved("9999999999999.99", "EUR", MON)
+    approved("9999999999999.99", "EUR", MON)
+    project_all()
+    body = api.get("/api/analytics/weekly-income/", {"from": "2026-11-16", "to": "2026-11-16", "currency": "EUR"}).json()
+    assert body["results"][0]["total"] == "19999999999999.98"
+
+
+def test_verify_recomputes_with_arithmetic_of_its_own(monkeypatch):
+    approved("10.00", "EUR", MON)
+    # A projector whose arithmetic is off by one minor unit: verify must not share the bug.
+    monkeypatch.setattr(frames, "_joined", lambda high, low: (high * frames._SPLIT + low + 1).astype("object"))
+    project_all()
+    assert verify_weekly_income() == ["2026-11-16 EUR: stored total=10.01 count=1, log says total=10.00 count=1"]
+
+
+def test_verify_notices_a_history_that_disagrees_with_the_rows():
+    approved("10.00", "EUR", MON)
+    project_all()
+    WeeklyIncomeHistory.objects.all().delete()
+    assert verify_weekly_income() == ["2026-11-16 EUR: history ends at none, stored total=10.00 count=1"]
+
+
+@override_settings(ANALYTICS_TIME_ZONE="America/New_York")
+def test_a_poison_event_is_logged_once_with_its_position_and_leaves_the_checkpoint_alone(caplog, monkeypatch, settings):
+    projection.rebuild_weekly_income()  # the projection is computed for New York weeks
+    approved("10.00", "EUR", MON)
+    project_all()
+    before, rows = checkpoint(), list(WeeklyIncome.objects.values_list("total_minor", flat=True))
+    approved("5.00", "EUR", MON)
+    poison = append_legacy_approval(Decimal("1.00"), "EUR", "0001-01-01T00:00:00+00:00")
+    monkeypatch.setattr(tasks, "publish", lambda *a, **k: None)
+    with caplog.at_level(logging.ERROR):
+        assert tasks.project_and_publish() == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert f"..{poison} could not be projected" in errors[0].getMessage()
+    assert f"the checkpoint stays at {before}" in errors[0].getMessage()
+    assert checkpoint() == before
+    assert list(WeeklyIncome.objects.values_list("total_minor", flat=True)) == rows
+
+
+@override_settings(ANALYTICS_TIME_ZONE="America/New_York", READYZ_MAX_PROJECTION_LAG_SECONDS=30)
+def test_readyz_turns_503_once_a_stuck_projection_is_older_than_the_limit(client, monkeypatch):
+    projection.rebuild_weekly_income()
+    append_legacy_approval(Decimal("1.00"), "EUR", "0001-01-01T00:00:00+00:00")
+    with pytest.raises(projection.ProjectionFailed):
+        project_all()
+    assert client.get("/readyz").status_code == 200  # just behind: a busy projector is still ready
+    later = datetime.now(timezone.utc) + timedelta(seconds=31)
+    monkeypatch.setattr("analytics.selectors.timezone.now", lambda: later)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert re.fullmatch(r"error: weekly_income is \d+ events and 31(\.\d+)? s behind \(limit 30 s\)", response.json()["checks"]["projections"])
+
+
+@override_settings(ANALYTICS_TIME_ZONE="America/New_York")
+def test_rebuild_names_the_poison_event_and_verify_reports_it_instead_of_crashing():
+    projection.rebuild_weekly_income()
+    approved("10.00", "EUR", MON)
+    project_all()
+    poison = append_legacy_approval(Decimal("1.00"), "EUR", "0001-01-01T00:00:00+00:00")
+    with pytest.raises(CommandError, match=f"..{poison} could not be projected"):
+        call_command("rebuild_projections")
+    assert WeeklyIncome.objects.get().week_start == date(2026, 11, 16)  # the failed rebuild rolled back
+    ProjectionCheckpoint.objects.filter(name="weekly_income").update(position=eventstore.last_position())
+    problems = verify_weekly_income()
+    assert any(p.startswith(f"event {poison}: occurred_at '0001-01-01T00:00:00+00:00' has no week here") for p in problems)

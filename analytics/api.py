@@ -1,8 +1,9 @@
 """REST views for weekly income (JSON or CSV, read-your-writes, time travel), the summary and the snapshot."""
 import csv
 import io
-import time
 
+from asgiref.sync import sync_to_async
+from django.db import connection
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -10,17 +11,17 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics import selectors
+from analytics import selectors, waiting
 from analytics.renderers import CSVRenderer
 from analytics.serializers import SnapshotOutput, SummaryOutput, WeeklyIncomeOutput, WeeklyIncomeQuery
 from analytics.snapshot import dashboard_snapshot
 from core import eventstore
 from core.errors import DomainError, InvalidInput
 from core.params import reject_blank
+from core.problems import PROBLEM_CONTENT_TYPE, problem_body
 from core.schema import PROBLEM_RESPONSES
 
 MIN_POSITION_WAIT_SECONDS = 10.0
-POLL_SECONDS = 0.05
 CSV_COLUMNS = ["week_start", "currency", "total", "count"]
 
 
@@ -31,14 +32,24 @@ class ProjectionBehind(DomainError):
     retry_after = 1
 
 
-def wait_for_position(position: int, *, timeout: float | None = None) -> None:
-    """Read-your-writes: block until the projection has applied `position`, or give up."""
-    timeout = MIN_POSITION_WAIT_SECONDS if timeout is None else timeout
-    deadline = time.monotonic() + timeout
-    while selectors.projection_position() < position:
-        if time.monotonic() >= deadline:
-            raise ProjectionBehind(f"the projection has not reached position {position} within {timeout:g} s; retry")
-        time.sleep(POLL_SECONDS)
+def _check_in_log(field: str, position: int) -> None:
+    """A position the log has not handed out cannot be waited for: say so at once."""
+    last = eventstore.last_position()
+    if position > last:
+        raise InvalidInput(field, f"no event at position {position}: the log ends at {last}")
+
+
+def _behind(request, position: int) -> Response:
+    """503 for whoever cannot wait; the async view below waits instead and asks again."""
+    problem = ProjectionBehind(f"the projection has not reached position {position} within {MIN_POSITION_WAIT_SECONDS:g} s; retry")
+    response = Response(
+        problem_body(status=503, code=problem.code, title=problem.title, detail=problem.detail, instance=request.path),
+        status=503,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers={"Retry-After": str(problem.retry_after)},
+    )
+    response.wait_for_position = position
+    return response
 
 
 def _csv_lines(report):
@@ -63,8 +74,10 @@ class WeeklyIncomeApi(APIView):
         description=(
             "Approved income per week and currency, zero-filled for every week in [from, to] and every currency "
             "shown. `as_of` is the last event position reflected. `min_position` waits (up to 10 s) for the "
-            "projection to reach a position you wrote (read-your-writes); `at` answers as of an earlier position, "
-            "replayed from the event log. `?format=csv` or `Accept: text/csv` streams CSV with a header row."
+            "projection to reach a position you wrote (read-your-writes), holding no server thread or database "
+            "connection while it waits; a position beyond the end of the log is a 400 at once. `at` answers as of an "
+            "earlier position, read from each week's history (it waits like `min_position` if the projection has not "
+            "applied it yet). `?format=csv` or `Accept: text/csv` streams CSV with a header row."
         ),
         parameters=[
             WeeklyIncomeQuery,
@@ -98,13 +111,15 @@ class WeeklyIncomeApi(APIView):
         query.is_valid(raise_exception=True)
         params = query.validated_data
         window = {"start": params.get("from"), "end": params.get("to"), "currency": params.get("currency")}
-        if "at" in params:
-            if params["at"] > eventstore.last_position():
-                raise InvalidInput("at", f"no event at position {params['at']} yet")
+        field = "at" if "at" in params else "min_position" if "min_position" in params else None
+        if field:
+            _check_in_log(field, params[field])
+            # `at` reads the buckets' history, complete only up to what the projection applied.
+            if selectors.projection_position() < params[field]:
+                return _behind(request, params[field])
+        if field == "at":
             report = selectors.weekly_income_at(position=params["at"], **window)
         else:
-            if "min_position" in params:
-                wait_for_position(params["min_position"])
             report = selectors.weekly_income(**window)
 
         if request.accepted_renderer.format == "csv":
@@ -115,6 +130,39 @@ class WeeklyIncomeApi(APIView):
         return Response(
             {"time_zone": report.time_zone, "week_start_day": report.week_start_day, "as_of": report.as_of, "results": report.rows}
         )
+
+
+_weekly_income = WeeklyIncomeApi.as_view()
+
+
+def _release_connection() -> None:
+    # Runs in the view's own thread (thread-sensitive), so it is the view's connection that
+    # goes back to the pool. Inside an outer transaction (tests) there is nothing to hand back.
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+async def weekly_income_view(request, *args, **kwargs):
+    """The weekly income endpoint: waits for `min_position` / `at` on the event loop, not in a thread.
+
+    The DRF view answers whatever it can at once. When the projection is behind, the
+    wait happens here, with the view's database connection handed back to the pool,
+    and the view runs again once the projection has caught up.
+    """
+    response = await sync_to_async(_weekly_income)(request, *args, **kwargs)
+    position = getattr(response, "wait_for_position", None)
+    if position is None:
+        return response
+    await sync_to_async(_release_connection)()
+    if not await waiting.wait_for_position(position, timeout=MIN_POSITION_WAIT_SECONDS):
+        return response
+    return await sync_to_async(_weekly_income)(request, *args, **kwargs)
+
+
+# drf-spectacular documents the endpoint from the DRF view; CSRF is the DRF view's business.
+weekly_income_view.cls = WeeklyIncomeApi
+weekly_income_view.initkwargs = {}
+weekly_income_view.csrf_exempt = True
 
 
 class WeeklySummaryApi(APIView):

@@ -3,7 +3,7 @@ import logging
 
 from celery import shared_task
 
-from analytics import projection, wakeup
+from analytics import projection, waiting, wakeup
 from realtime.broadcast import publish
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ def project_and_publish(*, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
             return projected
         projected += batch.event_count
         publish(batch.messages, after=batch.after, through=batch.through)
+        waiting.announce_position(batch.through)
     project_weekly_income.delay()
     return projected
 

@@ -4,7 +4,7 @@ from django.urls import path
 from analytics import api
 
 urlpatterns = [
-    path("analytics/weekly-income/", api.WeeklyIncomeApi.as_view(), name="weekly-income"),
+    path("analytics/weekly-income/", api.weekly_income_view, name="weekly-income"),
     path("analytics/summary/", api.WeeklySummaryApi.as_view(), name="weekly-summary"),
     path("dashboard/snapshot/", api.DashboardSnapshotApi.as_view(), name="dashboard-snapshot"),
 ]

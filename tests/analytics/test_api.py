@@ -133,3 +133,39 @@ def test_the_snapshot_matches_the_websocket_snapshot_shape(api):
     assert len({r["week_start"] for r in body["weekly_income"]}) == 12
     assert body["pending"]["count"] == 1
     assert [t["id"] for t in body["pending"]["latest"]] == [str(pending.id)]
+
+
+def test_min_position_beyond_the_end_of_the_log_is_a_400_at_once(api):
+    approved("10.00", "EUR", MON)
+    project_all()
+    beyond = eventstore.last_position() + 1
+    started = time.monotonic()
+    response = api.get("/api/analytics/weekly-income/", {"min_position": 1_000_000_000})
+    assert time.monotonic() - started < 1
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"field": "min_position", "message": f"no event at position 1000000000: the log ends at {beyond - 1}", "code": "invalid"}
+    ]
+    assert api.get("/api/analytics/weekly-income/", {"min_position": beyond}).status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_at_a_position_the_projection_has_not_applied_yet_waits_for_it_then_reads_history(admin_user, client_for):
+    api = client_for(admin_user)
+    approved("10.00", "EUR", MON)
+    project_all()
+    with unwired_projector():
+        approved("5.00", "EUR", MON)
+    target = eventstore.last_position()
+
+    def project_later():
+        time.sleep(0.3)
+        project_all()
+        connections.close_all()
+
+    thread = threading.Thread(target=project_later)
+    thread.start()
+    body = api.get("/api/analytics/weekly-income/", {"from": "2026-11-16", "to": "2026-11-16", "at": target}).json()
+    thread.join()
+    assert body["as_of"] == target
+    assert body["results"] == [{"week_start": "2026-11-16", "currency": "EUR", "total": "15.00", "count": 2}]

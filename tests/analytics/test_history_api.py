@@ -101,3 +101,19 @@ def test_the_summary_compares_weeks_and_four_week_periods(api):
 @pytest.mark.parametrize(("current", "previous", "expected"), [(150, 100, "50.0"), (0, 100, "-100.0"), (1, 3, "-66.7"), (5, 0, None)])
 def test_percent_change_is_exact_and_null_without_a_base(current, previous, expected):
     assert percent_change(current, previous) == expected
+
+
+def test_at_p_reads_the_same_history_after_a_rebuild(api):
+    from analytics.projection import rebuild_weekly_income
+
+    for amount, currency in (("1.00", "EUR"), ("2.00", "USD"), ("3.00", "EUR")):
+        approved(amount, currency, MON)
+    project_all()
+    params = {"from": "2026-11-16", "to": "2026-11-16"}
+    positions = [e.position for e in eventstore.read_all()]
+    before = [api.get("/api/analytics/weekly-income/", {**params, "at": p}).json() for p in positions]
+    rebuild_weekly_income()
+    after = [api.get("/api/analytics/weekly-income/", {**params, "at": p}).json() for p in positions]
+    assert after == before
+    assert [r["currency"] for r in before[0]["results"]] == []  # nothing approved yet at the first event
+    assert [(r["currency"], r["total"]) for r in before[-1]["results"]] == [("EUR", "4.00"), ("USD", "2.00")]

@@ -1,8 +1,11 @@
 """Input and output serializers for the analytics API."""
+from datetime import timedelta
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from analytics.selectors import MAX_WEEKS
+from analytics.selectors import DEFAULT_WEEKS, MAX_WEEKS
+from core.fields import LATEST_DATE, StrictDateField, StrictIntegerField
 from core.money import MoneyError, normalize_currency
 from core.schema import CURRENCY_PARAMETER
 
@@ -15,10 +18,10 @@ class CurrencyField(serializers.CharField):
 class WeeklyIncomeQuery(serializers.Serializer):
     currency = CurrencyField(required=False)
     # `from` is a Python keyword, so it is declared through the class namespace.
-    vars()["from"] = serializers.DateField(required=False)
-    to = serializers.DateField(required=False)
-    min_position = serializers.IntegerField(required=False, min_value=0, help_text="Wait until the projection has applied this position")
-    at = serializers.IntegerField(required=False, min_value=0, help_text="Answer as of this event position (time travel)")
+    vars()["from"] = StrictDateField(required=False)
+    to = StrictDateField(required=False)
+    min_position = StrictIntegerField(required=False, min_value=0, help_text="Wait until the projection has applied this position")
+    at = StrictIntegerField(required=False, min_value=0, help_text="Answer as of this event position (time travel)")
 
     def validate_currency(self, value):
         try:
@@ -30,6 +33,10 @@ class WeeklyIncomeQuery(serializers.Serializer):
         if "at" in attrs and "min_position" in attrs:
             raise serializers.ValidationError({"at": "use either at or min_position, not both"})
         start, end = attrs.get("from"), attrs.get("to")
+        if start and not end and start > LATEST_DATE - timedelta(weeks=DEFAULT_WEEKS - 1):
+            # `from` alone means 12 weeks from it: they must end within the date window too.
+            latest = (LATEST_DATE - timedelta(weeks=DEFAULT_WEEKS - 1)).isoformat()
+            raise serializers.ValidationError({"from": f"from without to must be at most {latest}: the {DEFAULT_WEEKS} weeks it covers must end by {LATEST_DATE.isoformat()}"})
         if start and end:
             if end < start:
                 raise serializers.ValidationError({"to": "to must not be before from"})

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import eventstore
+from core.fields import StrictIntegerField
 from core.health import readiness
 from core.params import reject_blank
 from core.schema import PROBLEM_RESPONSES
@@ -17,8 +18,8 @@ from core.serializers import EventOutput
 
 
 class EventFeedQuery(serializers.Serializer):
-    after = serializers.IntegerField(min_value=0, required=False, default=0, help_text="Last position already seen")
-    limit = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=100)
+    after = StrictIntegerField(min_value=0, required=False, default=0, help_text="Last position already seen")
+    limit = StrictIntegerField(min_value=1, max_value=1000, required=False, default=100)
 
 
 class EventFeedOutput(serializers.Serializer):

@@ -1,12 +1,24 @@
 """Strict parsing of configuration from environment variables: a bad value fails loudly."""
 import os
+import re
 from datetime import date, datetime, timezone
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+# int() also takes "\u0661\u0662", "1_000" and "+5": a setting is written in ASCII digits.
+_INTEGER = re.compile(r"-?[0-9]+")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Every integer setting is a count, a size or a duration that PostgreSQL, Redis or Celery
+# must accept as a 32-bit int (PostgreSQL's lock_timeout in ms is the tightest).
+INT_MAX = 2**31 - 1
+# DRF's rate syntax reads only the first letter of the period ("10/mxyz" is a minute):
+# accept the spellings it documents, nothing it would silently reinterpret.
+_RATE = re.compile(r"([0-9]{1,9})/(s|sec|second|m|min|minute|h|hour|d|day)")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -28,16 +40,17 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use true or false")
 
 
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int = INT_MAX) -> int:
     value = env_str(name)
     if value is None:
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+    if not _INTEGER.fullmatch(value) or len(value) > 12:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer (ASCII digits)")
+    number = int(value)
     if number < minimum:
         raise ImproperlyConfigured(f"{name}={value!r} must be at least {minimum}")
+    if number > maximum:
+        raise ImproperlyConfigured(f"{name}={value!r} must be at most {maximum}")
     return number
 
 
@@ -69,9 +82,91 @@ def env_date(name: str, default: str) -> datetime:
     """An ISO date (YYYY-MM-DD, ASCII digits) as an aware datetime at 00:00 UTC."""
     value = env_str(name, default)
     try:
-        if not value.isascii():
+        if not _DATE.fullmatch(value):
             raise ValueError
         day = date.fromisoformat(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not a date (YYYY-MM-DD)") from None
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, N/period: 10/min, 100/hour, 5/s."""
+    value = env_str(name, default)
+    match = _RATE.fullmatch(value)
+    if not match or int(match.group(1)) < 1:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate; use N/second, N/minute, N/hour or N/day (or s, sec, m, min, h, d) with N >= 1"
+        )
+    return value
+
+
+def env_log_level(name: str, default: str) -> str:
+    value = env_str(name, default).upper()
+    if value not in LOG_LEVELS:
+        raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(LOG_LEVELS)}")
+    return value
+
+
+def env_pattern(name: str, default: str, pattern: str, meaning: str) -> str:
+    value = env_str(name, default)
+    if not re.fullmatch(pattern, value):
+        raise ImproperlyConfigured(f"{name}={value!r} must be {meaning}")
+    return value
+
+
+def env_url(name: str, default: str | None, schemes: tuple[str, ...], *, redis_db: bool = False) -> str | None:
+    """A URL with one of `schemes` and a host (or a socket path); None when unset and no default."""
+    value = env_str(name, default)
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not a URL: {exc}") from None
+    if parts.scheme not in schemes:
+        raise ImproperlyConfigured(f"{name} must start with {', '.join(s + '://' for s in schemes)} (got {parts.scheme or 'no scheme'})")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ImproperlyConfigured(f"{name} must name a socket path, e.g. unix:///run/redis.sock")
+        return value
+    if not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must name a host, e.g. {parts.scheme}://127.0.0.1:6379/0")
+    # redis-py reads the path as the database number and fails only when it first connects.
+    if redis_db and parts.scheme in ("redis", "rediss") and parts.path not in ("", "/") and not re.fullmatch(r"/[0-9]{1,5}", parts.path):
+        raise ImproperlyConfigured(f"{name}: the path must be a database number, e.g. /0 (got {parts.path!r})")
+    return value
+
+
+# The database backends this project runs on (and ships drivers for).
+_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
+
+
+def env_database(name: str, default: str) -> dict:
+    """A dj-database-url URL for PostgreSQL or SQLite, as Django's DATABASES["default"]."""
+    import dj_database_url
+
+    value = env_str(name, default)
+    try:
+        config = dj_database_url.parse(value)
+    except Exception as exc:  # noqa: BLE001 - dj-database-url raises several types for a bad URL
+        raise ImproperlyConfigured(f"{name} is not a database URL: {exc}") from None
+    if config.get("ENGINE") not in _ENGINES:
+        raise ImproperlyConfigured(f"{name} must be a postgres:// or sqlite:/// URL (got engine {config.get('ENGINE')!r})")
+    if config["ENGINE"] == "django.db.backends.postgresql" and not config.get("NAME"):
+        raise ImproperlyConfigured(f"{name} must name a database, e.g. postgres://user@host:5432/ledgerpulse")
+    return config
+
+
+# A host name, ".example.com" (and its subdomains), an IP address, "[::1]" or "*"; a scheme,
+# a path or a port never matches a Host header, so such an item only locks everyone out.
+_HOST = re.compile(r"\*|\.?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\]")
+
+
+def env_hosts(name: str, default: str) -> list[str]:
+    hosts = env_list(name, default)
+    for host in hosts:
+        if not _HOST.fullmatch(host):
+            raise ImproperlyConfigured(f"{name}: {host!r} is not a host name (no scheme, port or path: ledger.example.com, .example.com, 10.0.0.5)")
+    return hosts

@@ -1,17 +1,57 @@
-"""Request ids: every request gets one (or keeps the caller's), echoed back and stored in event metadata."""
+"""Request ids (always ours, the client's kept apart) and problem+json for any exception a view raises under /api/."""
 import re
 import uuid
+
+from django.core import signals
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404
+from django.utils.log import log_response
+
+from core.problems import problem_response
 
 _VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def is_api_path(path: str) -> bool:
+    return path.startswith("/api/")
+
+
 class RequestIdMiddleware:
+    """request.id is generated here, never taken from the client: it is stored in event metadata
+    forever, so a client must not be able to choose it (collide with, or impersonate, another
+    request). A well-formed X-Request-ID from the client is kept as request.client_request_id."""
+
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        request.id = uuid.uuid4().hex
         supplied = request.headers.get("X-Request-ID", "")
-        request.id = supplied if _VALID.fullmatch(supplied) else uuid.uuid4().hex
+        request.client_request_id = supplied if _VALID.fullmatch(supplied) else None
         response = self.get_response(request)
         response["X-Request-ID"] = request.id
+        return response
+
+    def process_exception(self, request, exception):
+        """What a view under /api/ failed to handle: problem+json in every mode.
+
+        Without this, DEBUG (what `make run` uses) answers Django's HTML technical page.
+        """
+        if not is_api_path(request.path):
+            return None
+        if isinstance(exception, Http404):
+            return problem_response(request, 404, "not_found", "Nothing was found at this path.")
+        if isinstance(exception, PermissionDenied):
+            return problem_response(request, 403, "permission_denied", "You do not have permission to perform this action.")
+        if isinstance(exception, RequestDataTooBig):
+            return problem_response(request, 413, "body_too_large", "The request body is larger than 1 MiB.")
+        if isinstance(exception, SuspiciousOperation):
+            response = problem_response(request, 400, "bad_request", "The request was refused as malformed.")
+            log_response("Bad request: %s", request.path, response=response, request=request, exception=exception)
+            return response
+        response = problem_response(request, 500, "server_error", "The server failed; the error is logged.")
+        # What Django does for an unhandled exception: log it with its traceback, and tell
+        # got_request_exception's receivers (the test client re-raises it from there).
+        log_response("Internal Server Error: %s", request.path, response=response, request=request, exception=exception)
+        signals.got_request_exception.send(sender=None, request=request)
         return response

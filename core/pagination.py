@@ -1,6 +1,9 @@
 """Cursor pagination: stable under concurrent inserts, opaque cursors, a bounded page size, strict input."""
+from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+
+from core.fields import parse_digits
 
 
 class NewestFirstCursorPagination(CursorPagination):
@@ -14,12 +17,26 @@ class NewestFirstCursorPagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
-            raise ValidationError({"limit": f"must be an integer from 1 to {self.max_page_size}"})
-        return int(raw)
+        # ASCII digits only: str.isdigit() also takes "\u0661\u0662" and "\u00b2".
+        size = parse_digits(raw)
+        if size is None or not 1 <= size <= self.max_page_size:
+            raise ValidationError({"limit": f"must be an integer from 1 to {self.max_page_size}, in ASCII digits"})
+        return size
 
     def decode_cursor(self, request):
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound:
-            raise ValidationError({"cursor": "not a cursor this API handed out"}) from None
+            cursor = False
+        # DRF checks a cursor's shape but not its position, which ends up compared with
+        # created_at: a forged one would fail inside the query (a 500) instead of here.
+        if cursor is False or (cursor is not None and cursor.position is not None and not _is_datetime(cursor.position)):
+            raise ValidationError({"cursor": "not a cursor this API handed out"})
+        return cursor
+
+
+def _is_datetime(value: str) -> bool:
+    try:
+        return parse_datetime(value) is not None
+    except ValueError:
+        return False

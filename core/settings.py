@@ -2,12 +2,12 @@
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from django.core.exceptions import ImproperlyConfigured
 
-from core.env import env_bool, env_choice, env_date, env_int, env_list, env_str, env_time_zone
+from core.env import env_bool, env_choice, env_date, env_int, env_list, env_str, env_time_zone  # noqa: F401
+from core.env import env_database, env_hosts, env_log_level, env_pattern, env_rate, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -18,7 +18,7 @@ SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET_KEY)
 if SECRET_KEY == _DEV_SECRET_KEY and not DEBUG:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false")
 
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
+ALLOWED_HOSTS = env_hosts("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -70,15 +70,14 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-try:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
-except ValueError as exc:
-    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", True):
+DATABASES = {"default": env_database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# Parsed whatever the engine, so a bad value fails on a laptop too, not first in production.
+DATABASE_POOL = env_bool("DATABASE_POOL", True)
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 10, minimum=1)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL:
     # A connection per request costs a PostgreSQL backend start (several ms); a
     # pool keeps warm connections, and is safe under ASGI where CONN_MAX_AGE is not.
-    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_SIZE", 10, minimum=1), "timeout": 10}}
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 10}}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes SQLite's write lock at BEGIN, so concurrent commands queue
     # instead of failing with "database is locked" when they upgrade a read lock.
@@ -90,8 +89,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis: channel layer and Celery broker --------------------------------
-REDIS_URL = env_str("REDIS_URL")
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+REDIS_URL = env_url("REDIS_URL", None, ("redis", "rediss", "unix"), redis_db=True)
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, ("redis", "rediss", "amqp", "amqps", "pyamqp"), redis_db=True)
+# Part of every channel-layer key in Redis; parsed even in embedded mode, which does not use it.
+CHANNELS_PREFIX = env_pattern("CHANNELS_PREFIX", "ledgerpulse", r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 of A-Z a-z 0-9 _ . : -")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -112,7 +113,7 @@ if REDIS_URL:
                         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
                     }
                 ],
-                "prefix": env_str("CHANNELS_PREFIX", "ledgerpulse"),
+                "prefix": CHANNELS_PREFIX,
                 "capacity": 1000,
                 "expiry": 30,
             },
@@ -202,7 +203,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "COERCE_DECIMAL_TO_STRING": True,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_RATES": {"auth": env_str("AUTH_THROTTLE_RATE", "10/min")},
+    "DEFAULT_THROTTLE_RATES": {"auth": env_rate("AUTH_THROTTLE_RATE", "10/min")},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SIMPLE_JWT = {
@@ -275,7 +276,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
     # One line per task run drowns everything else at hundreds of runs a second.
     "loggers": {"celery.app.trace": {"level": "WARNING"}},
 }

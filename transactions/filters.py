@@ -1,13 +1,18 @@
 """Query filters for the transactions list."""
+import re
 from datetime import timezone
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
 
+from core.fields import is_iso_datetime
 from core.money import MoneyError, normalize_currency
 
 from transactions.models import Transaction, TransactionStatus
+
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def validate_currency(value: str) -> None:
@@ -18,9 +23,16 @@ def validate_currency(value: str) -> None:
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):
-    """ISO 8601 in, UTC out: PostgreSQL refuses offsets beyond ±15:59 that Python accepts."""
+    """ISO 8601 in ASCII in, UTC out: PostgreSQL refuses offsets beyond ±15:59 that Python accepts.
+
+    Any instant from 0001-01-01 to 9999-12-31 UTC is accepted; one that cannot be expressed
+    in UTC (0001-01-01T00:00:00+23:00) is a 400.
+    """
 
     def to_python(self, value):
+        # Django's parser also takes other scripts' digits ("\u0662\u0660\u0662\u0666-...") and a trailing NBSP.
+        if value not in self.empty_values and not is_iso_datetime(value):
+            raise ValidationError("must be an ISO 8601 datetime in ASCII, e.g. 2026-11-21T09:30:00+01:00")
         parsed = super().to_python(value)
         if parsed is None:
             return None
@@ -34,13 +46,26 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+class AsciiDecimalField(forms.DecimalField):
+    """A plain decimal in ASCII digits: Decimal() alone also takes "1e3", "\u0661\u0662" and padding."""
+
+    def to_python(self, value):
+        if value not in self.empty_values and not (isinstance(value, str) and len(value) <= 40 and _DECIMAL.fullmatch(value)):
+            raise ValidationError('must be a decimal such as "12.50", in ASCII digits')
+        return super().to_python(value)
+
+
+class AsciiDecimalFilter(django_filters.NumberFilter):
+    field_class = AsciiDecimalField
+
+
 class TransactionFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=TransactionStatus.choices)
     currency = django_filters.CharFilter(method="filter_currency", validators=[validate_currency])
     occurred_after = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
     occurred_before = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
-    amount_min = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
-    amount_max = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
+    amount_min = AsciiDecimalFilter(field_name="amount", lookup_expr="gte")
+    amount_max = AsciiDecimalFilter(field_name="amount", lookup_expr="lte")
     reference = django_filters.CharFilter(field_name="reference", lookup_expr="exact")
 
     class Meta:

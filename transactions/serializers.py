@@ -1,38 +1,67 @@
 """Input and output serializers for the transactions API: validate in, plain JSON out."""
-from decimal import Decimal
+import re
+from decimal import Decimal, InvalidOperation
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.money import MoneyError, format_amount, normalize_currency, parse_amount
+from core.fields import AwareDateTimeField, ExponentNumber, StrictIntegerField, StrictTextField
+from core.money import MAX_AMOUNT_MINOR, MoneyError, format_amount, format_minor_units, normalize_currency, parse_amount
+from core.validation import occurred_at_problem
 from transactions.models import Transaction
 
-
-class AwareDateTimeField(serializers.DateTimeField):
-    """An ISO 8601 datetime that must carry its UTC offset: a naive one is ambiguous."""
-
-    default_error_messages = {"naive": "Datetime must include a UTC offset, e.g. 2026-11-21T09:30:00+01:00."}
-
-    def enforce_timezone(self, value):
-        if value.tzinfo is None:
-            self.fail("naive")
-        return super().enforce_timezone(value)
+# The shape core.money accepts, so the amount can be judged before the currency is known.
+_DECIMAL_STRING = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 @extend_schema_field({"type": "string", "pattern": r"^\d+(\.\d+)?$", "example": "12.50"})
 class AmountField(serializers.Field):
-    """A decimal string (or an exactly parsed JSON number); checked against the currency later."""
+    """A decimal string (or an exactly parsed JSON number), checked against the sibling currency.
 
-    default_error_messages = {"invalid": 'Amount must be a decimal string such as "12.50".'}
+    The currency check lives here rather than in Serializer.validate(), which DRF skips as soon
+    as any field failed: a body with a bad amount and a bad reference must hear about both.
+    """
+
+    default_error_messages = {
+        "invalid": 'amount must be a decimal string such as "12.50"',
+        "exponent": 'amount must not use an exponent (1e3); send a decimal string such as "1000.00"',
+        "positive": "amount must be greater than zero",
+    }
 
     def to_internal_value(self, data):
+        if isinstance(data, ExponentNumber):
+            self.fail("exponent")
         if isinstance(data, bool):
             self.fail("invalid")
         if isinstance(data, int):
-            return Decimal(data)
-        if isinstance(data, (str, Decimal)):
-            return data
-        self.fail("invalid")
+            amount = Decimal(data)
+        elif isinstance(data, Decimal):
+            amount = data
+        elif isinstance(data, str) and _DECIMAL_STRING.fullmatch(data):
+            amount = Decimal(data)
+        else:
+            self.fail("invalid")
+        if amount <= 0:
+            self.fail("positive")
+        currency = self._currency()
+        if currency is None:
+            return amount  # the currency field reports its own error
+        try:
+            return parse_amount(amount, currency)
+        except MoneyError as exc:
+            raise serializers.ValidationError(str(exc), code="invalid") from None
+        except InvalidOperation:
+            # Past 60 digits Decimal cannot even quantize it: far beyond the limit.
+            raise serializers.ValidationError(
+                f"amount must be at most {format_minor_units(MAX_AMOUNT_MINOR, currency)} {currency}", code="invalid"
+            ) from None
+
+    def _currency(self) -> str | None:
+        raw = getattr(self.parent, "initial_data", {}).get("currency")
+        try:
+            return normalize_currency(raw)
+        except MoneyError:
+            return None
 
     def to_representation(self, value):
         return str(value)
@@ -42,8 +71,8 @@ class TransactionCreateInput(serializers.Serializer):
     amount = AmountField()
     currency = serializers.CharField(max_length=3, min_length=3)
     occurred_at = AwareDateTimeField(required=False)
-    reference = serializers.CharField(max_length=140, required=False, allow_blank=True, default="")
-    description = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    reference = StrictTextField(max_length=140, required=False, allow_blank=True, default="")
+    description = StrictTextField(max_length=1000, multiline=True, required=False, allow_blank=True, default="")
 
     def validate_currency(self, value):
         try:
@@ -51,22 +80,21 @@ class TransactionCreateInput(serializers.Serializer):
         except MoneyError as exc:
             raise serializers.ValidationError(str(exc)) from None
 
-    def validate(self, attrs):
-        try:
-            attrs["amount"] = parse_amount(attrs["amount"], attrs["currency"])
-        except MoneyError as exc:
-            raise serializers.ValidationError({"amount": str(exc)}) from None
-        return attrs
+    def validate_occurred_at(self, value):
+        problem = occurred_at_problem(value)
+        if problem:
+            raise serializers.ValidationError(f"occurred_at {problem}")
+        return value
 
 
 class ApproveInput(serializers.Serializer):
-    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
-    expected_version = serializers.IntegerField(min_value=1, required=False)
+    reason = StrictTextField(max_length=1000, multiline=True, required=False, allow_blank=True, default="")
+    expected_version = StrictIntegerField(min_value=1, required=False)
 
 
 class RejectInput(serializers.Serializer):
-    reason = serializers.CharField(max_length=1000)
-    expected_version = serializers.IntegerField(min_value=1, required=False)
+    reason = StrictTextField(max_length=1000, multiline=True)
+    expected_version = StrictIntegerField(min_value=1, required=False)
 
 
 class TransactionOutput(serializers.ModelSerializer):

@@ -1,0 +1,112 @@
+"""Every constrained variable in docs/operations.md stops start-up with a message naming it when its value is garbage."""
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SETUP = [sys.executable, "-c", "import django; django.setup()"]
+BASE_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "DJANGO_SETTINGS_MODULE": "core.settings",
+    "DJANGO_DEBUG": "false",
+    "DJANGO_SECRET_KEY": "settings-test-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ",
+}
+
+# One value per variable that a lenient parser would once have let through (or crashed on later).
+GARBAGE = {
+    "DATABASE_URL": "lots",
+    "REDIS_URL": "localhost:6379",
+    "CELERY_BROKER_URL": "http://broker.example.com/",
+    "CHANNELS_PREFIX": "ledger pulse",
+    "DJANGO_DEBUG": "maybe",
+    "DJANGO_ALLOWED_HOSTS": "https://ledger.example.com",
+    "DJANGO_SECURE_COOKIES": "sometimes",
+    "DJANGO_SSL_REDIRECT": "please",
+    "DJANGO_HSTS_SECONDS": "a year",
+    "DJANGO_HSTS_INCLUDE_SUBDOMAINS": "all",
+    "DJANGO_HSTS_PRELOAD": "yes please",
+    "DJANGO_BEHIND_PROXY": "nginx",
+    "ANALYTICS_TIME_ZONE": "Mars/Olympus_Mons",
+    "ANALYTICS_WEEK_START": "tuesday",
+    "PROJECTION_CATCH_UP_SECONDS": "\u0665",
+    "CELERY_VISIBILITY_TIMEOUT": "10m",
+    "LOG_LEVEL": "LOUD",
+    "DATABASE_POOL": "maybe",
+    "DATABASE_POOL_SIZE": "0",
+    "AUTH_THROTTLE_RATE": "lots",
+    "OCCURRED_AT_EARLIEST": "yesterday",
+    "OCCURRED_AT_MAX_AHEAD_HOURS": "1e3",
+    "READYZ_MAX_PROJECTION_LAG_SECONDS": "-5",
+    "EVENT_STORE_LOCK_TIMEOUT_MS": "99999999999",
+    "IDEMPOTENCY_LEASE_SECONDS": "ten",
+}
+# Free text or a path: any value is a value.
+UNCONSTRAINED = {"DJANGO_SECRET_KEY", "DJANGO_STATIC_ROOT"}
+
+# Values a stricter parser must still accept.
+VALID = {
+    "DATABASE_URL": "postgres://user:secret@db.internal:5432/ledgerpulse",
+    "REDIS_URL": "rediss://:secret@cache.internal:6380/2",
+    "CELERY_BROKER_URL": "amqp://guest@mq.internal:5672//",
+    "CHANNELS_PREFIX": "lp-staging:eu_1",
+    "DJANGO_ALLOWED_HOSTS": "ledger.example.com,.example.org,10.0.0.5,[::1],localhost",
+    "DJANGO_HSTS_SECONDS": "31536000",
+    "LOG_LEVEL": "warning",
+    "AUTH_THROTTLE_RATE": "100/hour",
+    "DATABASE_POOL": "off",
+    "DATABASE_POOL_SIZE": "4",
+}
+
+
+def documented_variables() -> set[str]:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text[text.index("| variable | default | meaning |") :].split("\n\n")[0]
+    names = set()
+    for line in table.splitlines()[2:]:
+        names.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
+    return names
+
+
+IMPROPERLY_CONFIGURED = "django.core.exceptions.ImproperlyConfigured: "
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def start(extra: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(SETUP, cwd=ROOT, env={**BASE_ENV, **extra}, capture_output=True, text=True, timeout=60)
+
+
+def test_every_documented_variable_is_covered_here():
+    documented = documented_variables()
+    assert len(documented) > 20
+    assert documented - UNCONSTRAINED <= set(GARBAGE), "add a garbage value for each new constrained variable"
+
+
+def test_every_variable_with_garbage_stops_start_up_naming_it():
+    # One interpreter per variable, in parallel: each start-up takes about a second.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = dict(zip(GARBAGE, pool.map(lambda name: start({name: GARBAGE[name]}), GARBAGE)))
+    silent = [name for name, result in results.items() if result.returncode == 0]
+    assert not silent, f"accepted garbage: {silent}"
+    messages = {name: last_line(result.stderr) for name, result in results.items()}
+    unnamed = {name: message for name, message in messages.items() if not message.startswith(IMPROPERLY_CONFIGURED) or name not in message}
+    assert not unnamed, unnamed
+
+
+def test_the_defaults_and_valid_values_start():
+    for extra in ({}, VALID):
+        result = start(extra)
+        assert result.returncode == 0, result.stderr
+
+
+def test_a_secret_is_not_echoed_in_the_message():
+    result = start({"DATABASE_URL": "postgres://user:hunter2@db.internal:port/ledgerpulse"})
+    assert result.returncode != 0 and "DATABASE_URL" in result.stderr
+    assert "hunter2" not in result.stderr

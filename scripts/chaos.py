@@ -440,13 +440,12 @@ class Chaos:
             except Exception:  # noqa: BLE001
                 pass
         if self.stack is not None:
-            for process in reversed(list(self.stack.processes.values())):
-                try:
-                    process.stop(timeout=10)
-                except Exception as exc:  # noqa: BLE001
-                    log(f"stopping {process.name}: {exc}")
+            try:
+                self.stack.stop(timeout=10)  # every process group it started, killed workers' replacements included
+            except Exception as exc:  # noqa: BLE001
+                log(f"stopping the stack: {exc}")
         if self.redis is not None:
-            self.redis.stop()
+            self.redis.close()
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from tests.stack import Browserless, LiveStack, Process, free_port
+from tests.stack import Browserless, LiveStack, PortReservation, Process, kill_group
 
 REDIS_SERVER = "/usr/bin/redis-server"
 # Exponents of the currencies the fault tests use (ISO 4217); kept here so the expected totals are
@@ -36,8 +37,11 @@ EXPONENTS = {"EUR": 2, "USD": 2, "JPY": 0}
 class RedisServer:
     """A redis-server process owned by the caller: the broker and channel layer of one stack."""
 
-    def __init__(self, log_dir: Path, port: int | None = None):
-        self.port = port or free_port()
+    def __init__(self, log_dir: Path):
+        # Held until close(): the port stays ours while the server is down between a stop() and
+        # a start(), and connections to it are refused meanwhile, as after a crash.
+        self.reservation = PortReservation()
+        self.port = self.reservation.port
         self.log = Path(log_dir) / f"redis-{self.port}.log"
         self.popen: subprocess.Popen | None = None
 
@@ -70,16 +74,26 @@ class RedisServer:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server on port {self.port} not answering after {timeout} s")
                 time.sleep(0.05)
+        except BaseException:
+            kill_group(self.popen)
+            raise
         finally:
             client.close()
 
     def stop(self) -> None:
         """Crash it (SIGKILL): open connections are reset, new ones refused, everything in it is lost."""
-        if self.popen is None or self.popen.poll() is not None:
+        if self.popen is None:
             return
-        self.popen.send_signal(signal.SIGCONT)  # a frozen server must be able to die
-        self.popen.kill()
-        self.popen.wait(10)
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGCONT)  # a frozen server must be able to die
+        kill_group(self.popen)
+
+    def close(self) -> None:
+        """Stop it for good and give the port back."""
+        try:
+            self.stop()
+        finally:
+            self.reservation.close()
 
     def freeze(self) -> None:
         """SIGSTOP: connections are accepted by the kernel but never answered (a hung broker)."""
@@ -124,14 +138,22 @@ def pool_children(worker: Process, timeout: float = 10) -> list[int]:
 
 def kill_hard(process: Process) -> None:
     """kill -9 a whole process group (a Celery master and its pool)."""
-    if process.popen.poll() is None:
-        os.killpg(process.popen.pid, signal.SIGKILL)
-    process.popen.wait(10)
+    kill_group(process.popen)
 
 
 def task_runs(log_text: str, task: str = "analytics.project_weekly_income") -> int:
     """How many times a worker started `task`, from its --loglevel=info log ("Task <name>[<id>] received")."""
     return sum(1 for line in log_text.splitlines() if f"Task {task}[" in line and "received" in line)
+
+
+def unacked_deliveries(broker_url: str) -> list[float]:
+    """Seconds since each unacknowledged delivery on a Redis broker (kombu's unacked_index)."""
+    client = redis.Redis.from_url(broker_url)
+    try:
+        now = time.time()
+        return [now - score for _, score in client.zrange("unacked_index", 0, -1, withscores=True)]
+    finally:
+        client.close()
 
 
 def send_task(broker_url: str, name: str, count: int = 1) -> None:
@@ -174,6 +196,32 @@ PROJECTOR_SESSIONS = """
 def projector_sessions(conn) -> list[tuple]:
     """Sessions of other processes that are inside a transaction and last ran a projector query."""
     return conn.execute(PROJECTOR_SESSIONS).fetchall()
+
+
+def checkpoint_waiters(conn) -> list[tuple]:
+    """Projector sessions blocked on a lock (the checkpoint row's, when checkpoint_held() has it)."""
+    return [session for session in projector_sessions(conn) if session[2] == "Lock"]
+
+
+@contextmanager
+def checkpoint_held(settings_dict: dict):
+    """Hold the weekly income checkpoint row (SELECT ... FOR UPDATE) on a connection of our own.
+
+    Every projector run takes that row lock first in each batch, so while this block runs, a run
+    that has started stays inside its batch's transaction, waiting, for as long as the test needs:
+    "still running" without a sleep that races the projection. The row must exist
+    (ensure_checkpoint_row). Leaving the block commits and the waiting runs go on.
+    """
+    conn = pg_connect(settings_dict)
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT position FROM analytics_projectioncheckpoint WHERE name = 'weekly_income' FOR UPDATE"
+            ).fetchone()
+            assert row is not None, "no checkpoint row to hold: call ensure_checkpoint_row() first"
+            yield
+    finally:
+        conn.close()
 
 
 def positions(conn) -> tuple[int, int]:
@@ -279,49 +327,58 @@ def random_payments(count: int, *, seed: int, currencies=("EUR", "USD", "JPY"), 
     return out
 
 
-def insert_transactions(payments: list[Payment], *, approve: bool, chunk: int = 5000) -> list[uuid.UUID]:
-    """Write submitted (and approved) transactions straight into the event log and the read model.
+@contextmanager
+def no_wake_up():
+    """Commits inside this block wake nobody: events_committed has no receivers meanwhile."""
+    from core.signals import events_committed
 
-    The events are built by transactions.events exactly as the commands build them, but they are
-    bulk-inserted (thousands per second) and no events_committed signal is sent: nothing wakes the
-    projector, so the caller decides when and how the backlog gets projected.
+    receivers = events_committed.receivers
+    events_committed.receivers = []
+    try:
+        yield
+    finally:
+        events_committed.receivers = receivers
+
+
+def insert_transactions(payments: list[Payment], *, approve: bool, chunk: int = 500) -> list[uuid.UUID]:
+    """Submitted (and, with `approve`, approved) transactions in the event log and the read model.
+
+    Every stream goes through the real event store, core.eventstore.append (its lock, its version
+    check, its positions), with the events transactions.events builds for the commands, and the
+    read-model row is made from what the append recorded, as the commands make it. Unlike the
+    commands, a chunk of streams shares one transaction (a backlog of thousands in seconds), and
+    the commit wakes nobody: nothing tells the projector, so the caller decides when and how the
+    backlog gets projected.
     """
-    from django.db import connection, transaction
-    from django.utils import timezone as dj_timezone
+    from django.db import transaction
 
-    from core.models import StoredEvent
+    from core import eventstore
+    from core.money import parse_amount
     from transactions import events
     from transactions.models import Transaction, TransactionStatus
 
     ids = []
     metadata = {"actor": "fault-injector", "request_id": None}
     for start in range(0, len(payments), chunk):
-        with transaction.atomic():
-            with connection.cursor() as cursor:  # the event store's append lock: positions visible in order
-                cursor.execute("LOCK TABLE core_event IN EXCLUSIVE MODE")
-            now = dj_timezone.now()
-            rows, txns = [], []
+        with no_wake_up(), transaction.atomic():
+            txns = []
             for p in payments[start:start + chunk]:
                 tid = uuid.uuid4()
-                amount = Decimal(p.amount)
+                amount = parse_amount(p.amount, p.currency)
                 stream = [events.submitted(transaction_id=tid, amount=amount, currency=p.currency, occurred_at=p.occurred_at,
                                            reference="", description="")]
                 if approve:
                     stream.append(events.approved(transaction_id=tid, amount=amount, currency=p.currency,
                                                   occurred_at=p.occurred_at, reason="backlog"))
-                rows += [StoredEvent(stream_id=tid, version=v, type=e.type, data=e.data, metadata=metadata, recorded_at=now)
-                         for v, e in enumerate(stream, start=1)]
+                recorded = eventstore.append(stream_id=tid, expected_version=0, events=stream, metadata=metadata)
                 txns.append(Transaction(
-                    id=tid, amount=amount, currency=p.currency, occurred_at=p.occurred_at,
-                    status=TransactionStatus.APPROVED if approve else TransactionStatus.PENDING, version=len(stream),
-                    created_at=now, decided_at=now if approve else None, decided_by="fault-injector" if approve else "",
-                    decision_reason="backlog" if approve else "", last_position=0,
+                    id=tid, amount=amount, currency=p.currency, occurred_at=p.occurred_at, reference="", description="",
+                    status=TransactionStatus.APPROVED if approve else TransactionStatus.PENDING,
+                    version=recorded[-1].version, created_at=recorded[0].recorded_at,
+                    decided_at=recorded[-1].recorded_at if approve else None, decided_by="fault-injector" if approve else "",
+                    decision_reason="backlog" if approve else "", last_position=recorded[-1].position,
                 ))
                 ids.append(tid)
-            StoredEvent.objects.bulk_create(rows)
-            last = {row.stream_id: row.position for row in rows}
-            for txn in txns:
-                txn.last_position = last[txn.id]
             Transaction.objects.bulk_create(txns)
     return ids
 

@@ -17,6 +17,8 @@ from tests.e2e.faults import (
     DashboardWatcher,
     Ledger,
     RedisServer,
+    checkpoint_held,
+    checkpoint_waiters,
     ensure_checkpoint_row,
     insert_transactions,
     kill_hard,
@@ -30,15 +32,19 @@ from tests.e2e.faults import (
     send_task,
     stored_weekly_income,
     task_runs,
+    unacked_deliveries,
     wait_caught_up,
 )
 from tests.services import require
-from tests.stack import Browserless, LiveStack, create_live_user, stack_env
+from tests.e2e.small_batches import READY_LINE, SMALL_BATCH
+from tests.stack import Browserless, LiveStack, Process, create_live_user, stack_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_postgres, pytest.mark.needs_redis]
 
 PASSWORD = "fault-password-123"
-BURST = 5000
+BURST = 1500
+# Approved payments in the backlog tests: 2 events each, so eight projector batches (small_batches).
+BACKLOG = 2000
 PROJECT = "analytics.project_weekly_income"
 
 
@@ -46,11 +52,11 @@ PROJECT = "analytics.project_weekly_income"
 def own_redis(tmp_path):
     """A redis-server of this test's own, on a free port: the one the faults are injected into."""
     require(REDIS_SERVER, os.access(REDIS_SERVER, os.X_OK))
-    server = RedisServer(tmp_path).start()
+    server = RedisServer(tmp_path)
     try:
-        yield server
+        yield server.start()
     finally:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture
@@ -72,6 +78,22 @@ def pg(transactional_db):
         yield conn
     finally:
         conn.close()
+
+
+def start(stack: LiveStack, *workers: str, beat: bool = False) -> None:
+    """uvicorn, the named workers and optionally beat, booting side by side; returns when all are ready."""
+    processes = [stack.start_worker(name, wait=False) for name in workers]
+    processes.append(stack.start_server(wait=False))
+    if beat:
+        stack.start_beat()
+    stack.wait_ready(*processes)
+
+
+def backlog_worker(stack: LiveStack, name: str) -> Process:
+    """A worker whose projector takes the backlog in batches of SMALL_BATCH events (tests/e2e/small_batches.py)."""
+    worker = stack.start_worker(name, app="tests.e2e.small_batches")
+    wait_for(lambda: f"{READY_LINE} {SMALL_BATCH} events" in worker.output(), 10, f"{name}'s pool process using small batches")
+    return worker
 
 
 def logged_in(stack: LiveStack, username: str = "fault-admin") -> Browserless:
@@ -150,9 +172,7 @@ def ledger_of(payments) -> Ledger:
 
 
 def test_approvals_keep_succeeding_quickly_while_the_broker_is_down_and_the_projection_catches_up_by_itself(stack, own_redis, pg):
-    stack.start_worker()
-    stack.start_server()
-    stack.start_beat()
+    start(stack, "worker", beat=True)
     admin = logged_in(stack)
     clients = [same_session(admin) for _ in range(4)]
     payments = random_payments(130, seed=1, days=10)
@@ -194,13 +214,13 @@ def test_approvals_keep_succeeding_quickly_while_the_broker_is_down_and_the_proj
 
 
 def test_a_worker_killed_mid_projection_loses_nothing_and_projects_no_event_twice(stack, own_redis, pg):
-    payments = random_payments(20_000, seed=2, days=20)
+    payments = random_payments(BACKLOG, seed=2, days=20)
     ledger = ledger_of(payments)
     started = time.monotonic()
-    insert_transactions(payments, approve=True)  # 40,000 events, no wake-up sent
+    insert_transactions(payments, approve=True)  # eight batches of events, no wake-up sent
     inserted = time.monotonic() - started
     _, last = positions(pg)
-    worker = stack.start_worker("worker")
+    worker = backlog_worker(stack, "worker")
     send_task(own_redis.url(0), PROJECT)
 
     # Kill 1: kill -9 the pool process while its projector transaction is open.
@@ -208,22 +228,24 @@ def test_a_worker_killed_mid_projection_loses_nothing_and_projects_no_event_twic
     sessions = wait_for(lambda: projector_sessions(pg), 20, "a projector transaction")
     os.kill(child, signal.SIGKILL)
     first_kill_at, _ = positions(pg)
-    assert first_kill_at < last, "the projection finished before the kill: make the backlog larger"
+    assert first_kill_at < last, f"the projection reached {first_kill_at}/{last} before the kill: make the backlog larger"
     wait_for(lambda: "SIGKILL" in worker.output(), 10, "the worker noticing its pool process was killed")
     # The master replaces its pool process; the task is acknowledged late and rejected on worker
     # loss, so the new pool process runs it again from the checkpoint.
     wait_for(lambda: positions(pg)[0] > first_kill_at, 30, "the replacement pool process projecting")
-    time.sleep(0.3)
-    # Kill 2: kill -9 the whole worker (master and pool) in the middle of the rerun.
-    kill_hard(worker)
-    second_kill_at, _ = positions(pg)
-    assert second_kill_at < last, "the projection finished before the second kill"
+    # Kill 2: kill -9 the whole worker (master and pool) in the middle of the rerun. Holding the
+    # checkpoint stops the rerun inside its next batch's transaction, so there is a middle to kill in.
+    with checkpoint_held(connection.settings_dict):
+        wait_for(lambda: checkpoint_waiters(pg), 10, "the rerun's next batch waiting for the checkpoint")
+        second_kill_at, _ = positions(pg)
+        assert first_kill_at < second_kill_at < last, f"the rerun is not in the middle: {first_kill_at} -> {second_kill_at}/{last}"
+        kill_hard(worker)
 
     # A new worker; its wake-up is beat's periodic catch-up (the killed worker's message stays
     # unacknowledged in the broker until its visibility timeout).
     restarted = time.monotonic()
-    stack.start_worker("worker-2")
     stack.start_beat()
+    backlog_worker(stack, "worker-2")
     catch_up = wait_caught_up(pg, timeout=40)
     print(f"\n{ledger.count} approvals inserted in {inserted:.1f} s; killed the pool process at checkpoint "
           f"{first_kill_at}/{last} (open transaction: {sessions[0][1]}, {sessions[0][3][:60]!r}), the worker at "
@@ -233,39 +255,23 @@ def test_a_worker_killed_mid_projection_loses_nothing_and_projects_no_event_twic
 
 
 def test_the_projection_task_run_twice_at_the_same_time_in_two_workers_counts_every_event_once(stack, own_redis, pg):
-    payments = random_payments(10_000, seed=3, days=20)
+    payments = random_payments(BACKLOG, seed=3, days=20)
     ledger = ledger_of(payments)
-    insert_transactions(payments, approve=True)  # 20,000 events, no wake-up sent
+    insert_transactions(payments, approve=True)  # eight batches of events, no wake-up sent
     ensure_checkpoint_row(pg)  # both runs then queue on its row lock, as in a migrated database
-    first, second = stack.start_worker("worker-a"), stack.start_worker("worker-b")
+    first, second = backlog_worker(stack, "worker-a"), backlog_worker(stack, "worker-b")
 
-    overlap: list[list[tuple]] = []
-    stop = threading.Event()
-
-    def watch():
-        conn = pg_connect(connection.settings_dict)
-        try:
-            while not stop.is_set():
-                sessions = projector_sessions(conn)
-                if len(sessions) >= 2:
-                    overlap.append(sessions)
-                time.sleep(0.005)
-        finally:
-            conn.close()
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    # Both runs start while the checkpoint is held: each is then inside its first batch's
+    # transaction at the same time, and once it is let go they take the batches in turns.
+    with checkpoint_held(connection.settings_dict):
         send_task(own_redis.url(0), PROJECT, count=2)
-        catch_up = wait_caught_up(pg, timeout=40)
-    finally:
-        stop.set()
-        watcher.join(5)
+        overlap = wait_for(lambda: len(checkpoint_waiters(pg)) >= 2 and checkpoint_waiters(pg), 20,
+                           "both runs inside a projector transaction at once")
+    catch_up = wait_caught_up(pg, timeout=40)
     runs = (task_runs(first.output()), task_runs(second.output()))
-    print(f"\ntwo concurrent runs over 20,000 events caught up in {catch_up:.1f} s; runs per worker {runs}; "
-          f"{len(overlap)} observations of both in a transaction, e.g. {overlap[0] if overlap else None}")
+    print(f"\ntwo concurrent runs over {2 * BACKLOG} events caught up in {catch_up:.1f} s; runs per worker {runs}; "
+          f"both in a transaction: {overlap}")
     assert runs[0] >= 1 and runs[1] >= 1, f"each worker should have run the task: {runs}"
-    assert overlap, "the two runs never overlapped: the test did not exercise concurrency"
     assert_projection_exact(stack, pg, ledger)
 
 
@@ -277,9 +283,10 @@ def test_four_projection_tasks_interleaving_batch_by_batch_on_separate_connectio
 
     from analytics import projection, tasks
 
-    payments = random_payments(3000, seed=6, days=20)
+    payments = random_payments(1200, seed=6, days=20)
     ledger = ledger_of(payments)
-    insert_transactions(payments, approve=True)  # 6,000 events, no wake-up sent
+    # 2,400 events: 48 batches of 50, more than two runs' worth (20 batches), so runs hand over too.
+    insert_transactions(payments, approve=True)  # no wake-up sent
     ensure_checkpoint_row(pg)
     monkeypatch.setitem(projection.project_next_batch.__kwdefaults__, "batch_size", 50)
     start = threading.Barrier(4)
@@ -300,7 +307,8 @@ def test_four_projection_tasks_interleaving_batch_by_batch_on_separate_connectio
         thread.start()
     for thread in threads:
         thread.join(60)
-    print(f"\nfour concurrent runs over 6,000 events in batches of 50: {time.monotonic() - started:.1f} s")
+    print(f"\nfour concurrent runs over 2,400 events in batches of 50: {time.monotonic() - started:.1f} s")
+    assert not [thread for thread in threads if thread.is_alive()], "a projection run did not finish within 60 s"
     assert not failures, failures
     checkpoint, last = positions(pg)
     assert checkpoint == last
@@ -311,9 +319,7 @@ def test_four_projection_tasks_interleaving_batch_by_batch_on_separate_connectio
 
 def test_a_dashboard_dropped_in_the_middle_of_a_burst_resumes_to_the_exact_rest_totals_and_never_sees_a_total_go_backwards(stack, pg):
     # Two workers, so batches can finish (and publish) out of order.
-    stack.start_worker("worker-a")
-    stack.start_worker("worker-b")
-    stack.start_server()
+    start(stack, "worker-a", "worker-b")
     admin = logged_in(stack)
     payments = random_payments(300, seed=4, days=20)
     pairs = list(zip(insert_transactions(payments, approve=False), payments))
@@ -345,9 +351,8 @@ def test_a_dashboard_dropped_in_the_middle_of_a_burst_resumes_to_the_exact_rest_
         watcher.close()
 
 
-def test_a_burst_of_5000_approvals_is_projected_by_far_fewer_task_runs_and_the_last_push_equals_rest(stack, pg):
-    stack.start_worker()
-    stack.start_server()
+def test_a_burst_of_1500_approvals_is_projected_by_far_fewer_task_runs_and_the_last_push_equals_rest(stack, pg):
+    start(stack, "worker")
     admin = logged_in(stack)
     payments = random_payments(BURST, seed=5, currencies=("EUR", "USD"), days=6)
     ids = insert_transactions(payments, approve=False)
@@ -379,9 +384,7 @@ def test_a_burst_of_5000_approvals_is_projected_by_far_fewer_task_runs_and_the_l
 
 
 def test_a_dashboard_cut_off_by_a_redis_restart_reconnects_promptly_and_converges_again(stack, own_redis, pg):
-    stack.start_worker()
-    stack.start_server()
-    stack.start_beat()
+    start(stack, "worker", beat=True)
     admin = logged_in(stack)
     payments = random_payments(20, seed=7, currencies=("EUR",), days=3)
     pairs = list(zip(insert_transactions(payments, approve=False), payments))
@@ -430,9 +433,7 @@ def open_dashboard(stack: LiveStack, cookie: str, attempts: int = 5) -> Dashboar
 
 
 def test_the_first_approval_after_a_redis_restart_reaches_an_open_dashboard(stack, own_redis, pg):
-    stack.start_worker()
-    stack.start_server()
-    stack.start_beat()
+    start(stack, "worker", beat=True)
     admin = logged_in(stack)
     payments = random_payments(6, seed=8, currencies=("USD",), days=3)
     pairs = list(zip(insert_transactions(payments, approve=False), payments))
@@ -465,27 +466,38 @@ def test_the_first_approval_after_a_redis_restart_reaches_an_open_dashboard(stac
 def test_a_visibility_timeout_shorter_than_the_projection_redelivers_it_and_totals_stay_exact(transactional_db, tmp_path, own_redis, pg):
     """acks_late with a 1 s visibility timeout: a task still running after 1 s counts as lost, and the
     next worker to look (kombu scans on its first poll) runs it again, overlapping the first run on the
-    same backlog. The checkpoint lock keeps every count single."""
+    same backlog. The checkpoint lock keeps every count single.
+
+    The first run is kept running by holding the checkpoint (it waits inside its first batch), and
+    the second worker starts once the broker's own record says the delivery is past the timeout:
+    conditions, not sleeps, so no timer is raced."""
     live = LiveStack(
         env=stack_env(REDIS_URL=own_redis.url(0), DATABASE_POOL="true", CELERY_VISIBILITY_TIMEOUT="1"), log_dir=tmp_path
     )
-    # 80,000 events: a run takes several seconds, well past the 1 s visibility timeout.
-    payments = random_payments(40_000, seed=11, days=20)
+    payments = random_payments(BACKLOG, seed=11, days=20)
     ledger = ledger_of(payments)
     insert_transactions(payments, approve=True)  # no wake-up sent
     ensure_checkpoint_row(pg)
     try:
-        first = live.start_worker("worker-a")
-        send_task(own_redis.url(0), PROJECT)
-        deadline = time.monotonic() + 20
-        while not projector_sessions(pg) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.5)  # the first run is now past the visibility timeout
-        second = live.start_worker("worker-b")
+        with checkpoint_held(connection.settings_dict):
+            first = backlog_worker(live, "worker-a")
+            send_task(own_redis.url(0), PROJECT)
+            wait_for(lambda: checkpoint_waiters(pg), 20, "worker-a's run inside its first batch")
+            wait_for(lambda: any(age > 1.2 for age in unacked_deliveries(own_redis.url(0))), 10,
+                     "the delivery to worker-a passing the 1 s visibility timeout")
+            second = backlog_worker(live, "worker-b")
+            wait_for(lambda: task_runs(second.output()) >= 1, 30, "worker-b receiving the task worker-a is still running")
+            runs_while_held = (task_runs(first.output()), task_runs(second.output()))
+            waiting = wait_for(lambda: len(checkpoint_waiters(pg)) >= 2 and checkpoint_waiters(pg), 10,
+                               "both runs inside a projector transaction at once")
         catch_up = wait_caught_up(pg, timeout=60)
         runs = (task_runs(first.output()), task_runs(second.output()))
-        print(f"\none task over 80,000 events with a 1 s visibility timeout: runs per worker {runs}, caught up in {catch_up:.1f} s")
-        assert runs == (1, 1), "the broker did not hand the running task to the second worker: the test did not exercise it"
+        print(f"\none task over {2 * BACKLOG} events with a 1 s visibility timeout: runs per worker {runs_while_held} "
+              f"while worker-a's first run was held, {runs} in the end; caught up in {catch_up:.1f} s; waiting: {waiting}")
+        assert runs_while_held == (1, 1), (
+            f"runs per worker while worker-a's first run was still going: {runs_while_held}, expected (1, 1): "
+            "the running task was redelivered to worker-b exactly once and worker-a received it once"
+        )
         assert_projection_exact(live, pg, ledger)
     finally:
         live.stop()

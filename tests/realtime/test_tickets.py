@@ -1,9 +1,11 @@
 """Websocket tickets: issued over REST, single-use, short-lived, accepted by /ws/dashboard/?ticket=."""
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 from django.utils import timezone
 
 from core.asgi import application
@@ -49,25 +51,38 @@ def test_unknown_tickets_do_not_redeem(ticket):
     assert ticket_redeem(ticket=ticket) is None
 
 
-async def connect_with(query: str):
+@asynccontextmanager
+async def socket_with(query: str):
+    """A websocket on /ws/dashboard/?<query>, with its first output; always disconnected afterwards,
+    so the consumer finishes and no task or database connection outlives the test."""
     communicator = WebsocketCommunicator(application, f"/ws/dashboard/?{query}", headers=[ORIGIN])
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator, await communicator.receive_output()
+    try:
+        connected, _ = await communicator.connect()
+        assert connected
+        yield await communicator.receive_output()
+    finally:
+        await communicator.disconnect()
+
+
+@pytest.fixture
+async def no_leftover_connections():
+    """ORM calls here run in asgiref's executor thread (database_sync_to_async closes what it opens);
+    close anything still open there before pytest-django flushes and, at the end, drops the database."""
+    yield
+    await database_sync_to_async(connections.close_all)()
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_ticket_opens_the_websocket_once(admin_user):
-    ticket, _ = await sync_to_async(ticket_issue)(user=admin_user)
-    communicator, first = await connect_with(f"ticket={ticket}")
-    assert first["type"] == "websocket.send" and '"type":"snapshot"' in first["text"]
-    await communicator.disconnect()
-    _, again = await connect_with(f"ticket={ticket}")
-    assert again == {"type": "websocket.close", "code": 4401, "reason": "authentication required"}
+async def test_a_ticket_opens_the_websocket_once(admin_user, no_leftover_connections):
+    ticket, _ = await database_sync_to_async(ticket_issue)(user=admin_user)
+    async with socket_with(f"ticket={ticket}") as first:
+        assert first["type"] == "websocket.send" and '"type":"snapshot"' in first["text"]
+    async with socket_with(f"ticket={ticket}") as again:
+        assert again == {"type": "websocket.close", "code": 4401, "reason": "authentication required"}
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_non_staff_users_ticket_is_closed_with_4403(plain_user):
-    ticket, _ = await sync_to_async(ticket_issue)(user=plain_user)
-    _, first = await connect_with(f"ticket={ticket}")
-    assert first["code"] == 4403
+async def test_a_non_staff_users_ticket_is_closed_with_4403(plain_user, no_leftover_connections):
+    ticket, _ = await database_sync_to_async(ticket_issue)(user=plain_user)
+    async with socket_with(f"ticket={ticket}") as first:
+        assert first["type"] == "websocket.close" and first["code"] == 4403

@@ -281,13 +281,13 @@ class Browserless:
         self.http = requests.Session()
 
     def login(self, username: str, password: str) -> "Browserless":
-        self.http.get(f"{self.base_url}/accounts/login/", timeout=5)
+        self.http.get(f"{self.base_url}/accounts/login/", timeout=30)
         response = self.http.post(
             f"{self.base_url}/accounts/login/",
             data={"username": username, "password": password, "csrfmiddlewaretoken": self.http.cookies["csrftoken"]},
             headers={"Referer": f"{self.base_url}/accounts/login/"},
             allow_redirects=False,
-            timeout=5,
+            timeout=30,  # a deliberately slow password hash, maybe several at once on a busy machine
         )
         assert response.status_code == 302, f"login failed: {response.status_code}"
         return self

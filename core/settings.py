@@ -178,6 +178,19 @@ IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10, minimum=1)
 # realtime/ imports no domain package: the snapshot it sends comes from here.
 REALTIME_SNAPSHOT_PROVIDER = "analytics.snapshot.dashboard_snapshot"
 REALTIME_GROUP = "admin_dashboard"
+# Websocket security (docs/operations.md, "Websocket security").
+from realtime.origins import env_origins  # noqa: E402 - a parser only, no app state
+# Origins (scheme://host[:port], exact) allowed to open /ws/dashboard/ besides the one the server is reached at.
+WEBSOCKET_ALLOWED_ORIGINS = env_origins("WEBSOCKET_ALLOWED_ORIGINS")
+# The socket after this many open ones of the same user is closed with 4429.
+REALTIME_MAX_SOCKETS_PER_USER = env_int("REALTIME_MAX_SOCKETS_PER_USER", 20, minimum=1, maximum=10_000)
+# Every open socket re-checks its user (active, staff, permission, session, password) this often,
+# besides at once on every change made through the ORM.
+REALTIME_ACCESS_RECHECK_SECONDS = env_int("REALTIME_ACCESS_RECHECK_SECONDS", 30, minimum=1, maximum=3600)
+# A permission (app_label.codename) a staff user also needs for the websocket; empty: staff suffices.
+REALTIME_VIEW_PERMISSION = env_pattern(
+    "REALTIME_VIEW_PERMISSION", "", r"|[a-z_][a-z0-9_]*\.[A-Za-z0-9_]+", "empty or app_label.codename, e.g. transactions.view_transaction"
+) or None
 # core/ does not import analytics: readiness asks this function for the projection lag.
 HEALTH_PROJECTION_LAG = "analytics.selectors.projection_lag"
 
@@ -275,8 +288,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Websocket tickets never reach a log line (realtime/log_redaction.py).
+    "filters": {"redact_tickets": {"()": "realtime.log_redaction.RedactTickets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tickets"]}},
     "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
     # One line per task run drowns everything else at hundreds of runs a second.
-    "loggers": {"celery.app.trace": {"level": "WARNING"}},
+    "loggers": {
+        "celery.app.trace": {"level": "WARNING"},
+        # uvicorn logs "WebSocket /ws/dashboard/?ticket=..." at INFO on uvicorn.error, whole scopes on
+        # uvicorn.asgi (trace); redact on the loggers themselves, whichever handlers uvicorn adds.
+        "uvicorn.error": {"filters": ["redact_tickets"]},
+        "uvicorn.asgi": {"filters": ["redact_tickets"]},
+        # Configuring a logger drops its handlers: give uvicorn's access log ours (it is off under make run).
+        "uvicorn.access": {"handlers": ["console"], "filters": ["redact_tickets"], "propagate": False},
+    },
 }

@@ -76,9 +76,9 @@ def _background_loop() -> _LoopThread:
         return _loop_thread
 
 
-def _group_send(event: dict, timeout: float) -> None:
+def _group_send(event: dict, timeout: float, group: str | None = None) -> None:
     layer = get_channel_layer()
-    group = settings.REALTIME_GROUP
+    group = group or settings.REALTIME_GROUP
     if isinstance(layer, InMemoryChannelLayer):
         # In-process layer: must run on the ASGI server's own loop, which
         # async_to_sync finds when we are called from a sync view's thread.
@@ -103,3 +103,8 @@ def publish_resync(*, timeout: float = 5.0) -> None:
         _group_send({"type": RESYNC_EVENT}, timeout)
     except Exception:  # noqa: BLE001
         logger.exception("publishing a dashboard resync failed")
+
+
+def send_to_group(group: str, event: dict, *, timeout: float = 2.0) -> None:
+    """Send one event to any group from synchronous code; raises on failure (the caller decides)."""
+    _group_send(event, timeout, group)

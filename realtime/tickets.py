@@ -1,5 +1,11 @@
-"""Websocket tickets: short-lived, single-use, so no long-lived token ever travels in a URL."""
+"""Websocket tickets: short-lived, single-use, so no long-lived token ever travels in a URL.
+
+A ticket that was presented is spent, whatever happens next: redeemed, refused at the Origin check,
+or sent next to another ticket. A ticket whose user changed password, or was deactivated, demoted
+or deleted before it was used, is dead too (realtime.revocation).
+"""
 import hashlib
+import re
 import secrets
 from datetime import timedelta
 
@@ -8,10 +14,16 @@ from django.utils import timezone
 from realtime.models import RealtimeTicket
 
 TICKET_SECONDS = 60
+# secrets.token_urlsafe(32) is 43 characters of this alphabet; anything else was never issued.
+TICKET_FORMAT = re.compile(r"[A-Za-z0-9_-]{20,128}")
 
 
 def _digest(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def well_formed(ticket: str) -> bool:
+    return bool(ticket) and TICKET_FORMAT.fullmatch(ticket) is not None
 
 
 def ticket_issue(*, user) -> tuple[str, int]:
@@ -23,8 +35,10 @@ def ticket_issue(*, user) -> tuple[str, int]:
 
 
 def ticket_redeem(*, ticket: str):
-    """The ticket's user, exactly once and before it expires; None otherwise."""
-    if not ticket or len(ticket) > 128:
+    """The ticket's user, exactly once, before it expires, and only while that user is active; None otherwise.
+
+    The ticket is spent even when its user is refused."""
+    if not well_formed(ticket):
         return None
     digest = _digest(ticket)
     now = timezone.now()
@@ -32,7 +46,23 @@ def ticket_redeem(*, ticket: str):
     claimed = RealtimeTicket.objects.filter(digest=digest, used_at__isnull=True, expires_at__gt=now).update(used_at=now)
     if not claimed:
         return None
-    return RealtimeTicket.objects.select_related("user").get(digest=digest).user
+    # The user as they are now, not as they were when the ticket was issued.
+    user = RealtimeTicket.objects.select_related("user").get(digest=digest).user
+    if not getattr(user, "is_active", True):
+        return None
+    return user
+
+
+def ticket_burn(*, ticket: str) -> bool:
+    """Spend a ticket without using it (it was presented and refused). True if it was still valid."""
+    if not well_formed(ticket):
+        return False
+    return bool(RealtimeTicket.objects.filter(digest=_digest(ticket), used_at__isnull=True).update(used_at=timezone.now()))
+
+
+def tickets_revoke(*, user_id) -> int:
+    """Spend every unused ticket of a user (their password or access changed)."""
+    return RealtimeTicket.objects.filter(user_id=user_id, used_at__isnull=True).update(used_at=timezone.now())
 
 
 def tickets_purge(*, older_than: timedelta = timedelta(hours=1)) -> int:

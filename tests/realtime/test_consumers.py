@@ -75,7 +75,15 @@ async def test_ping_gets_pong(admin_cookie):
         ({"text_data": json.dumps({"type": "resume", "since": "yesterday"})}, "bad_request"),
         ({"text_data": json.dumps({"type": "resume", "since": -1})}, "bad_request"),
         ({"text_data": json.dumps({"type": "ping", "pad": "x" * 70_000})}, "frame_too_large"),
+        # Nested far deeper than json.loads can recurse (it used to crash the consumer, no close frame).
+        ({"text_data": "[" * 30_000 + "]" * 30_000}, "bad_request"),
+        ({"text_data": '{"":' * 12_000 + "1" + "}" * 12_000}, "bad_request"),
+        ({"text_data": "[" * 60_000}, "bad_request"),
+        # Deeper than the 32 levels a frame may have, though valid and small.
+        ({"text_data": '{"type":"ping","x":' + "[" * 32 + "]" * 32 + "}"}, "bad_request"),
     ],
+    ids=["not-json", "binary", "not-an-object", "unknown-type", "bad-since", "negative-since", "too-large",
+         "arrays-30000-deep", "objects-12000-deep", "unclosed-60000-deep", "33-deep"],
 )
 async def test_bad_client_frames_get_an_error_frame_and_the_socket_stays_open(admin_cookie, frame, code):
     communicator, _ = await open_socket(ORIGIN, admin_cookie)
@@ -84,6 +92,14 @@ async def test_bad_client_frames_get_an_error_frame_and_the_socket_stays_open(ad
     error = await communicator.receive_json_from()
     assert error["type"] == "error" and error["code"] == code and error["detail"]
     await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from() == {"type": "pong"}
+    await communicator.disconnect()
+
+
+async def test_it_accepts_a_frame_nested_up_to_the_depth_limit(admin_cookie):
+    communicator, _ = await open_socket(ORIGIN, admin_cookie)
+    await communicator.receive_json_from()
+    await communicator.send_to(text_data='{"type":"ping","x":' + "[" * 31 + "]" * 31 + ',"s":"' + "[" * 100 + '"}')
     assert await communicator.receive_json_from() == {"type": "pong"}
     await communicator.disconnect()
 

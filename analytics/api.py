@@ -18,6 +18,7 @@ from analytics.snapshot import dashboard_snapshot
 from core import eventstore
 from core.errors import DomainError, InvalidInput
 from core.params import reject_blank
+from core.request_threads import release_request_thread
 from core.problems import PROBLEM_CONTENT_TYPE, problem_body
 from core.schema import PROBLEM_RESPONSES
 
@@ -146,14 +147,16 @@ async def weekly_income_view(request, *args, **kwargs):
     """The weekly income endpoint: waits for `min_position` / `at` on the event loop, not in a thread.
 
     The DRF view answers whatever it can at once. When the projection is behind, the
-    wait happens here, with the view's database connection handed back to the pool,
-    and the view runs again once the projection has caught up.
+    wait happens here, with the view's database connection handed back to the pool and
+    the request's worker thread retired, and the view runs again (on a fresh thread)
+    once the projection has caught up.
     """
     response = await sync_to_async(_weekly_income)(request, *args, **kwargs)
     position = getattr(response, "wait_for_position", None)
     if position is None:
         return response
     await sync_to_async(_release_connection)()
+    release_request_thread()
     if not await waiting.wait_for_position(position, timeout=MIN_POSITION_WAIT_SECONDS):
         return response
     return await sync_to_async(_weekly_income)(request, *args, **kwargs)

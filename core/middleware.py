@@ -2,6 +2,7 @@
 import re
 import uuid
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core import signals
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
@@ -21,16 +22,36 @@ class RequestIdMiddleware:
     forever, so a client must not be able to choose it (collide with, or impersonate, another
     request). A well-formed X-Request-ID from the client is kept as request.client_request_id."""
 
+    # Both modes: one sync-only middleware would make Django run every request in a thread
+    # that stays blocked while an async view awaits (read-your-writes waits up to 10 s).
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        self._is_async = iscoroutinefunction(get_response)
+        if self._is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
-        request.id = uuid.uuid4().hex
-        supplied = request.headers.get("X-Request-ID", "")
-        request.client_request_id = supplied if _VALID.fullmatch(supplied) else None
+        if self._is_async:
+            return self._acall(request)
+        self._tag(request)
         response = self.get_response(request)
         response["X-Request-ID"] = request.id
         return response
+
+    async def _acall(self, request):
+        self._tag(request)
+        response = await self.get_response(request)
+        response["X-Request-ID"] = request.id
+        return response
+
+    @staticmethod
+    def _tag(request) -> None:
+        request.id = uuid.uuid4().hex
+        supplied = request.headers.get("X-Request-ID", "")
+        request.client_request_id = supplied if _VALID.fullmatch(supplied) else None
 
     def process_exception(self, request, exception):
         """What a view under /api/ failed to handle: problem+json in every mode.

@@ -58,6 +58,9 @@ def parse_amount(value, currency: str) -> Decimal:
         raise MoneyError("amount must be greater than zero")
     exponent = currency_exponent(currency)
     quantum = Decimal(1).scaleb(-exponent)
+    if amount.adjusted() >= 20:
+        # Far past the limit; refused before quantize, which would need more digits than it has.
+        raise MoneyError(f"amount must be at most {format_minor_units(MAX_AMOUNT_MINOR, currency)} {currency}")
     with localcontext(prec=_EXACT_DIGITS):
         if amount != amount.quantize(quantum):
             raise MoneyError(f"{currency} allows at most {exponent} decimal places")

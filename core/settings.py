@@ -41,7 +41,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, async-capable (core/staticfiles.py).
+    "core.staticfiles.StaticFilesMiddleware",
     "core.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -162,17 +163,18 @@ ANALYTICS_WEEK_START = env_choice("ANALYTICS_WEEK_START", "monday", ("monday", "
 # Every occurred_at that reaches the log must be one the projector can place in a week
 # (pandas handles 1677-2262; a far-future date would move every dashboard's "this week").
 OCCURRED_AT_EARLIEST = env_date("OCCURRED_AT_EARLIEST", "1970-01-01")
-OCCURRED_AT_MAX_AHEAD = timedelta(hours=env_int("OCCURRED_AT_MAX_AHEAD_HOURS", 24, minimum=0))
+# At most a year ahead: "this week" on every dashboard must stay near the present.
+OCCURRED_AT_MAX_AHEAD = timedelta(hours=env_int("OCCURRED_AT_MAX_AHEAD_HOURS", 24, minimum=0, maximum=24 * 366))
 if OCCURRED_AT_EARLIEST.year < 1900:
-    raise ImproperlyConfigured("OCCURRED_AT_EARLIEST must be 1900-01-01 or later")
+    raise ImproperlyConfigured(f"OCCURRED_AT_EARLIEST={OCCURRED_AT_EARLIEST.date()} must be 1900-01-01 or later")
 # /readyz answers 503 once the oldest event the projection has not applied is this old.
-READYZ_MAX_PROJECTION_LAG_SECONDS = env_int("READYZ_MAX_PROJECTION_LAG_SECONDS", 60, minimum=1)
+READYZ_MAX_PROJECTION_LAG_SECONDS = env_int("READYZ_MAX_PROJECTION_LAG_SECONDS", 60, minimum=1, maximum=86_400)
 
 # --- write path ---------------------------------------------------------------
 # How long an append waits for the event store's lock before answering a retryable 503.
-EVENT_STORE_LOCK_TIMEOUT_MS = env_int("EVENT_STORE_LOCK_TIMEOUT_MS", 2000, minimum=1)
+EVENT_STORE_LOCK_TIMEOUT_MS = env_int("EVENT_STORE_LOCK_TIMEOUT_MS", 2000, minimum=1, maximum=60_000)
 # An Idempotency-Key whose request died (no answer stored) can be retried after this long.
-IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10, minimum=1)
+IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10, minimum=1, maximum=3600)
 
 # --- realtime ---------------------------------------------------------------
 # realtime/ imports no domain package: the snapshot it sends comes from here.

@@ -1,5 +1,7 @@
-"""Read-your-writes on a real server: waiting readers hold no pooled connection, so writers are never starved."""
+"""Read-your-writes on a real server: waiting readers hold no pooled connection and no thread, so writers are never starved."""
+import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -10,6 +12,11 @@ from tests.stack import Browserless, LiveStack, create_live_user, flush_test_red
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 READERS = 100
+
+
+def server_threads(stack) -> int:
+    status = Path(f"/proc/{stack.processes['uvicorn'].popen.pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
 
 
 @pytest.fixture
@@ -27,7 +34,7 @@ def small_pool_server(tmp_path):
         flush_test_redis()
 
 
-def test_a_hundred_readers_waiting_on_min_position_leave_writers_the_pool(small_pool_server):
+def test_a_hundred_readers_waiting_on_min_position_leave_writers_the_pool_and_park_no_threads(small_pool_server):
     stack = small_pool_server
     create_live_user("ryw-admin", "ryw-password-123")
     browser = Browserless(stack.base_url).login("ryw-admin", "ryw-password-123")
@@ -48,6 +55,8 @@ def test_a_hundred_readers_waiting_on_min_position_leave_writers_the_pool(small_
             more = browser.post("/api/transactions/", {"amount": "1.00", "currency": "EUR"})
             assert more.status_code == 201, more.text
         assert not any(reader.done() for reader in readers)
+        # Nor a thread each: 8 threads in all here, 108 when each request kept its executor thread.
+        assert server_threads(stack) < READERS // 4
         stack.start_worker()
         answers = [reader.result() for reader in readers]
 

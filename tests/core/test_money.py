@@ -48,3 +48,9 @@ def test_minor_units_round_trip_exactly(amount, currency, minor):
 def test_converting_an_over_precise_amount_to_minor_units_refuses_to_round():
     with pytest.raises(MoneyError):
         to_minor_units("0.005", "EUR")
+
+
+@pytest.mark.parametrize("amount", ["9" * 100, "1" + "0" * 19, "9" * 30 + ".5"])
+def test_an_amount_far_beyond_the_limit_is_refused_not_a_crash(amount):
+    with pytest.raises(MoneyError, match="at most 9999999999999.99 EUR"):
+        parse_amount(amount, "EUR")

@@ -138,6 +138,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.closing = True
+        reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # a close frame's limit
         if self.joined:
             # Stop the flow of dashboard messages now, not when the client acknowledges the close.
             self.joined = False

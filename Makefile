@@ -3,34 +3,45 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# One stamp per requirements file: `make run` installs the runtime only, `make test` adds the test tools.
 STAMP := $(VENV)/.requirements.stamp
+TEST_STAMP := $(VENV)/.requirements-test.stamp
+PIP := $(BIN)/python -m pip install --disable-pip-version-check --quiet
 
-.PHONY: install run test bench chaos check
+.PHONY: install install-test run test bench chaos check
 
-$(STAMP): requirements.txt
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}"'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check --quiet --upgrade pip
-	$(BIN)/python -m pip install --disable-pip-version-check --quiet -r requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+
+$(STAMP): requirements.txt | $(BIN)/python
+	$(PIP) -r requirements.txt
 	@touch $(STAMP)
 
+$(TEST_STAMP): requirements-test.txt requirements.txt | $(BIN)/python
+	$(PIP) -r requirements-test.txt
+	@touch $(TEST_STAMP)
+
 install: $(STAMP)
+
+install-test: $(TEST_STAMP)
 
 ## Start the product with demo data on http://127.0.0.1:8000/ (whole stack when DATABASE_URL and REDIS_URL are set).
 run: install
 	@scripts/run.sh
 
 ## Run the whole test suite (PostgreSQL and Redis on loopback; see README).
-test: install
+test: install-test
 	@scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Run the benchmarks and write bench/RESULTS.md.
-bench: install
+bench: install-test
 	$(BIN)/python bench/run.py
 
 ## Soak the real stack with faults (worker kills, Redis restarts, a broker outage); prints one summary line.
-chaos: install
+chaos: install-test
 	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 check: install

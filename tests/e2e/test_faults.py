@@ -39,7 +39,8 @@ from tests.services import require
 from tests.e2e.small_batches import READY_LINE, SMALL_BATCH
 from tests.stack import Browserless, LiveStack, Process, create_live_user, stack_env
 
-pytestmark = [pytest.mark.e2e, pytest.mark.needs_postgres, pytest.mark.needs_redis]
+# Seeding, several process boots and a burst of HTTP approvals: more than pytest.ini's 120 s on a busy machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_postgres, pytest.mark.needs_redis, pytest.mark.timeout(300)]
 
 PASSWORD = "fault-password-123"
 BURST = 1500

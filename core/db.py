@@ -1,7 +1,24 @@
 """Database helpers that the ORM does not offer."""
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from django.db import connection, transaction
+
+
+@dataclass
+class _Unit:
+    depth: int  # len(connection.atomic_blocks) inside the unit
+    command_ran: bool = False
+
+
+# The open unit of work, if any: one command may run as a savepoint directly inside it
+# (see command_transaction), and none may run inside any other transaction.
+_current_unit: ContextVar[_Unit | None] = ContextVar("current_unit_of_work", default=None)
+
+
+class NestedCommandError(RuntimeError):
+    """A command was called inside someone else's transaction."""
 
 
 @contextmanager
@@ -21,3 +38,51 @@ def consistent_read():
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         yield
+
+
+def _in_callers_transaction() -> bool:
+    # Test cases wrap each test in atomic blocks marked _from_testcase; those stand in for
+    # "no transaction", as they do for Django's own durable check.
+    blocks = connection.atomic_blocks
+    return bool(blocks) and not getattr(blocks[-1], "_from_testcase", False)
+
+
+@contextmanager
+def command_transaction(name: str = "a command"):
+    """The transaction a command runs in: durable, so it commits when the block ends.
+
+    A command appends events, and an append holds the event store's table lock until
+    COMMIT; inside a caller's transaction it would hold it for as long as the caller
+    likes and stall every other writer. So nesting is refused, with one exception:
+    directly inside unit_of_work() the command is a savepoint, and its refusals roll
+    back only its own writes.
+    """
+    unit = _current_unit.get()
+    if unit is not None and not unit.command_ran and len(connection.atomic_blocks) == unit.depth:
+        unit.command_ran = True
+        with transaction.atomic():
+            yield
+        return
+    if _in_callers_transaction():
+        raise NestedCommandError(
+            f"{name} must not run inside another transaction: it would hold the event store's "
+            "append lock until that transaction ends"
+        )
+    with transaction.atomic(durable=True):
+        yield
+
+
+@contextmanager
+def unit_of_work():
+    """A durable transaction around one command and a bounded amount of work after it.
+
+    Only core.idempotency uses it, to commit a command together with its stored answer.
+    Whatever runs after the command runs while the command's append lock is held, so it
+    must be small (one UPDATE).
+    """
+    with transaction.atomic(durable=True):
+        token = _current_unit.set(_Unit(depth=len(connection.atomic_blocks)))
+        try:
+            yield
+        finally:
+            _current_unit.reset(token)

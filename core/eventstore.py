@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from django.db import IntegrityError, connection, transaction
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from core.errors import Conflict
+from core.errors import Conflict, DomainError
 from core.models import StoredEvent
 from core.signals import events_committed
 
@@ -22,6 +23,15 @@ class ConcurrencyConflict(Conflict):
         self.expected_version = expected_version
         self.actual_version = actual_version
         super().__init__(f"stream {stream_id} is at version {actual_version}, not the expected {expected_version}")
+
+
+class EventStoreBusy(DomainError):
+    """The append lock was not free within EVENT_STORE_LOCK_TIMEOUT_MS; nothing was written."""
+
+    status_code = 503
+    code = "event_store_busy"
+    title = "Event store busy"
+    retry_after = 1
 
 
 @dataclass(frozen=True)
@@ -53,12 +63,32 @@ def _lock_for_append() -> None:
     skip 10 forever. The EXCLUSIVE lock (as the eventsourcing library does) lets
     readers through but admits one appender at a time until it commits. We chose
     it over reading below the oldest in-flight transaction id because it is
-    obviously correct and each append holds it for well under a millisecond.
+    obviously correct. It is not free: from LOCK to COMMIT an approval holds it
+    for the INSERT, the read-model UPDATE and the COMMIT's WAL flush. Measured on
+    PostgreSQL 15 (2 vCPUs, shared with other load): one thread approving 2,000
+    transactions, p50 3.0 ms / p99 7.6 ms; 8 threads, p50 4-14 ms / p99 10-33 ms;
+    through the API with an Idempotency-Key (the answer is stored before COMMIT),
+    8 threads, p50 13-20 ms / p99 45-150 ms. So appends top out near 1/hold
+    (100-200 a second here), and the wait is bounded by EVENT_STORE_LOCK_TIMEOUT_MS.
     SQLite needs nothing: it already admits one writer at a time.
     """
-    if connection.vendor == "postgresql":
+    if connection.vendor != "postgresql":
+        return
+    # Bounded wait: a holder that never lets go (a stuck session, an operator's open
+    # transaction) turns into a retryable 503 instead of requests piling up behind it.
+    # The timeout covers only this statement; later waits in the transaction keep the default.
+    timeout_ms = int(settings.EVENT_STORE_LOCK_TIMEOUT_MS)
+    try:
         with connection.cursor() as cursor:
-            cursor.execute("LOCK TABLE core_event IN EXCLUSIVE MODE")
+            cursor.execute(
+                f"SET LOCAL lock_timeout = '{timeout_ms}ms'; "
+                "LOCK TABLE core_event IN EXCLUSIVE MODE; "
+                "SET LOCAL lock_timeout TO DEFAULT"
+            )
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == "55P03":  # lock_not_available
+            raise EventStoreBusy(f"The event store stayed locked for {timeout_ms} ms; nothing was written, retry.") from exc
+        raise
 
 
 def stream_version(stream_id) -> int:

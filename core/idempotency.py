@@ -3,15 +3,18 @@ import functools
 import hashlib
 import json
 import re
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.http.request import RawPostDataException
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from core.db import unit_of_work
 from core.errors import Conflict, DomainError, InvalidInput
 from core.models import IdempotencyRecord
 
@@ -53,40 +56,71 @@ def _fingerprint(request) -> str:
 
 
 def _claim(user_id: int, key: str, fingerprint: str) -> IdempotencyRecord:
-    """A new in-progress record, or the completed one a retry should replay."""
+    """A record leased to this request (new, or taken over), or the completed one a retry should replay.
+
+    Committed on its own before the view runs, so a concurrent retry finds the key taken.
+    """
+    now = timezone.now()
+    lease = {"locked_until": now + timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS), "lease_token": uuid.uuid4()}
     records = IdempotencyRecord.objects.filter(user_id=user_id, key=key)
-    # After 24 h a key is forgotten: an old record makes way for a new request.
-    records.filter(created_at__lt=timezone.now() - KEEP_FOR).delete()
-    try:
-        # Committed on its own before the view runs, so a concurrent retry finds the key taken.
-        # (Inside an outer transaction it is a savepoint, and the retry waits on the unique index instead.)
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(user_id=user_id, key=key, fingerprint=fingerprint)
-    except IntegrityError:
-        existing = records.first()
-    if existing is None or existing.status_code is None:
-        # Still running, or it just failed and was forgotten: either way the client should retry shortly.
-        raise IdempotencyKeyInUse(f"A request with this {HEADER} is still being processed.")
-    if existing.fingerprint != fingerprint:
-        raise IdempotencyKeyReused(f"This {HEADER} was used for a different request.")
-    return existing
+    with transaction.atomic(durable=True):
+        # After 24 h a key is forgotten: an old record makes way for a new request.
+        records.filter(created_at__lt=now - KEEP_FOR).delete()
+        try:
+            with transaction.atomic():
+                return IdempotencyRecord.objects.create(user_id=user_id, key=key, fingerprint=fingerprint, **lease)
+        except IntegrityError:
+            pass
+        # The row lock makes two retries that both find an expired lease take turns:
+        # the second then sees the first one's live lease.
+        existing = records.select_for_update().first()
+        if existing is None:
+            # Released by a request that just failed: the client may retry at once.
+            raise IdempotencyKeyInUse(f"A request with this {HEADER} was still being processed.")
+        if existing.status_code is None and existing.locked_until is not None and existing.locked_until > now:
+            raise IdempotencyKeyInUse(f"A request with this {HEADER} is still being processed.")
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(f"This {HEADER} was used for a different request.")
+        if existing.status_code is None:
+            # Its request died without an answer (its lease ran out): this retry runs it instead.
+            # Should the old one still finish, it no longer holds the token and rolls back.
+            for field, value in lease.items():
+                setattr(existing, field, value)
+            existing.save(update_fields=list(lease))
+        return existing
 
 
 def _complete(record: IdempotencyRecord, response) -> None:
-    record.status_code = response.status_code
-    record.content_type = response.content_type or ""
-    record.response_body = JSONRenderer().render(response.data).decode()
-    record.save(update_fields=["status_code", "content_type", "response_body"])
+    """Store the answer, inside the unit of work, if this request still holds the lease."""
+    stored = IdempotencyRecord.objects.filter(pk=record.pk, lease_token=record.lease_token, status_code__isnull=True).update(
+        status_code=response.status_code,
+        content_type=response.content_type or "",
+        response_body=JSONRenderer().render(response.data).decode(),
+        locked_until=None,
+    )
+    if stored != 1:
+        raise _LeaseLost
 
 
-def _forget(record: IdempotencyRecord) -> None:
-    # A 5xx is not an answer to the request, only news that it failed. The commands are
-    # atomic, so the failure left nothing behind and running the request again is safe;
+def _release(record: IdempotencyRecord) -> None:
+    # A 5xx is not an answer to the request, only news that it failed. The unit of work
+    # rolled back, so nothing is left behind and running the request again is safe;
     # replaying the failure for 24 h would only keep the client from succeeding.
     try:
-        IdempotencyRecord.objects.filter(pk=record.pk).delete()
+        IdempotencyRecord.objects.filter(pk=record.pk, lease_token=record.lease_token, status_code__isnull=True).delete()
     except DatabaseError:
-        pass  # the original error matters more; the key answers 409 until the purge
+        pass  # the original error matters more; the key is retryable once the lease runs out
+
+
+class _LeaseLost(Exception):
+    """Another request took the key over after this one's lease ran out."""
+
+
+class _NotAnAnswer(Exception):
+    """The view answered with a 5xx: roll the unit back, forget the key, send the response."""
+
+    def __init__(self, response):
+        self.response = response
 
 
 def _replay(record: IdempotencyRecord) -> Response:
@@ -111,18 +145,30 @@ def idempotent(view):
         if record.status_code is not None:
             return _replay(record)
         try:
-            response = view(self, request, *args, **kwargs)
-        except Exception as exc:
-            try:
-                # Refusals (400, 404, 409) are answers like any other: render them here to store them.
-                response = self.handle_exception(exc)
-            except Exception:
-                _forget(record)
-                raise
-        if response.status_code >= 500:
-            _forget(record)
-        else:
-            _complete(record, response)
+            # The command and its stored answer commit together or not at all: no crash
+            # in between can leave a transaction without its answer, or an answer without it.
+            with unit_of_work():
+                response = _answer(self, view, request, args, kwargs)
+                if response.status_code >= 500:
+                    raise _NotAnAnswer(response)
+                _complete(record, response)
+        except _LeaseLost:
+            raise IdempotencyKeyInUse(f"A request with this {HEADER} is being processed by a retry.") from None
+        except _NotAnAnswer as failed:
+            _release(record)
+            return failed.response
+        except Exception:
+            _release(record)
+            raise
         return response
 
     return wrapper
+
+
+def _answer(self, view, request, args, kwargs):
+    try:
+        return view(self, request, *args, **kwargs)
+    except Exception as exc:
+        # Refusals (400, 404, 409) are answers like any other: render them here to store them.
+        # The command ran as a savepoint of the unit of work, so its writes are already undone.
+        return self.handle_exception(exc)

@@ -53,7 +53,7 @@ class StoredEvent(models.Model):
 
 
 class IdempotencyRecord(models.Model):
-    """One Idempotency-Key of one user: in progress until the first answer is stored with it."""
+    """One Idempotency-Key of one user: in progress (leased to one request) until the first answer is stored with it."""
 
     # The user's id, not a foreign key: records live 24 h (see core.idempotency), so
     # cascading deletes buy nothing and the insert takes no lock on the user row.
@@ -62,6 +62,11 @@ class IdempotencyRecord(models.Model):
     # sha256 of method, path and body: a retry must be the same request.
     fingerprint = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # While in progress, the request holding the lease runs; once it expires a retry may take
+    # the key over with a new token (null: expired). The answer is stored only by the holder
+    # of the current token, in the same transaction as the command (see core.idempotency).
+    locked_until = models.DateTimeField(null=True)
+    lease_token = models.UUIDField(null=True)
     # Null while the first request runs.
     status_code = models.PositiveSmallIntegerField(null=True)
     content_type = models.CharField(max_length=100, blank=True)

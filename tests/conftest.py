@@ -3,9 +3,21 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.db.backends.signals import connection_created
 from rest_framework.test import APIClient
 
 from tests.services import redis_available, require
+
+
+def _allow_truncating_events(sender, connection, **kwargs):
+    # pytest-django empties the tables after each transactional test with TRUNCATE, which
+    # core_event refuses (core migration 0005) unless the session opts in.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET ledgerpulse.allow_truncate = on")
+
+
+connection_created.connect(_allow_truncating_events, dispatch_uid="tests.allow_truncating_events")
 
 
 def pytest_runtest_setup(item):

@@ -28,8 +28,17 @@ class TransactionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        # Rows are view-only. The change form would save the copy it read, with every field,
+        # over whatever a decision committed meanwhile; decisions go through the actions.
+        return False
+
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_view_permission(self, request, obj=None):
+        # Whoever may decide must see what they decide.
+        return super().has_view_permission(request, obj) or self.has_approve_permission(request)
 
     def has_approve_permission(self, request):
         return request.user.has_perm("transactions.approve_transaction")

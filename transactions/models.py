@@ -1,13 +1,53 @@
 """Transaction read model: derived from the event log, written only by transactions.services."""
 import uuid
+from contextvars import ContextVar
 
 from django.db import models
+
+# Set only by transactions.services while a command writes the row it has just appended
+# events for. Anything else writing the row (the admin's change form saving a stale copy,
+# a shell session) would make it disagree with the log, so it is refused.
+read_model_writes_allowed: ContextVar[bool] = ContextVar("transaction_read_model_writes_allowed", default=False)
+
+
+class ReadModelWriteRefused(RuntimeError):
+    """The Transaction read model is written by the commands in transactions.services only."""
+
+
+def _check_write_allowed(what: str) -> None:
+    if not read_model_writes_allowed.get():
+        raise ReadModelWriteRefused(
+            f"transactions are {what} only by the commands in transactions.services, which append the events first"
+        )
 
 
 class TransactionStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
+
+
+class TransactionQuerySet(models.QuerySet):
+    def bulk_create(self, objs, *args, **kwargs):
+        # Plain inserts stay open: benchmarks and fault tests build long histories with them,
+        # inserting the events alongside. Overwriting existing rows does not.
+        if kwargs.get("update_conflicts"):
+            _check_write_allowed("updated")
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def update(self, **kwargs):
+        _check_write_allowed("updated")
+        return super().update(**kwargs)
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        # Checked here as well: refused inside bulk_update's own atomic block, it would
+        # break the caller's transaction too.
+        _check_write_allowed("updated")
+        return super().bulk_update(objs, fields, batch_size=batch_size)
+
+    def delete(self):
+        _check_write_allowed("deleted")
+        return super().delete()
 
 
 class Transaction(models.Model):
@@ -27,6 +67,8 @@ class Transaction(models.Model):
     # Position of the last event folded into this row.
     last_position = models.BigIntegerField()
 
+    objects = TransactionQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
@@ -38,3 +80,11 @@ class Transaction(models.Model):
 
     def __str__(self):
         return f"{self.amount} {self.currency} ({self.status})"
+
+    def save(self, *args, **kwargs):
+        _check_write_allowed("saved")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        _check_write_allowed("deleted")
+        return super().delete(*args, **kwargs)

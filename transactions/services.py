@@ -1,21 +1,25 @@
-"""Commands: one function per use case; each is one atomic transaction that appends events
+"""Commands: one function per use case; each is one durable transaction that appends events
 and updates the read model, and everything else (projection, pushes) happens after commit."""
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
 from django.utils import timezone
 
 from core import eventstore
+from core.db import command_transaction
 from core.errors import Conflict, InvalidInput, NotFound
 from core.money import MoneyError, normalize_currency, parse_amount
+from core.validation import check_occurred_at, clean_text
 from transactions import events
-from transactions.models import Transaction, TransactionStatus
+from transactions.models import Transaction, TransactionStatus, read_model_writes_allowed
 
+MAX_REFERENCE = 140
+MAX_DESCRIPTION = 1000
 MAX_REASON = 1000
 
 
@@ -41,12 +45,16 @@ def _metadata(actor: str, request_id: str | None) -> dict:
     return {"actor": actor, "request_id": request_id}
 
 
-def _check_text(field: str, value: str, limit: int) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(field, f"{field} must be a string")
-    if len(value) > limit:
-        raise InvalidInput(field, f"{field} must be at most {limit} characters")
-    return value
+@contextmanager
+def _command(name: str):
+    """A command's transaction (durable: see core.db.command_transaction), the only place
+    where the Transaction read model may be written."""
+    with command_transaction(name):
+        token = read_model_writes_allowed.set(True)
+        try:
+            yield
+        finally:
+            read_model_writes_allowed.reset(token)
 
 
 def transaction_submit(
@@ -67,15 +75,12 @@ def transaction_submit(
         amount = parse_amount(amount, currency)
     except MoneyError as exc:
         raise InvalidInput("amount", str(exc)) from None
-    if occurred_at is None:
-        occurred_at = timezone.now()
-    elif timezone.is_naive(occurred_at):
-        raise InvalidInput("occurred_at", "occurred_at must carry a UTC offset")
-    reference = _check_text("reference", reference, 140)
-    description = _check_text("description", description, 1000)
+    occurred_at = timezone.now() if occurred_at is None else check_occurred_at(occurred_at)
+    reference = clean_text(reference, field="reference", max_length=MAX_REFERENCE)
+    description = clean_text(description, field="description", max_length=MAX_DESCRIPTION, multiline=True)
 
     transaction_id = uuid.uuid4()
-    with transaction.atomic():
+    with _command("transaction_submit"):
         [event] = eventstore.append(
             stream_id=transaction_id,
             expected_version=0,
@@ -134,8 +139,9 @@ def transaction_reject(
 
 
 def _decide(*, transaction_id, actor, reason, expected_version, request_id, status) -> Decision:
-    reason = _check_text("reason", reason, MAX_REASON)
-    with transaction.atomic():
+    reason = clean_text(reason, field="reason", max_length=MAX_REASON, multiline=True)
+    command = "transaction_approve" if status == TransactionStatus.APPROVED else "transaction_reject"
+    with _command(command):
         # The row lock makes concurrent decisions on one transaction queue up:
         # the first wins, the rest then see a decided transaction and get 409.
         txn = Transaction.objects.select_for_update().filter(pk=transaction_id).first()

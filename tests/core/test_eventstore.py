@@ -1,14 +1,38 @@
 """The event store: optimistic concurrency, immutability, gap-safe positions, after-commit notices."""
 import threading
+import time
 import uuid
+from contextlib import contextmanager
 
+import psycopg
 import pytest
 from django.db import DatabaseError, connection, connections, transaction
 
 from core import eventstore
-from core.eventstore import ConcurrencyConflict, NewEvent
+from core.eventstore import ConcurrencyConflict, EventStoreBusy, NewEvent
 from core.models import ImmutableEventError, StoredEvent
 from core.signals import events_committed
+
+
+def raw_connection(**kwargs):
+    """A plain connection to the test database, without the test suite's session settings."""
+    params = connection.settings_dict
+    return psycopg.connect(
+        host=params["HOST"], port=params["PORT"] or 5432, user=params["USER"], password=params["PASSWORD"] or None,
+        dbname=params["NAME"], **kwargs
+    )
+
+
+@contextmanager
+def statement_timeout(value):
+    """A safety net: a test that would otherwise wait forever for a lock fails instead."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET statement_timeout = '{value}'")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET statement_timeout")
 
 
 def append(stream_id, expected_version, *types):
@@ -146,3 +170,55 @@ def test_a_reader_never_finds_an_event_below_a_position_it_has_seen():
     assert b_done.is_set()
     assert results["a"].position < results["b"].position
     assert [e.type for e in eventstore.read_all(after=0)] == ["A", "B"]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_truncating_the_event_table_is_refused_unless_the_session_opts_in():
+    append(uuid.uuid4(), 0, "ThingHappened")
+    with raw_connection() as plain:
+        with pytest.raises(psycopg.errors.RestrictViolation, match="append-only: TRUNCATE refused"):
+            plain.execute("TRUNCATE core_event")
+        plain.rollback()
+        with pytest.raises(psycopg.errors.RestrictViolation):
+            plain.execute("TRUNCATE core_event, core_idempotency_record")  # what manage.py flush sends
+        plain.rollback()
+        assert plain.execute("SELECT count(*) FROM core_event").fetchone() == (1,)
+
+        # An operator who means it opts in for the session; rolled back here to keep the event.
+        plain.execute("SET ledgerpulse.allow_truncate = on")
+        plain.execute("TRUNCATE core_event")
+        assert plain.execute("SELECT count(*) FROM core_event").fetchone() == (0,)
+        plain.rollback()
+    assert StoredEvent.objects.count() == 1
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_append_that_cannot_get_the_lock_in_time_is_refused_as_busy_and_writes_nothing(settings):
+    settings.EVENT_STORE_LOCK_TIMEOUT_MS = 200
+    with raw_connection() as holder, statement_timeout("5s"):
+        holder.execute("LOCK TABLE core_event IN EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(EventStoreBusy) as caught:
+            append(uuid.uuid4(), 0, "ThingHappened")
+        waited = time.monotonic() - started
+        holder.rollback()
+    assert 0.2 <= waited < 2
+    assert (caught.value.status_code, caught.value.code, caught.value.retry_after) == (503, "event_store_busy", 1)
+    assert StoredEvent.objects.count() == 0
+    append(uuid.uuid4(), 0, "ThingHappened")  # free again
+    assert StoredEvent.objects.count() == 1
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db
+def test_the_lock_timeout_covers_only_taking_the_append_lock(settings):
+    settings.EVENT_STORE_LOCK_TIMEOUT_MS = 1234
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        default = cursor.fetchone()
+        eventstore.append(stream_id=uuid.uuid4(), expected_version=0, events=[NewEvent("X", {})], metadata={})
+        # Later waits in the caller's transaction (its row locks) keep the session's default.
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone() == default != ("1234ms",)

@@ -1,14 +1,18 @@
 """Idempotency-Key on the transaction commands: one run per user and key, retries replay the first answer."""
 import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 
+import psycopg
 import pytest
-from django.db import connections
+from django.db import connection, connections
 from django.utils import timezone
 
-from core import eventstore
-from core.errors import DomainError
+from core import eventstore, idempotency
+from core.errors import Conflict, DomainError
 from core.idempotency import idempotency_records_purge
 from core.models import IdempotencyRecord
 from transactions import services
@@ -159,8 +163,15 @@ def test_a_request_without_the_header_runs_every_time(api):
     assert Transaction.objects.count() == 2 and not IdempotencyRecord.objects.exists()
 
 
+def in_progress(user, key, *, fingerprint="0" * 64, lease=timedelta(seconds=10)):
+    """A record as a request that is still running (or died) leaves it."""
+    return IdempotencyRecord.objects.create(
+        user_id=user.pk, key=key, fingerprint=fingerprint, locked_until=timezone.now() + lease, lease_token=uuid.uuid4()
+    )
+
+
 def test_a_key_still_in_progress_is_a_409_and_runs_nothing(api, admin_user):
-    IdempotencyRecord.objects.create(user_id=admin_user.pk, key="busy", fingerprint="0" * 64)
+    in_progress(admin_user, "busy")
     response = create(api, key="busy")
     assert_problem(response, 409, "idempotency_key_in_use")
     assert response["Retry-After"] == "1"
@@ -259,3 +270,230 @@ def test_the_hourly_purge_task_forgets_keys_older_than_a_day(api):
     IdempotencyRecord.objects.filter(key="old").update(created_at=timezone.now() - timedelta(hours=25))
     assert purge_idempotency_records.delay().get() == 1
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+
+
+def test_a_refusal_raised_after_the_append_is_stored_and_the_commands_writes_are_undone(api, monkeypatch):
+    original = eventstore.append
+
+    def append_then_refuse(**kwargs):
+        original(**kwargs)
+        raise Conflict("refused after appending")
+
+    monkeypatch.setattr(eventstore, "append", append_then_refuse)
+    refused = create(api, key="k")
+    assert_problem(refused, 409, "conflict")
+    # The command was a savepoint of the unit of work: its event and row are gone, its answer is kept.
+    assert eventstore.read_all() == [] and not Transaction.objects.exists()
+    assert IdempotencyRecord.objects.get().status_code == 409
+
+    monkeypatch.undo()
+    assert_replay_of(create(api, key="k"), refused)
+
+
+# --- leases: requests that die, and retries that take over ---------------------------------
+
+
+class Crash(BaseException):
+    """The process dies here: none of our except clauses run, the database rolls back what was open."""
+
+
+class Boom(Exception):
+    """An unexpected error: answered 500."""
+
+
+def raw_connection():
+    params = connection.settings_dict
+    return psycopg.connect(
+        host=params["HOST"], port=params["PORT"] or 5432, user=params["USER"], password=params["PASSWORD"] or None, dbname=params["NAME"]
+    )
+
+
+def in_thread(request, *args, **kwargs):
+    try:
+        return request(*args, **kwargs)
+    finally:
+        connections.close_all()
+
+
+def fail_once_after(monkeypatch, owner, name, error):
+    original = getattr(owner, name)
+    armed = [True]
+
+    def then_fail(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if armed:
+            armed.pop()
+            raise error
+        return result
+
+    monkeypatch.setattr(owner, name, then_fail)
+
+
+def test_a_key_whose_lease_ran_out_is_taken_over_by_a_retry_with_the_same_body(api, monkeypatch):
+    fail_once_after(monkeypatch, idempotency, "_claim", Crash())
+    with pytest.raises(Crash):
+        create(api, key="died")
+    died = IdempotencyRecord.objects.get()
+    assert died.status_code is None and died.locked_until > timezone.now()
+    assert_problem(create(api, key="died"), 409, "idempotency_key_in_use")
+
+    IdempotencyRecord.objects.update(locked_until=timezone.now() - timedelta(milliseconds=1))
+    retry = create(api, key="died")
+
+    assert retry.status_code == 201 and not retry.has_header("Idempotent-Replayed")
+    record = IdempotencyRecord.objects.get()
+    assert record.lease_token != died.lease_token and record.status_code == 201
+    assert Transaction.objects.count() == 1
+    assert_replay_of(create(api, key="died"), retry)
+
+
+def test_a_key_whose_lease_ran_out_is_still_a_422_for_another_body(api, admin_user):
+    in_progress(admin_user, "died", lease=timedelta(seconds=-1))
+    assert_problem(create(api, key="died"), 422, "idempotency_key_reused")
+    assert not Transaction.objects.exists()
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_retries_cannot_both_take_over_an_expired_lease(admin_user, client_for, monkeypatch):
+    fail_once_after(monkeypatch, idempotency, "_claim", Crash())
+    with pytest.raises(Crash):
+        create(client_for(admin_user), key="k")
+    IdempotencyRecord.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
+    record_id = IdempotencyRecord.objects.get().pk
+
+    with raw_connection() as other, ThreadPoolExecutor(1) as pool:
+        # Another retry is taking the key over: it holds the row while it renews the lease.
+        other.execute("SELECT 1 FROM core_idempotency_record WHERE id = %s FOR UPDATE", [record_id])
+        retry = pool.submit(in_thread, create, client_for(admin_user), key="k")
+        time.sleep(0.3)
+        assert not retry.done()
+        other.execute(
+            "UPDATE core_idempotency_record SET locked_until = now() + interval '10 seconds', lease_token = %s WHERE id = %s",
+            [uuid.uuid4(), record_id],
+        )
+        other.commit()
+        response = retry.result(timeout=10)
+
+    assert_problem(response, 409, "idempotency_key_in_use")
+    assert not Transaction.objects.exists()
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_outlives_its_lease_stores_nothing_and_the_retry_that_took_over_wins(admin_user, client_for, monkeypatch, settings):
+    settings.IDEMPOTENCY_LEASE_SECONDS = 1
+    entered, release = threading.Event(), threading.Event()
+    original = services.transaction_submit
+    calls = []
+
+    def first_one_stalls(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            entered.set()
+            assert release.wait(10)
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "transaction_submit", first_one_stalls)
+    with ThreadPoolExecutor(1) as pool:
+        stalled = pool.submit(in_thread, create, client_for(admin_user), key="slow")
+        assert entered.wait(10)
+        time.sleep(1.2)  # the stalled request's lease runs out
+        retry = create(client_for(admin_user), key="slow")
+        release.set()
+        late = stalled.result(timeout=10)
+
+    assert retry.status_code == 201 and not retry.has_header("Idempotent-Replayed")
+    # The stalled request did run its command, but no longer held the key: all of it rolled back.
+    assert len(calls) == 2
+    assert_problem(late, 409, "idempotency_key_in_use")
+    assert Transaction.objects.count() == 1 and len(eventstore.read_all()) == 1
+    assert_replay_of(create(client_for(admin_user), key="slow"), retry)
+
+
+POINTS = ["after_claim", "after_append", "after_command", "during_storing", "after_commit"]
+
+
+def fail_at(monkeypatch, point, command, error):
+    """Make the next request fail at `point`, once."""
+    if point == "after_commit":
+        original = idempotency.unit_of_work
+        armed = [True]
+
+        @contextmanager
+        def unit_then_fail():
+            with original():
+                yield
+            if armed:
+                armed.pop()
+                raise error
+
+        monkeypatch.setattr(idempotency, "unit_of_work", unit_then_fail)
+        return
+    owner, name = {
+        "after_claim": (idempotency, "_claim"),
+        "after_append": (eventstore, "append"),
+        "after_command": (services, command),
+        "during_storing": (idempotency, "_complete"),  # the UPDATE ran, the commit did not
+    }[point]
+    fail_once_after(monkeypatch, owner, name, error)
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["crash", "error"])
+@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("endpoint", ["create", "approve"])
+def test_a_request_that_dies_at_any_point_runs_exactly_once_when_retried(admin_user, client_for, monkeypatch, settings, endpoint, point, kind):
+    settings.IDEMPOTENCY_LEASE_SECONDS = 1
+    client = client_for(admin_user)
+    client.raise_request_exception = False
+    if endpoint == "create":
+        command, expected_status = "transaction_submit", 201
+
+        def send():
+            return create(client, key="k")
+
+    else:
+        command, expected_status = "transaction_approve", 200
+        txn = submit()
+
+        def send():
+            return approve(client, txn.id, "k", {"reason": "checked"})
+
+    events_before = len(eventstore.read_all())
+    fail_at(monkeypatch, point, command, Crash() if kind == "crash" else Boom())
+
+    if kind == "crash":
+        with pytest.raises(Crash):
+            send()
+        connection.close()  # the process is gone, and its connection with it
+    else:
+        assert send().status_code == 500
+
+    committed = point == "after_commit"
+    assert len(eventstore.read_all()) == events_before + committed
+    if committed:
+        answer = send()
+        assert answer.status_code == expected_status and answer["Idempotent-Replayed"] == "true"
+    else:
+        # Released at once after an error we saw; otherwise held until its lease runs out.
+        released = kind == "error" and point != "after_claim"
+        if not released:
+            busy = send()
+            assert_problem(busy, 409, "idempotency_key_in_use")
+            assert busy["Retry-After"] == "1"
+            time.sleep(1.1)
+        answer = send()
+        assert answer.status_code == expected_status, answer.content
+        assert not answer.has_header("Idempotent-Replayed")
+
+    assert len(eventstore.read_all()) == events_before + 1
+    body = answer.json()
+    if endpoint == "create":
+        assert Transaction.objects.get().id == uuid.UUID(body["id"])
+    else:
+        [decision] = [e for e in eventstore.read_stream(txn.id) if e.type == "TransactionApproved"]
+        assert body["position"] == decision.position and body["status"] == "approved"
+    again = send()
+    assert again.content == answer.content and again["Idempotent-Replayed"] == "true"

@@ -1,8 +1,15 @@
-"""The Django admin decides through the commands and cannot edit a status or an event."""
+"""The Django admin decides through the commands; transactions and events are view-only."""
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connections
 
 from core import eventstore
 from core.models import StoredEvent
+from transactions import services
+from transactions.admin import TransactionAdmin
 from transactions.models import Transaction
 from tests.factories import submit
 
@@ -31,12 +38,61 @@ def test_the_reject_action_needs_a_reason(client, admin_user):
     assert eventstore.read_stream(txn.id)[-1].data["reason"] == "duplicate"
 
 
-def test_the_change_form_cannot_edit_the_status(client, admin_user):
+def test_the_change_form_is_view_only_and_a_post_to_it_is_refused(client, admin_user):
     client.force_login(admin_user)
     txn = submit()
-    client.post(f"{CHANGELIST}{txn.id}/change/", {"status": "approved", "amount": "999.00"})
+    page = client.get(f"{CHANGELIST}{txn.id}/change/")
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    assert client.post(f"{CHANGELIST}{txn.id}/change/", {"status": "approved", "amount": "999.00"}).status_code == 403
     txn.refresh_from_db()
-    assert (txn.status, str(txn.amount)) == ("pending", "10.0000")
+    assert (txn.status, str(txn.amount), txn.version) == ("pending", "10.0000", 1)
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_saving_the_change_form_while_an_approval_commits_does_not_revert_it(client, admin_user, monkeypatch):
+    client.force_login(admin_user)
+    txn = submit()
+    original_get_object = TransactionAdmin.get_object
+
+    def approved_meanwhile(self, request, object_id, from_field=None):
+        obj = original_get_object(self, request, object_id, from_field)
+        # The form has read the row; an approval commits from another connection before it saves.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(approve_elsewhere, obj.id).result(timeout=10)
+        return obj
+
+    monkeypatch.setattr(TransactionAdmin, "get_object", approved_meanwhile)
+    response = client.post(f"{CHANGELIST}{txn.id}/change/", {"_save": "Save"})
+
+    row = Transaction.objects.get(pk=txn.id)
+    assert (row.status, row.version) == ("approved", 2)
+    assert row.last_position == eventstore.read_stream(txn.id)[-1].position
+    assert response.status_code == 403
+
+
+def approve_elsewhere(txn_id):
+    try:
+        services.transaction_approve(transaction_id=txn_id, actor="other-admin", reason="ok")
+    finally:
+        connections.close_all()
+
+
+def test_a_user_with_the_approve_permission_sees_and_runs_the_actions(client, db):
+    decider = get_user_model().objects.create_user("decider", "decider@example.com", "decider-password-123", is_staff=True)
+    decider.user_permissions.add(Permission.objects.get(codename="approve_transaction"))
+    client.force_login(decider)
+    txn = submit()
+    page = client.get(CHANGELIST)
+    assert page.status_code == 200
+    assert "approve_selected" in page.content.decode() and "reject_selected" in page.content.decode()
+
+    response = client.post(CHANGELIST, {"action": "approve_selected", "_selected_action": [txn.id], "reason": "checked"})
+
+    assert response.status_code == 302
+    assert Transaction.objects.get(pk=txn.id).status == "approved"
+    assert eventstore.read_stream(txn.id)[-1].metadata["actor"] == "decider"
+    assert client.post(f"{CHANGELIST}{txn.id}/change/", {"_save": "Save"}).status_code == 403
 
 
 def test_events_are_read_only_in_the_admin(client, admin_user):

@@ -1,13 +1,17 @@
-"""Concurrent decisions on PostgreSQL: exactly one wins, the rest are conflicts, one event."""
+"""Concurrent writers on PostgreSQL: one decision wins, and a held append lock is a retryable 503."""
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from threading import Barrier
 
+import psycopg
 import pytest
-from django.db import connections
+from django.db import connection, connections
 
 from core import eventstore
 from core.errors import Conflict
+from core.models import IdempotencyRecord
 from transactions import services
+from transactions.models import Transaction
 from tests.factories import submit
 
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.django_db(transaction=True)]
@@ -42,3 +46,53 @@ def test_approve_racing_reject_decides_once():
     outcomes = race(txn.id, [services.transaction_approve, services.transaction_reject] * 10)
     assert outcomes.count("ok") == 1
     assert len(eventstore.read_stream(txn.id)) == 2
+
+
+@contextmanager
+def holding_the_append_lock():
+    """Another session (an operator's open transaction, a stuck writer) holds the event store's lock."""
+    params = connection.settings_dict
+    with psycopg.connect(
+        host=params["HOST"], port=params["PORT"] or 5432, user=params["USER"], password=params["PASSWORD"] or None, dbname=params["NAME"]
+    ) as holder:
+        holder.execute("LOCK TABLE core_event IN EXCLUSIVE MODE")
+        # A safety net: without the lock timeout the request would wait here forever; now it fails.
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = '5s'")
+        try:
+            yield
+        finally:
+            holder.rollback()
+            with connection.cursor() as cursor:
+                cursor.execute("RESET statement_timeout")
+
+
+@pytest.mark.parametrize("key", [None, "approve-1"])
+def test_an_approval_that_cannot_get_the_append_lock_is_a_503_problem_and_writes_nothing(api, settings, key):
+    settings.EVENT_STORE_LOCK_TIMEOUT_MS = 200
+    txn = submit()
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    path = f"/api/transactions/{txn.id}/approve/"
+
+    with holding_the_append_lock():
+        response = api.post(path, {"reason": "checked"}, format="json", **headers)
+
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response["Retry-After"] == "1"
+    assert response.json()["code"] == "event_store_busy"
+    assert [e.type for e in eventstore.read_stream(txn.id)] == ["TransactionSubmitted"]
+    assert Transaction.objects.get(pk=txn.id).status == "pending"
+    assert not IdempotencyRecord.objects.exists()  # the key was released: retry at once
+
+    retry = api.post(path, {"reason": "checked"}, format="json", **headers)
+    assert retry.status_code == 200 and not retry.has_header("Idempotent-Replayed")
+    assert [e.type for e in eventstore.read_stream(txn.id)] == ["TransactionSubmitted", "TransactionApproved"]
+
+
+def test_a_submission_that_cannot_get_the_append_lock_is_a_503_problem_and_writes_nothing(api, settings):
+    settings.EVENT_STORE_LOCK_TIMEOUT_MS = 200
+    with holding_the_append_lock():
+        response = api.post("/api/transactions/", {"amount": "1.00", "currency": "EUR"}, format="json")
+    assert response.status_code == 503 and response.json()["code"] == "event_store_busy"
+    assert eventstore.read_all() == [] and not Transaction.objects.exists()

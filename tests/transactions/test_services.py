@@ -4,11 +4,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 
 from core import eventstore
+from core.db import NestedCommandError, unit_of_work
 from core.errors import InvalidInput
 from transactions import services
-from transactions.models import Transaction
+from transactions.models import ReadModelWriteRefused, Transaction
 from transactions.services import StaleVersion, TransactionNotFound, TransactionNotPending
 
 pytestmark = pytest.mark.django_db
@@ -111,7 +113,14 @@ def test_approving_an_unknown_transaction_is_not_found():
         ({"amount": Decimal("1.5"), "currency": "JPY"}, "amount"),
         ({"currency": "ZZZ"}, "currency"),
         ({"occurred_at": datetime(2026, 11, 18, 9, 30)}, "occurred_at"),
+        ({"occurred_at": datetime(1, 1, 1, tzinfo=timezone.utc)}, "occurred_at"),
+        ({"occurred_at": datetime.now(timezone.utc) + timedelta(days=3653)}, "occurred_at"),
         ({"reference": "x" * 141}, "reference"),
+        ({"reference": "INV\u202efdp.exe"}, "reference"),  # displays as "INVexe.pdf"
+        ({"reference": "INV-1\nINV-2"}, "reference"),  # a line break in a single-line field
+        ({"reference": "INV\x00"}, "reference"),
+        ({"description": "paid \x1b[31min red"}, "description"),
+        ({"description": "x" * 1001}, "description"),
     ],
 )
 def test_submitting_bad_input_is_refused_and_stores_nothing(overrides, field):
@@ -126,3 +135,90 @@ def test_occurred_at_defaults_to_now():
     before = datetime.now(timezone.utc)
     txn = services.transaction_submit(amount=Decimal("1.00"), currency="USD", actor="ana")
     assert before <= txn.occurred_at <= datetime.now(timezone.utc) + timedelta(seconds=1)
+
+
+def test_a_description_may_span_lines():
+    txn = submit(description="line one\nline two\tindented")
+    assert eventstore.read_stream(txn.id)[0].data["description"] == "line one\nline two\tindented"
+
+
+@pytest.mark.parametrize("command", [services.transaction_approve, services.transaction_reject])
+@pytest.mark.parametrize("reason", ["ok\u2066hidden", "ok\x07", "x" * 1001])
+def test_a_decision_reason_is_checked_like_any_free_text(command, reason):
+    txn = submit()
+    with pytest.raises(InvalidInput) as caught:
+        command(transaction_id=txn.id, actor="bo", reason=reason)
+    assert caught.value.field == "reason"
+    assert len(eventstore.read_stream(txn.id)) == 1
+
+
+def test_a_decision_reason_may_span_lines():
+    txn = submit()
+    services.transaction_reject(transaction_id=txn.id, actor="bo", reason="duplicate of INV-1\nsee ticket 7")
+    assert Transaction.objects.get(pk=txn.id).decision_reason == "duplicate of INV-1\nsee ticket 7"
+
+
+# --- commands run in their own transaction ------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["submit", "approve", "reject"])
+def test_a_command_inside_someone_elses_transaction_is_refused_and_appends_nothing(command):
+    txn = submit()
+    run = {
+        "submit": lambda: submit(),
+        "approve": lambda: services.transaction_approve(transaction_id=txn.id, actor="bo"),
+        "reject": lambda: services.transaction_reject(transaction_id=txn.id, actor="bo", reason="no"),
+    }[command]
+    with transaction.atomic():
+        # It would hold the event store's append lock until this block ends.
+        with pytest.raises(NestedCommandError, match="transaction_"):
+            run()
+    assert len(eventstore.read_all()) == 1
+    assert Transaction.objects.get().status == "pending"
+
+
+def test_one_command_may_run_in_a_unit_of_work_and_commits_with_it():
+    with unit_of_work():
+        txn = submit()
+        with pytest.raises(NestedCommandError):
+            submit(reference="second")
+    assert [e.stream_id for e in eventstore.read_all()] == [txn.id]
+
+
+def test_a_command_inside_a_unit_of_work_is_a_savepoint_so_its_refusal_leaves_the_unit_usable():
+    txn = submit()
+    services.transaction_approve(transaction_id=txn.id, actor="bo")
+    with unit_of_work():
+        with pytest.raises(TransactionNotPending):
+            services.transaction_reject(transaction_id=txn.id, actor="cy", reason="late")
+        assert Transaction.objects.get(pk=txn.id).status == "approved"  # the unit still runs queries
+    assert len(eventstore.read_stream(txn.id)) == 2
+
+
+def test_a_command_nested_in_a_transaction_inside_a_unit_of_work_is_refused():
+    with unit_of_work(), transaction.atomic():
+        with pytest.raises(NestedCommandError):
+            submit()
+    assert eventstore.read_all() == []
+
+
+# --- the read model is written by the commands only -----------------------------------------
+
+
+def test_the_read_model_cannot_be_saved_updated_or_deleted_outside_the_commands():
+    txn = submit()
+    row = Transaction.objects.get(pk=txn.id)
+    row.status = "approved"
+    with pytest.raises(ReadModelWriteRefused):
+        row.save()
+    with pytest.raises(ReadModelWriteRefused):
+        Transaction.objects.filter(pk=txn.id).update(status="approved")
+    with pytest.raises(ReadModelWriteRefused):
+        Transaction.objects.bulk_update([row], ["status"])
+    with pytest.raises(ReadModelWriteRefused):
+        row.delete()
+    with pytest.raises(ReadModelWriteRefused):
+        Transaction.objects.all().delete()
+    with pytest.raises(ReadModelWriteRefused):
+        Transaction.objects.create(amount=Decimal("1.00"), currency="EUR", occurred_at=WHEN, version=1, created_at=WHEN, last_position=0)
+    assert list(Transaction.objects.values_list("status", "version")) == [("pending", 1)]

@@ -30,7 +30,7 @@ _DESCRIPTIONS = {
     413: "Body larger than 1 MiB",
     422: "Idempotency-Key reused with a different request",
     429: "Too many requests; see Retry-After",
-    503: "Not ready within the time allowed; see Retry-After",
+    503: "Temporarily unavailable (the projection is behind, or the event store is busy); retry after Retry-After",
 }
 
 

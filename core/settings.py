@@ -181,7 +181,7 @@ IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10, minimum=1, 
 REALTIME_SNAPSHOT_PROVIDER = "analytics.snapshot.dashboard_snapshot"
 REALTIME_GROUP = "admin_dashboard"
 # Websocket security (docs/operations.md, "Websocket security").
-from realtime.origins import env_origins  # noqa: E402 - a parser only, no app state
+from core.origins import env_origins  # noqa: E402 - a parser only, no app state
 # Origins (scheme://host[:port], exact) allowed to open /ws/dashboard/ besides the one the server is reached at.
 WEBSOCKET_ALLOWED_ORIGINS = env_origins("WEBSOCKET_ALLOWED_ORIGINS")
 # The socket after this many open ones of the same user is closed with 4429.

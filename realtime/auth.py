@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 
-from realtime.origins import normalize_origin
+from core.origins import normalize_origin
 from realtime.tickets import ticket_burn, ticket_redeem
 
 # scope["realtime_auth"]: how the socket's user was established.

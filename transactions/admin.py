@@ -60,7 +60,13 @@ class TransactionAdmin(admin.ModelAdmin):
         done = 0
         for txn_id in queryset.values_list("id", flat=True):
             try:
-                command(transaction_id=txn_id, actor=request.user.get_username(), reason=reason, request_id=getattr(request, "id", None))
+                command(
+                    transaction_id=txn_id,
+                    actor=request.user.get_username(),
+                    reason=reason,
+                    request_id=getattr(request, "id", None),
+                    client_request_id=getattr(request, "client_request_id", None),
+                )
                 done += 1
             except DomainError as exc:
                 self.message_user(request, f"{txn_id}: {exc.detail}", messages.WARNING)

@@ -27,8 +27,13 @@ CanAdd = staff_with("transactions.add_transaction")
 CanDecide = staff_with("transactions.approve_transaction")
 
 
-def _actor(request) -> str:
-    return request.user.get_username()
+def _origin(request) -> dict:
+    """Who asked, for the event's metadata: the user, our request id and the client's own, if it sent one."""
+    return {
+        "actor": request.user.get_username(),
+        "request_id": request.id,
+        "client_request_id": getattr(request, "client_request_id", None),
+    }
 
 
 class TransactionListCreateApi(APIView):
@@ -72,7 +77,7 @@ class TransactionListCreateApi(APIView):
         summary="Submit a transaction",
         request=TransactionCreateInput,
         parameters=[IDEMPOTENCY_KEY],
-        responses={201: TransactionOutput, **PROBLEM_RESPONSES(400, 401, 403, 409, 413, 422)},
+        responses={201: TransactionOutput, **PROBLEM_RESPONSES(400, 401, 403, 409, 413, 422, 503)},
         examples=[
             OpenApiExample(
                 "An invoice payment",
@@ -85,7 +90,7 @@ class TransactionListCreateApi(APIView):
     def post(self, request):
         payload = TransactionCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        txn = services.transaction_submit(actor=_actor(request), request_id=request.id, **payload.validated_data)
+        txn = services.transaction_submit(**_origin(request), **payload.validated_data)
         return Response(TransactionOutput(txn).data, status=status.HTTP_201_CREATED)
 
 
@@ -111,14 +116,14 @@ class TransactionApproveApi(APIView):
         "to the weekly income endpoint to read your write.",
         request=ApproveInput,
         parameters=[IDEMPOTENCY_KEY],
-        responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422)},
+        responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422, 503)},
     )
     @idempotent
     def post(self, request, transaction_id):
         payload = ApproveInput(data=request.data)
         payload.is_valid(raise_exception=True)
         decision = services.transaction_approve(
-            transaction_id=transaction_id, actor=_actor(request), request_id=request.id, **payload.validated_data
+            transaction_id=transaction_id, **_origin(request), **payload.validated_data
         )
         return _decision_response(decision)
 
@@ -131,14 +136,14 @@ class TransactionRejectApi(APIView):
         summary="Reject a pending transaction",
         request=RejectInput,
         parameters=[IDEMPOTENCY_KEY],
-        responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422)},
+        responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422, 503)},
     )
     @idempotent
     def post(self, request, transaction_id):
         payload = RejectInput(data=request.data)
         payload.is_valid(raise_exception=True)
         decision = services.transaction_reject(
-            transaction_id=transaction_id, actor=_actor(request), request_id=request.id, **payload.validated_data
+            transaction_id=transaction_id, **_origin(request), **payload.validated_data
         )
         return _decision_response(decision)
 

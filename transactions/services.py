@@ -41,8 +41,12 @@ class Decision:
     position: int
 
 
-def _metadata(actor: str, request_id: str | None) -> dict:
-    return {"actor": actor, "request_id": request_id}
+def _metadata(actor: str, request_id: str | None, client_request_id: str | None) -> dict:
+    metadata = {"actor": actor, "request_id": request_id}
+    if client_request_id:
+        # The caller's own id (validated at the edge) is kept apart: request_id is always ours.
+        metadata["client_request_id"] = client_request_id
+    return metadata
 
 
 @contextmanager
@@ -66,6 +70,7 @@ def transaction_submit(
     reference: str = "",
     description: str = "",
     request_id: str | None = None,
+    client_request_id: str | None = None,
 ) -> Transaction:
     try:
         currency = normalize_currency(currency)
@@ -94,7 +99,7 @@ def transaction_submit(
                     description=description,
                 )
             ],
-            metadata=_metadata(actor, request_id),
+            metadata=_metadata(actor, request_id, client_request_id),
         )
         return Transaction.objects.create(
             id=transaction_id,
@@ -111,7 +116,8 @@ def transaction_submit(
 
 
 def transaction_approve(
-    *, transaction_id, actor: str, reason: str = "", expected_version: int | None = None, request_id: str | None = None
+    *, transaction_id, actor: str, reason: str = "", expected_version: int | None = None, request_id: str | None = None,
+    client_request_id: str | None = None,
 ) -> Decision:
     return _decide(
         transaction_id=transaction_id,
@@ -119,12 +125,14 @@ def transaction_approve(
         reason=reason,
         expected_version=expected_version,
         request_id=request_id,
+        client_request_id=client_request_id,
         status=TransactionStatus.APPROVED,
     )
 
 
 def transaction_reject(
-    *, transaction_id, actor: str, reason: str, expected_version: int | None = None, request_id: str | None = None
+    *, transaction_id, actor: str, reason: str, expected_version: int | None = None, request_id: str | None = None,
+    client_request_id: str | None = None,
 ) -> Decision:
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInput("reason", "a reason is required to reject a transaction")
@@ -134,11 +142,12 @@ def transaction_reject(
         reason=reason,
         expected_version=expected_version,
         request_id=request_id,
+        client_request_id=client_request_id,
         status=TransactionStatus.REJECTED,
     )
 
 
-def _decide(*, transaction_id, actor, reason, expected_version, request_id, status) -> Decision:
+def _decide(*, transaction_id, actor, reason, expected_version, request_id, client_request_id, status) -> Decision:
     reason = clean_text(reason, field="reason", max_length=MAX_REASON, multiline=True)
     command = "transaction_approve" if status == TransactionStatus.APPROVED else "transaction_reject"
     with _command(command):
@@ -158,7 +167,7 @@ def _decide(*, transaction_id, actor, reason, expected_version, request_id, stat
         else:
             event = events.rejected(transaction_id=txn.id, reason=reason)
         [recorded] = eventstore.append(
-            stream_id=txn.id, expected_version=txn.version, events=[event], metadata=_metadata(actor, request_id)
+            stream_id=txn.id, expected_version=txn.version, events=[event], metadata=_metadata(actor, request_id, client_request_id)
         )
         txn.status = status
         txn.version = recorded.version

@@ -161,25 +161,36 @@ def test_the_periodic_catch_up_publishes_an_empty_heartbeat_batch_when_idle(monk
 
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
-def test_an_event_that_took_a_lower_position_but_commits_later_is_still_projected():
+def test_an_event_that_took_a_lower_position_but_commits_later_is_still_projected(monkeypatch):
     """Hold A's transaction open after it appended; B appends next; the projector runs meanwhile."""
     import threading
 
-    from django.db import connections, transaction
+    from django.db import connections
 
     from core.eventstore import NewEvent
     from tests.factories import project_all, submit
 
     submit()  # a first event and the checkpoint row exist; project them
+    slow, fast = submit("7.00", "EUR", MON), submit("5.00", "EUR", MON)
     project_all()
     a_appended, release_a, b_done = threading.Event(), threading.Event(), threading.Event()
 
+    real_append = eventstore.append
+
+    def append_then_hold_for_a(**kwargs):
+        # A's command stays open right after its append (commands refuse to be nested,
+        # so the transaction is held from inside it).
+        recorded = real_append(**kwargs)
+        if kwargs["stream_id"] == slow.id:
+            a_appended.set()
+            release_a.wait(10)
+        return recorded
+
+    monkeypatch.setattr(eventstore, "append", append_then_hold_for_a)
+
     def approve_in_held_transaction(txn_id):
         try:
-            with transaction.atomic():
-                services.transaction_approve(transaction_id=txn_id, actor="a", reason="slow")
-                a_appended.set()
-                release_a.wait(10)
+            services.transaction_approve(transaction_id=txn_id, actor="a", reason="slow")
         finally:
             connections.close_all()
 
@@ -191,7 +202,6 @@ def test_an_event_that_took_a_lower_position_but_commits_later_is_still_projecte
         finally:
             connections.close_all()
 
-    slow, fast = submit("7.00", "EUR", MON), submit("5.00", "EUR", MON)
     project_all()
     threads = [threading.Thread(target=approve_in_held_transaction, args=(slow.id,)), threading.Thread(target=approve, args=(fast.id,))]
     for thread in threads:

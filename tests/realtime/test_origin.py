@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from realtime.origins import parse_origins
+from core.origins import parse_origins
 from tests.realtime.support import handshake_refused, logged_in_sync, snapshot_of, socket
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,6 +1,6 @@
 """Web origins (scheme://host[:port]): strict parsing for settings, exact comparison for the handshake.
 
-Imported by core/settings.py, so nothing here may touch models or app-level Django state.
+Imported by core/settings.py (and realtime.auth), so nothing here may touch models or app-level Django state.
 """
 from __future__ import annotations
 

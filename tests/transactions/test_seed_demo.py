@@ -2,10 +2,11 @@
 from io import StringIO
 
 import pytest
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
 
 from core import eventstore
+from tests.factories import submit
 from transactions.models import Transaction
 
 pytestmark = pytest.mark.django_db
@@ -30,4 +31,29 @@ def test_running_it_again_does_not_seed_twice():
     out = StringIO()
     call_command("seed_demo", "--transactions", "5", stdout=out)
     assert Transaction.objects.count() == 5
-    assert "not seeding more" in out.getvalue()
+    assert "not seeding" in out.getvalue()
+
+
+def test_it_leaves_an_existing_admin_with_its_password_and_flags():
+    User = get_user_model()
+    User.objects.create_user("admin", "ops@example.com", "the-operators-own-password", is_staff=True, is_superuser=False)
+    out = StringIO()
+    call_command("seed_demo", "--transactions", "3", stdout=out)
+    admin = User.objects.get(username="admin")
+    assert admin.check_password("the-operators-own-password")
+    assert not admin.check_password("ledgerpulse-demo")
+    assert (admin.is_staff, admin.is_superuser, admin.is_active, admin.email) == (True, False, True, "ops@example.com")
+    assert "left unchanged" in out.getvalue() and "ledgerpulse-demo" not in out.getvalue()
+
+
+def test_it_leaves_a_database_with_one_transaction_alone():
+    submit()
+    users_before = list(get_user_model().objects.values_list("username", "password", "is_superuser"))
+    events_before = len(eventstore.read_all(limit=1000))
+    out = StringIO()
+    call_command("seed_demo", "--transactions", "5", stdout=out)  # exit 0: no exception
+    assert Transaction.objects.count() == 1
+    assert len(eventstore.read_all(limit=1000)) == events_before
+    assert list(get_user_model().objects.values_list("username", "password", "is_superuser")) == users_before
+    assert not get_user_model().objects.filter(username="admin").exists()
+    assert "not seeding" in out.getvalue()

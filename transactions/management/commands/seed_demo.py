@@ -16,7 +16,11 @@ DEMO_PASSWORD = "ledgerpulse-demo"
 
 
 class Command(BaseCommand):
-    help = "Create the demo admin and, on an empty database, demo transactions through the normal commands."
+    help = (
+        "On a database without transactions: create the demo admin if there is no user of that name, and "
+        "seed demo transactions through the normal commands. Never changes an existing user; a database "
+        "that has any transaction is left alone (exit 0 with a message)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--transactions", type=int, default=240)
@@ -25,20 +29,26 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=2026)
 
     def handle(self, *args, transactions, weeks, password, seed, **options):
-        user = self._ensure_admin(password)
+        # A database with history is not a demo: no user is created or touched, nothing is added.
         if Transaction.objects.exists():
-            self.stdout.write("transactions exist already: not seeding more")
+            self.stdout.write("the database has transactions already: not seeding (no user created or changed)")
+            return
+        user, created = self._ensure_admin(password)
+        self._seed(user.get_username(), transactions, weeks, random.Random(seed))
+        if created:
+            self.stdout.write(self.style.SUCCESS(f"login: {DEMO_USERNAME} / {password}"))
         else:
-            self._seed(user.get_username(), transactions, weeks, random.Random(seed))
-        self.stdout.write(self.style.SUCCESS(f"login: {DEMO_USERNAME} / {password}"))
+            self.stdout.write(f"user {DEMO_USERNAME!r} exists already: left unchanged (its password and rights are yours)")
 
     def _ensure_admin(self, password):
         User = get_user_model()
-        user, _ = User.objects.get_or_create(username=DEMO_USERNAME, defaults={"email": "admin@example.com"})
-        user.is_staff = user.is_superuser = True
+        user = User.objects.filter(username=DEMO_USERNAME).first()
+        if user is not None:
+            return user, False
+        user = User(username=DEMO_USERNAME, email="admin@example.com", is_staff=True, is_superuser=True)
         user.set_password(password)
         user.save()
-        return user
+        return user, True
 
     def _seed(self, actor, count, weeks, rng):
         now = timezone.now()

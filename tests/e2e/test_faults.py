@@ -83,19 +83,24 @@ def pg(transactional_db):
         conn.close()
 
 
-def start(stack: LiveStack, *workers: str, beat: bool = False) -> None:
-    """uvicorn, the named workers and optionally beat, booting side by side; returns when all are ready."""
+def start(stack: LiveStack, *workers: str, beat: bool = False) -> list[Process]:
+    """uvicorn, the named workers and optionally beat, booting side by side while the test goes on
+    (seeding, say); stack.wait_ready() on what it returns waits until they are ready."""
     processes = [stack.start_worker(name, wait=False) for name in workers]
     processes.append(stack.start_server(wait=False))
     if beat:
         stack.start_beat()
-    stack.wait_ready(*processes)
+    return processes
 
 
-def backlog_worker(stack: LiveStack, name: str) -> Process:
-    """A worker whose projector takes the backlog in batches of SMALL_BATCH events (tests/e2e/small_batches.py)."""
-    worker = stack.start_worker(name, app="tests.e2e.small_batches")
-    wait_for(lambda: f"{READY_LINE} {SMALL_BATCH} events" in worker.output(), 10, f"{name}'s pool process using small batches")
+def backlog_worker(stack: LiveStack, name: str, *, wait: bool = True) -> Process:
+    """A worker whose projector takes the backlog in batches of SMALL_BATCH events (tests/e2e/small_batches.py);
+    ready once its pool process has said so."""
+    worker = stack.start_worker(name, app="tests.e2e.small_batches", wait=False)
+    booted = worker.ready
+    worker.ready = lambda: booted() and f"{READY_LINE} {SMALL_BATCH} events" in worker.output()
+    if wait:
+        stack.wait_ready(worker)
     return worker
 
 
@@ -179,11 +184,12 @@ def ledger_of(payments) -> Ledger:
 
 
 def test_approvals_keep_succeeding_quickly_while_the_broker_is_down_and_the_projection_catches_up_by_itself(stack, own_redis, pg):
-    start(stack, "worker", beat=True)
-    admin = logged_in(stack)
-    clients = [same_session(admin) for _ in range(4)]
+    booting = start(stack, "worker", beat=True)
     payments = random_payments(130, seed=1, days=10)
     pairs = list(zip(insert_transactions(payments, approve=False), payments))
+    stack.wait_ready(*booting)
+    admin = logged_in(stack)
+    clients = [same_session(admin) for _ in range(4)]
     ledger = Ledger()
     assert approve_all(clients, pairs[:10], ledger) == {200: 10}
     wait_caught_up(pg, timeout=15)
@@ -223,11 +229,12 @@ def test_approvals_keep_succeeding_quickly_while_the_broker_is_down_and_the_proj
 def test_a_worker_killed_mid_projection_loses_nothing_and_projects_no_event_twice(stack, own_redis, pg):
     payments = random_payments(BACKLOG, seed=2, days=20)
     ledger = ledger_of(payments)
+    worker = backlog_worker(stack, "worker", wait=False)  # boots while the backlog is written
     started = time.monotonic()
     insert_transactions(payments, approve=True)  # eight batches of events, no wake-up sent
     inserted = time.monotonic() - started
     _, last = positions(pg)
-    worker = backlog_worker(stack, "worker")
+    stack.wait_ready(worker)
     send_task(own_redis.url(0), PROJECT)
 
     # Kill 1: kill -9 the pool process while its projector transaction is open.
@@ -264,9 +271,10 @@ def test_a_worker_killed_mid_projection_loses_nothing_and_projects_no_event_twic
 def test_the_projection_task_run_twice_at_the_same_time_in_two_workers_counts_every_event_once(stack, own_redis, pg):
     payments = random_payments(BACKLOG, seed=3, days=20)
     ledger = ledger_of(payments)
+    first, second = backlog_worker(stack, "worker-a", wait=False), backlog_worker(stack, "worker-b", wait=False)
     insert_transactions(payments, approve=True)  # eight batches of events, no wake-up sent
     ensure_checkpoint_row(pg)  # both runs then queue on its row lock, as in a migrated database
-    first, second = backlog_worker(stack, "worker-a"), backlog_worker(stack, "worker-b")
+    stack.wait_ready(first, second)
 
     # Both runs start while the checkpoint is held: each is then inside its first batch's
     # transaction at the same time, and once it is let go they take the batches in turns.
@@ -326,10 +334,11 @@ def test_four_projection_tasks_interleaving_batch_by_batch_on_separate_connectio
 
 def test_a_dashboard_dropped_in_the_middle_of_a_burst_resumes_to_the_exact_rest_totals_and_never_sees_a_total_go_backwards(stack, pg):
     # Two workers, so batches can finish (and publish) out of order.
-    start(stack, "worker-a", "worker-b")
-    admin = logged_in(stack)
+    booting = start(stack, "worker-a", "worker-b")
     payments = random_payments(300, seed=4, days=20)
     pairs = list(zip(insert_transactions(payments, approve=False), payments))
+    stack.wait_ready(*booting)
+    admin = logged_in(stack)
     watcher = DashboardWatcher(stack, admin.cookie_header).connect()
     ledger = Ledger()
     try:
@@ -359,10 +368,11 @@ def test_a_dashboard_dropped_in_the_middle_of_a_burst_resumes_to_the_exact_rest_
 
 
 def test_a_burst_of_1000_approvals_is_projected_by_far_fewer_task_runs_and_the_last_push_equals_rest(stack, pg):
-    start(stack, "worker")
-    admin = logged_in(stack)
+    booting = start(stack, "worker")
     payments = random_payments(BURST, seed=5, currencies=("EUR", "USD"), days=6)
     ids = insert_transactions(payments, approve=False)
+    stack.wait_ready(*booting)
+    admin = logged_in(stack)
     watcher = DashboardWatcher(stack, admin.cookie_header).connect()
     try:
         ledger = Ledger()
@@ -391,7 +401,7 @@ def test_a_burst_of_1000_approvals_is_projected_by_far_fewer_task_runs_and_the_l
 
 
 def test_a_dashboard_cut_off_by_a_redis_restart_reconnects_promptly_and_converges_again(stack, own_redis, pg):
-    start(stack, "worker", beat=True)
+    stack.wait_ready(*start(stack, "worker", beat=True))
     admin = logged_in(stack)
     payments = random_payments(20, seed=7, currencies=("EUR",), days=3)
     pairs = list(zip(insert_transactions(payments, approve=False), payments))
@@ -440,7 +450,7 @@ def open_dashboard(stack: LiveStack, cookie: str, attempts: int = 5) -> Dashboar
 
 
 def test_the_first_approval_after_a_redis_restart_reaches_an_open_dashboard(stack, own_redis, pg):
-    start(stack, "worker", beat=True)
+    stack.wait_ready(*start(stack, "worker", beat=True))
     admin = logged_in(stack)
     payments = random_payments(6, seed=8, currencies=("USD",), days=3)
     pairs = list(zip(insert_transactions(payments, approve=False), payments))
@@ -483,11 +493,12 @@ def test_a_visibility_timeout_shorter_than_the_projection_redelivers_it_and_tota
     )
     payments = random_payments(BACKLOG, seed=11, days=20)
     ledger = ledger_of(payments)
-    insert_transactions(payments, approve=True)  # no wake-up sent
-    ensure_checkpoint_row(pg)
     try:
+        first = backlog_worker(live, "worker-a", wait=False)  # boots while the backlog is written
+        insert_transactions(payments, approve=True)  # no wake-up sent
+        ensure_checkpoint_row(pg)
+        live.wait_ready(first)
         with checkpoint_held(connection.settings_dict):
-            first = backlog_worker(live, "worker-a")
             send_task(own_redis.url(0), PROJECT)
             wait_for(lambda: checkpoint_waiters(pg), 20, "worker-a's run inside its first batch")
             wait_for(lambda: any(age > 1.2 for age in unacked_deliveries(own_redis.url(0))), 10,

@@ -65,3 +65,35 @@ def judge_lag(lag: dict) -> str:
     limit = settings.READYZ_MAX_PROJECTION_LAG_SECONDS
     stuck = [f"{name} is {info['behind']} events and {info['seconds']:g} s behind" for name, info in lag.items() if info["seconds"] > limit]
     return f"error: {'; '.join(stuck)} (limit {limit} s)" if stuck else "ok"
+
+
+def may_see_detail(request) -> bool:
+    """/readyz's checks and counts: for a staff session or JWT, or a client inside READYZ_DETAIL_NETWORKS.
+
+    Everyone else learns only whether the service is ready (the status code says as much).
+    """
+    from core.clientip import client_address, in_networks
+
+    if in_networks(client_address(request), settings.READYZ_DETAIL_NETWORKS):
+        return True
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_active and user.is_staff:
+        return True
+    if request.META.get("HTTP_AUTHORIZATION"):
+        from rest_framework.exceptions import APIException
+        from rest_framework.request import Request
+
+        for authenticator in _jwt_authenticators():
+            try:
+                found = authenticator.authenticate(Request(request))
+            except APIException:
+                return False
+            if found and found[0].is_active and found[0].is_staff:
+                return True
+    return False
+
+
+def _jwt_authenticators():
+    from rest_framework.settings import api_settings
+
+    return [cls() for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES if hasattr(cls, "get_validated_token")]

@@ -38,6 +38,7 @@ PROBLEM_CODES = {
     "unsupported_media_type": 415,
     "idempotency_key_reused": 422,
     "throttled": 429,
+    "login_locked_out": 429,
     "server_error": 500,
     "projection_behind": 503,
     "event_store_busy": 503,

@@ -32,6 +32,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    # Login lockouts (core/security.py) and Content-Security-Policy.
+    "axes",
+    "csp",
     "core",
     "transactions",
     "analytics",
@@ -41,6 +44,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Cache-Control: no-store under /api/, NUL refused in /admin/ query strings (core/security.py).
+    "core.security.SecurityHeadersMiddleware",
+    "csp.middleware.CSPMiddleware",
     # WhiteNoise, async-capable (core/staticfiles.py).
     "core.staticfiles.StaticFilesMiddleware",
     "core.middleware.RequestIdMiddleware",
@@ -50,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a locked-out sign-in into the lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "core.urls"
@@ -204,10 +212,41 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
+# --- client address, login lockouts -------------------------------------------
+from core.clientip import env_networks  # noqa: E402 - a parser only, no app state
+
+# Peers whose X-Forwarded-For is believed (core/clientip.py); empty: REMOTE_ADDR is the client.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", "")
+# Clients that see /readyz's checks and counts without signing in; everyone else gets only the status.
+READYZ_DETAIL_NETWORKS = env_networks("READYZ_DETAIL_NETWORKS", "127.0.0.0/8,::1/128")
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses locked-out accounts and addresses before a password is checked.
+    "core.security.LoginLimitBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After LOGIN_FAILURE_LIMIT failed sign-ins for one username (from any address), or from one client
+# address (for any username), every sign-in of that account or address is refused for
+# LOGIN_LOCKOUT_MINUTES, on the token endpoint, /accounts/login/ and /admin/login/ alike.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=7 * 24 * 60))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "core.clientip.client_ip"
+AXES_USERNAME_CALLABLE = "core.security.lockout_username"
+AXES_LOCKOUT_CALLABLE = "core.security.lockout_response"
+# Attempts during a lockout neither extend it nor write a row: a flood costs one read each.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success does not clear the address's failures (else guessing could alternate with one's own login).
+AXES_RESET_ON_SUCCESS = False
+# No row per successful sign-in: the table would grow without bound.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_HTTP_RESPONSE_CODE = 429
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # JWT first: its WWW-Authenticate header makes "no credentials" a 401, not a 403.
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, refusing tokens issued before a password change as token_not_valid (core/security.py).
+        "core.security.JWTAuthenticationRevocable",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.IsStaff"],
@@ -220,11 +259,34 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"auth": env_rate("AUTH_THROTTLE_RATE", "10/min")},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # X-Forwarded-For is never read by DRF itself: throttles key on core.clientip (core/api.py).
+    "NUM_PROXIES": 0,
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Every token carries a hash of the password hash; a password change refuses access and refresh tokens.
+    "CHECK_REVOKE_TOKEN": True,
+    "REVOKE_TOKEN_CLAIM": "hash_password",
+}
+
+# --- Content-Security-Policy (django-csp) --------------------------------------
+# Every HTML page: scripts, styles, images and connections from this origin only, no inline code.
+# 'self' covers the same-origin websocket (ws:/wss:) in current browsers. Swagger UI (/api/docs/) adds hashes of its own inline blocks per response.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
 }
 
 SPECTACULAR_SETTINGS = {
@@ -297,6 +359,8 @@ LOGGING = {
     # One line per task run drowns everything else at hundreds of runs a second.
     "loggers": {
         "celery.app.trace": {"level": "WARNING"},
+        # axes logs every attempt at INFO; lockouts are WARNING.
+        "axes": {"level": "WARNING"},
         # uvicorn logs "WebSocket /ws/dashboard/?ticket=..." at INFO on uvicorn.error, whole scopes on
         # uvicorn.asgi (trace); redact on the loggers themselves, whichever handlers uvicorn adds.
         "uvicorn.error": {"filters": ["redact_tickets"]},

@@ -111,3 +111,13 @@ def test_staff_without_the_approve_permission_do_not_see_the_actions(client, sta
     client.force_login(staff_user)
     page = client.get(CHANGELIST).content.decode()
     assert "approve_selected" not in page and "reject_selected" not in page
+
+
+@pytest.mark.parametrize("query", ["status=%00", "q=%00", "currency=a%00b", "o=1%00", "%00=1"])
+def test_it_answers_a_nul_in_an_admin_query_string_with_a_400(client, admin_user, query):
+    client.force_login(admin_user)
+    submit()
+    response = client.get(f"{CHANGELIST}?{query}")
+    assert response.status_code == 400
+    assert "NUL" in response.content.decode()
+    assert client.get(f"{CHANGELIST}?status=pending").status_code == 200

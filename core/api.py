@@ -1,10 +1,11 @@
 """REST views owned by the core: the global event feed and health checks."""
 from django.http import JsonResponse
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, extend_schema_view
 from django.contrib.auth import get_user_model
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.throttling import ScopedRateThrottle
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme, TokenRefreshSerializerExtension
 from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -58,6 +59,12 @@ class EventFeedApi(APIView):
         )
 
 
+class RevocableJWTScheme(SimpleJWTScheme):
+    """The OpenAPI security scheme of core.security.JWTAuthenticationRevocable: simplejwt's bearer JWT."""
+
+    target_class = "core.security.JWTAuthenticationRevocable"
+
+
 class ClientAddressThrottle(ScopedRateThrottle):
     """DRF's scoped throttle keyed on core.clientip: X-Forwarded-For counts only from TRUSTED_PROXIES."""
 
@@ -95,8 +102,9 @@ class TokenObtainApi(TokenObtainPairView):
             raise
 
 
+# simplejwt's refresh, also refusing a refresh token issued before its user's password changed.
+@extend_schema_serializer(component_name="TokenRefresh")
 class RevocableTokenRefreshSerializer(TokenRefreshSerializer):
-    """simplejwt's refresh, also refusing a refresh token issued before its user's password changed."""
 
     def validate(self, attrs):
         refresh = self.token_class(attrs["refresh"])
@@ -107,6 +115,12 @@ class RevocableTokenRefreshSerializer(TokenRefreshSerializer):
         if jwt_settings.CHECK_REVOKE_TOKEN and token_predates_password(refresh, user):
             raise InvalidToken(PASSWORD_CHANGED)
         return super().validate(attrs)
+
+
+class RevocableTokenRefreshSerializerExtension(TokenRefreshSerializerExtension):
+    """In the schema, the same as simplejwt's refresh serializer (`refresh` write-only)."""
+
+    target_class = "core.api.RevocableTokenRefreshSerializer"
 
 
 @extend_schema_view(

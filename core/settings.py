@@ -11,12 +11,23 @@ from core.env import env_database, env_hosts, env_log_level, env_pattern, env_ra
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# The checkout's local env file (.env.local, written by `make run`) fills in variables the environment
+# does not set, so the server, Celery and every manage.py command share one secret (core/localenv.py).
+from core.localenv import load as _load_local_env  # noqa: E402
+
+_load_local_env(BASE_DIR)
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
-_DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET_KEY)
-if SECRET_KEY == _DEV_SECRET_KEY and not DEBUG:
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false")
+# No default, in any mode: a key published in the repository lets anyone sign a session or a JWT.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if SECRET_KEY is None:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set: in the environment (production, see the Procfile) or in .env.local, "
+        "which `make run` writes with a random key"
+    )
+if SECRET_KEY == "dev-only-insecure-key-do-not-use-in-production":
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY is the development key once published in the repository: set a random one")
 
 ALLOWED_HOSTS = env_hosts("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 
@@ -204,6 +215,20 @@ REALTIME_VIEW_PERMISSION = env_pattern(
 # core/ does not import analytics: readiness asks this function for the projection lag.
 HEALTH_PROJECTION_LAG = "analytics.selectors.projection_lag"
 
+# --- the ASGI server (Procfile `web:`, docs/operations.md "Slow clients and floods") ------
+# core/http.py: a request's head must be complete this long after the connection (or its first byte),
+# its body this long after the head; otherwise 408 and the connection is closed.
+HTTP_HEADER_TIMEOUT_SECONDS = env_int("HTTP_HEADER_TIMEOUT_SECONDS", 10, minimum=1, maximum=300)
+HTTP_BODY_TIMEOUT_SECONDS = env_int("HTTP_BODY_TIMEOUT_SECONDS", 30, minimum=1, maximum=3600)
+# Read by the Procfile's uvicorn command; parsed here too, so a bad value stops every process naming it.
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1, maximum=256)
+WEB_LIMIT_CONCURRENCY = env_int("WEB_LIMIT_CONCURRENCY", 1000, minimum=1, maximum=1_000_000)
+WEB_BACKLOG = env_int("WEB_BACKLOG", 1024, minimum=1, maximum=65_535)
+# core/logfilters.py: at most this many identical records (logger, level, message template) per
+# interval reach the log; then one line says how many more there were.
+LOG_REPEAT_LIMIT = env_int("LOG_REPEAT_LIMIT", 10, minimum=1, maximum=1_000_000)
+LOG_REPEAT_INTERVAL_SECONDS = env_int("LOG_REPEAT_INTERVAL_SECONDS", 10, minimum=1, maximum=86_400)
+
 # --- auth, REST -------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -353,8 +378,15 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # Websocket tickets never reach a log line (realtime/log_redaction.py).
-    "filters": {"redact_tickets": {"()": "realtime.log_redaction.RedactTickets"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tickets"]}},
+    # A log that cannot flood: identical records (logger, level, template) beyond LOG_REPEAT_LIMIT per
+    # LOG_REPEAT_INTERVAL_SECONDS become one "repeated N more times" line (core/logfilters.py).
+    "filters": {
+        "redact_tickets": {"()": "realtime.log_redaction.RedactTickets"},
+        "throttle_repeats": {"()": "core.logfilters.RepeatThrottle", "limit": LOG_REPEAT_LIMIT, "interval": LOG_REPEAT_INTERVAL_SECONDS},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["throttle_repeats", "redact_tickets"]}
+    },
     "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
     # One line per task run drowns everything else at hundreds of runs a second.
     "loggers": {
@@ -363,7 +395,8 @@ LOGGING = {
         "axes": {"level": "WARNING"},
         # uvicorn logs "WebSocket /ws/dashboard/?ticket=..." at INFO on uvicorn.error, whole scopes on
         # uvicorn.asgi (trace); redact on the loggers themselves, whichever handlers uvicorn adds.
-        "uvicorn.error": {"filters": ["redact_tickets"]},
+        # uvicorn.error writes through uvicorn's own handler, not the root's: throttle it on the logger too.
+        "uvicorn.error": {"filters": ["throttle_repeats", "redact_tickets"]},
         "uvicorn.asgi": {"filters": ["redact_tickets"]},
         # Configuring a logger drops its handlers: give uvicorn's access log ours (it is off under make run).
         "uvicorn.access": {"handlers": ["console"], "filters": ["redact_tickets"], "propagate": False},

@@ -1,0 +1,116 @@
+"""uvicorn's h11 protocol with a request-head and a request-body deadline (`--http core.http:SlowClientH11Protocol`).
+
+uvicorn times out only idle keep-alive connections: a client that connects and sends nothing, or half a
+request line, or a body one byte at a time, holds a file descriptor for as long as it likes, and some
+thousands of them starve the process (issue 9: 20,000 descriptors held, /healthz timing out). Here:
+
+* the request head (request line and headers) must be complete within HTTP_HEADER_TIMEOUT_SECONDS of
+  the connection being made, or of the first byte of a further request on a kept-alive connection;
+* the body must be complete within HTTP_BODY_TIMEOUT_SECONDS of the end of the head.
+
+Otherwise the client gets `408 Request Timeout` (when no answer has started) and the connection is
+closed; the application sees a disconnect. A websocket upgrade leaves both deadlines behind.
+Expiries are logged at DEBUG only: a flood of slow clients must not become a flood of log lines.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+logger = logging.getLogger("core.http")
+
+DEFAULT_HEADER_TIMEOUT = 10
+DEFAULT_BODY_TIMEOUT = 30
+_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 16\r\nconnection: close\r\n\r\nRequest Timeout\n"
+
+_timeouts: tuple[float, float] | None = None
+
+
+def timeouts() -> tuple[float, float]:
+    """(head, body) in seconds, from the Django settings (parsed there, so a bad value stops start-up)."""
+    global _timeouts
+    if _timeouts is None:
+        from django.conf import settings
+
+        _timeouts = (
+            float(getattr(settings, "HTTP_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT)),
+            float(getattr(settings, "HTTP_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT)),
+        )
+    return _timeouts
+
+
+class SlowClientH11Protocol(H11Protocol):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout, self.body_timeout = timeouts()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_for: str | None = None  # "head" or "body"
+
+    # --- uvicorn's protocol interface -------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm("head", self.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._follow_state()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # arms uvicorn's keep-alive timer, may process a pipelined request
+        self._follow_state()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._disarm()  # the websocket protocol takes the transport over
+        super().handle_websocket_upgrade(event)
+
+    # --- deadlines ----------------------------------------------------------------------
+    def _follow_state(self) -> None:
+        if self.transport is None or self.transport.is_closing() or self.transport.get_protocol() is not self:
+            self._disarm()
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            if self.timeout_keep_alive_task is not None:
+                # Idle between requests with nothing received yet: uvicorn's keep-alive timer applies.
+                self._disarm()
+            elif self._deadline_for != "head":
+                # Bytes of a new request arrived: its head has the header timeout from now.
+                self._arm("head", self.header_timeout)
+        elif state is h11.SEND_BODY:
+            if self._deadline_for != "body":
+                self._arm("body", self.body_timeout)
+        else:  # DONE, MUST_CLOSE, CLOSED, ERROR: the request is in, nothing to wait for
+            self._disarm()
+
+    def _arm(self, what: str, seconds: float) -> None:
+        self._disarm()
+        self._deadline_for = what
+        self._deadline = self.loop.call_later(seconds, self._expired, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = None
+        self._deadline_for = None
+
+    def _expired(self, what: str) -> None:
+        self._deadline = None
+        self._deadline_for = None
+        if self.transport is None or self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return
+        logger.debug("closing a connection from %s: request %s not complete in time", self.client and self.client[0], what)
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            if self.cycle is not None and not self.cycle.response_complete:
+                # The application waits for the rest of the body: it gets a disconnect, and whatever it
+                # answers is dropped (uvicorn sends nothing on a disconnected cycle).
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+            self.transport.write(_TIMEOUT_RESPONSE)
+        self.transport.close()

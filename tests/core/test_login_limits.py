@@ -141,3 +141,22 @@ def test_it_counts_failures_on_every_surface_together(admin_user):
 def test_it_still_authenticates_code_that_passes_no_request(admin_user):
     # Management commands and tests call authenticate() without a request; they are no login surface.
     assert authenticate(username="boss", password="boss-password-123") == admin_user
+
+
+def test_it_locks_the_html_login_under_asgi_too(admin_user):
+    # Under uvicorn the middleware chain runs async: axes' async path must still answer the lockout page.
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    browser = AsyncClient()
+    post = async_to_sync(browser.post)
+    for _ in range(4):
+        assert post("/accounts/login/", {"username": "boss", "password": "wrong"}).status_code == 200
+    assert post("/accounts/login/", {"username": "boss", "password": "wrong"}).status_code == 429
+    locked = post("/accounts/login/", {"username": "boss", "password": "boss-password-123"})
+    assert locked.status_code == 429
+    assert "Too many failed sign-ins" in locked.content.decode()
+    assert locked["Content-Security-Policy"]
+    api = async_to_sync(browser.post)(TOKEN, {"username": "boss", "password": "boss-password-123"}, content_type="application/json")
+    assert api.status_code == 429 and api.json()["code"] == "login_locked_out"
+    assert api["Cache-Control"] == "no-store"

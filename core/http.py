@@ -45,6 +45,9 @@ def timeouts() -> tuple[float, float]:
 class SlowClientH11Protocol(H11Protocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # uvicorn decides by whether uvicorn.access has handlers, and Django's LOGGING gives it one after
+        # uvicorn applied --no-access-log: honour the flag (websocket URLs can carry a ticket).
+        self.access_log = self.access_log and self.config.access_log
         self.header_timeout, self.body_timeout = timeouts()
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_for: str | None = None  # "head" or "body"

@@ -39,8 +39,13 @@ class _Window:
 
 
 class RepeatThrottle(logging.Filter):
-    def __init__(self, limit: int = 10, interval: float = 10, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, limit: int = 10, interval: float = 10, clock: Callable[[], float] = time.monotonic, exempt: tuple[str, ...] = ("uvicorn.access",)
+    ):
         super().__init__()
+        # Loggers whose records all share one template by design: an access log, when it is on, is a
+        # record of every request and is never summarized.
+        self.exempt = frozenset(exempt)
         self.limit = int(limit)
         self.interval = float(interval)
         self.clock = clock
@@ -52,7 +57,7 @@ class RepeatThrottle(logging.Filter):
         atexit.register(self.flush)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, _SUMMARY_FLAG, False) or getattr(self._local, "emitting", False):
+        if getattr(record, _SUMMARY_FLAG, False) or getattr(self._local, "emitting", False) or record.name in self.exempt:
             return True
         # Installed on a logger and on a handler, a record passes both: it is counted once.
         seen = getattr(record, _SEEN, None)

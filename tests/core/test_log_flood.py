@@ -106,3 +106,10 @@ for name in ("ledgerpulse.flood", "uvicorn.error", "asyncio"):
         assert f"repeated 9,995 more times in the last" in output and f"({name} ERROR " in output
     assert output.count("Too many open files") == 3 * 5
     assert len(output.splitlines()) < 3 * 5 * 6 + 10
+
+
+def test_it_never_summarizes_an_access_log():
+    logger, stream, _ = logger_with_throttle("uvicorn.access", limit=3)
+    for number in range(20):
+        logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", f"/api/{number}", "1.1", 200)
+    assert len(stream.getvalue().splitlines()) == 20

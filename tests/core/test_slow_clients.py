@@ -33,6 +33,7 @@ def start_web(tmp_path):
         stack = LiveStack(env=env, log_dir=tmp_path)
         stacks.append(stack)
         env.update(
+            dict(
             PATH=f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
             DATABASE_URL=f"sqlite:///{tmp_path / 'web.sqlite3'}",
             DJANGO_SECRET_KEY="slow-client-test-key-" + "k" * 40,
@@ -43,6 +44,7 @@ def start_web(tmp_path):
             PORT=str(stack.port),
             WEB_CONCURRENCY="1",
             PYTHONUNBUFFERED="1",
+            ),
             **extra,
         )
         process = stack.spawn(
@@ -171,3 +173,34 @@ def test_the_production_command_refuses_to_start_without_a_secret_key(tmp_path):
         result = subprocess.run(["sh", "-c", web_command()], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "ImproperlyConfigured: DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stops_within_the_graceful_bound_after_sigterm_with_an_idle_websocket_that_never_answers_a_close(start_web):
+    from django.db import connection
+
+    from tests.services import require
+    from tests.stack import Browserless, create_live_user
+
+    require("PostgreSQL", connection.vendor == "postgresql")
+    db = connection.settings_dict
+    create_live_user("shutdown-admin", "shutdown-password-123")
+    stack = start_web(DJANGO_SECURE_COOKIES="false", DATABASE_URL=f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}")
+    cookie = Browserless(stack.base_url).login("shutdown-admin", "shutdown-password-123").cookie_header
+    sock = connect(stack)
+    sock.sendall(
+        f"GET /ws/dashboard/ HTTP/1.1\r\nHost: 127.0.0.1:{stack.port}\r\nOrigin: {stack.base_url}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: {cookie}\r\n\r\n".encode()
+    )
+    sock.settimeout(10)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+    time.sleep(0.5)  # open; from now on the client reads nothing and never answers a close frame
+    process = stack.processes["web"]
+    started = time.monotonic()
+    os.kill(process.popen.pid, signal.SIGTERM)
+    try:
+        process.popen.wait(timeout=25)
+    except Exception:
+        pytest.fail(f"uvicorn still running 25 s after SIGTERM:\n{process.output()[-3000:]}")
+    assert time.monotonic() - started < 13
+    sock.close()

@@ -292,6 +292,12 @@ class Browserless:
         assert response.status_code == 302, f"login failed: {response.status_code}"
         return self
 
+    def clone(self) -> "Browserless":
+        """Another client on the same logged-in session, with connections of its own (one per thread)."""
+        other = Browserless(self.base_url)
+        other.http.cookies.update(self.http.cookies)
+        return other
+
     @property
     def cookie_header(self) -> str:
         return "; ".join(f"{c.name}={c.value}" for c in self.http.cookies)

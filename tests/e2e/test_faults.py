@@ -111,9 +111,7 @@ def logged_in(stack: LiveStack, username: str = "fault-admin") -> Browserless:
 
 def same_session(client: Browserless) -> Browserless:
     """Another HTTP client (own connection pool, for another thread) on the same logged-in session."""
-    clone = Browserless(client.base_url)
-    clone.http.cookies.update(client.http.cookies)
-    return clone
+    return client.clone()
 
 
 def approve_all(clients: list[Browserless], ids_and_payments, ledger: Ledger, latencies: list | None = None) -> dict:

@@ -101,7 +101,9 @@ def test_fifty_concurrent_approvals_and_rejections_over_http_give_one_200_and_fo
     from core import eventstore
 
     create_live_user("racer", "racer-password-123")
-    clients = [Browserless(live_stack.base_url).login("racer", "racer-password-123") for _ in range(10)]
+    # One login (a deliberately slow password hash), then ten clients with their own connections on that session.
+    racer = Browserless(live_stack.base_url).login("racer", "racer-password-123")
+    clients = [racer.clone() for _ in range(10)]
     txn_id = clients[0].post("/api/transactions/", {"amount": "5.00", "currency": "EUR"}).json()["id"]
     barrier = Barrier(50)
 

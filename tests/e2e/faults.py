@@ -1,5 +1,7 @@
 """Fault injection for the real stack: a private redis-server to kill, freeze and restart, worker kills,
-large backlogs written straight into the event log, and a websocket client that checks what it sees.
+backlogs appended through the real event store without waking the projector, a hold on the projection
+checkpoint (a run "still running" for as long as a test needs), and a websocket client that checks what
+it sees.
 
 Shared by tests/e2e/test_faults.py and scripts/chaos.py. Nothing here touches the machine's shared
 Redis or PostgreSQL server processes: outages are injected into a redis-server this module started.

@@ -14,6 +14,8 @@ BASE_ENV = {
     "DJANGO_SETTINGS_MODULE": "core.settings",
     "DJANGO_DEBUG": "false",
     "DJANGO_SECRET_KEY": "settings-test-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ",
+    # Not the checkout's .env.local (make run's): only what each case sets.
+    "DJANGO_ENV_FILE": "/dev/null",
 }
 
 # One value per variable that a lenient parser would once have let through (or crashed on later).

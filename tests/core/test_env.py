@@ -132,7 +132,8 @@ def test_production_settings_refuse_the_dev_secret_key():
 
     result = subprocess.run(
         [sys.executable, "-c", "import core.settings"],
-        env={"PATH": "", "DJANGO_DEBUG": "false"},
+        # No local env file either: a checkout where `make run` ran has a key in .env.local.
+        env={"PATH": "", "DJANGO_DEBUG": "false", "DJANGO_ENV_FILE": "/dev/null"},
         capture_output=True,
         text=True,
     )

@@ -30,8 +30,10 @@ from tests.stack import Browserless
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_postgres, pytest.mark.needs_redis]
 
-# Beyond 2**53 minor units: any float on the way would show ...409.92 or ...409.96.
-HUGE = "45035996273704.97"
+# The largest amount one transaction may have; ten of them sum past 2^53 minor units, where a
+# float would no longer be exact.
+HUGE = "9999999999999.99"
+HUGE_COUNT = 10
 
 
 def percent(now: str, before: str) -> str:
@@ -43,8 +45,8 @@ def test_an_admin_signs_in_through_the_form_and_sees_the_seeded_weekly_totals_ex
 ):
     create_admin("ada")
     week, last = this_week(), weeks_ago(1)
-    approve_new(HUGE, "EUR", week)
-    approve_new(HUGE, "EUR", week)
+    for _ in range(HUGE_COUNT):
+        approve_new(HUGE, "EUR", week)
     approve_new("0.10", "EUR", last)
     approve_new("0.20", "EUR", last)
     approve_new("1200", "JPY", week)
@@ -58,11 +60,12 @@ def test_an_admin_signs_in_through_the_form_and_sees_the_seeded_weekly_totals_ex
     sign_in(page, live_stack.base_url, "ada")
 
     expect(page).to_have_title("Ledgerpulse")
-    eur_now, eur_last = total(HUGE, HUGE), total("0.10", "0.20")
-    assert eur_now == "90071992547409.94" and eur_last == "0.30"
+    eur_now, eur_last = total(*[HUGE] * HUGE_COUNT), total("0.10", "0.20")
+    assert eur_now == "99999999999999.90" and eur_last == "0.30"
+    assert int(eur_now.replace(".", "")) > 2**53
     expect(week_total(page, week, "EUR")).to_have_attribute("data-value", eur_now)
-    expect(week_total(page, week, "EUR")).to_have_attribute("data-count", "2")
-    expect(week_total(page, week, "EUR")).to_contain_text("€90,071,992,547,409.94")
+    expect(week_total(page, week, "EUR")).to_have_attribute("data-count", str(HUGE_COUNT))
+    expect(week_total(page, week, "EUR")).to_contain_text("€99,999,999,999,999.90")
     expect(week_total(page, last, "EUR")).to_have_attribute("data-value", "0.30")
     expect(week_total(page, week, "JPY")).to_have_attribute("data-value", "1234")
     expect(week_total(page, weeks_ago(3), "USD")).to_have_attribute("data-value", "19.99")

@@ -54,7 +54,7 @@ class RepeatThrottle(logging.Filter):
         self._local = threading.local()
         # What was dropped since the last summary is still told when the process exits (before
         # logging's own exit hook closes the handlers: atexit runs the later registration first).
-        atexit.register(self.flush)
+        atexit.register(self._flush_at_exit)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, _SUMMARY_FLAG, False) or getattr(self._local, "emitting", False) or record.name in self.exempt:
@@ -116,6 +116,15 @@ class RepeatThrottle(logging.Filter):
             logging.getLogger(SUMMARY_LOGGER).handle(summary)
         finally:
             self._local.emitting = False
+
+    def _flush_at_exit(self) -> None:
+        # By now a handler's stream may already be closed (a test runner's captured stderr):
+        # then the summary is lost quietly instead of printing "--- Logging error ---".
+        previous, logging.raiseExceptions = logging.raiseExceptions, False
+        try:
+            self.flush()
+        finally:
+            logging.raiseExceptions = previous
 
     def flush(self) -> None:
         """Write the summaries still pending (at exit, or in tests)."""

@@ -19,7 +19,8 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-REDIS_TEST_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
+# One Redis database per pytest-xdist worker (gw0 -> 13, gw1 -> 14, ...): tests flush theirs.
+REDIS_TEST_DB = int(os.environ.get("TEST_REDIS_DB", "13")) + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
 
 
 class PortReservation:

@@ -36,9 +36,10 @@ test: install-test
 	@scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
-## Run the benchmarks and write bench/RESULTS.md.
+## Run the benchmarks and write bench/RESULTS.md and bench/RESULTS-time-travel.md.
 bench: install-test
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/time_travel.py
 
 ## Soak the real stack with faults (worker kills, Redis restarts, a broker outage); prints one summary line.
 chaos: install-test

@@ -2,12 +2,12 @@
 import re
 import uuid
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core import signals
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from django.utils.log import log_response
 
+from core.dualmode import BothModesMiddleware
 from core.problems import problem_response
 
 _VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -17,41 +17,20 @@ def is_api_path(path: str) -> bool:
     return path.startswith("/api/")
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(BothModesMiddleware):
     """request.id is generated here, never taken from the client: it is stored in event metadata
     forever, so a client must not be able to choose it (collide with, or impersonate, another
     request). A well-formed X-Request-ID from the client is kept as request.client_request_id."""
 
-    # Both modes: one sync-only middleware would make Django run every request in a thread
-    # that stays blocked while an async view awaits (read-your-writes waits up to 10 s).
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self._is_async = iscoroutinefunction(get_response)
-        if self._is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self._is_async:
-            return self._acall(request)
-        self._tag(request)
-        response = self.get_response(request)
-        response["X-Request-ID"] = request.id
-        return response
-
-    async def _acall(self, request):
-        self._tag(request)
-        response = await self.get_response(request)
-        response["X-Request-ID"] = request.id
-        return response
-
-    @staticmethod
-    def _tag(request) -> None:
+    def before(self, request):
         request.id = uuid.uuid4().hex
         supplied = request.headers.get("X-Request-ID", "")
         request.client_request_id = supplied if _VALID.fullmatch(supplied) else None
+        return None
+
+    def after(self, request, response):
+        response["X-Request-ID"] = request.id
+        return response
 
     def process_exception(self, request, exception):
         """What a view under /api/ failed to handle: problem+json in every mode.

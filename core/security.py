@@ -8,7 +8,6 @@ import base64
 import hashlib
 import re
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.http import HttpResponse
@@ -18,6 +17,8 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
+
+from core.dualmode import BothModesMiddleware
 
 # --- login lockouts -----------------------------------------------------------------------
 
@@ -107,36 +108,18 @@ class JWTAuthenticationRevocable(JWTAuthentication):
 # --- headers ------------------------------------------------------------------------------
 
 
-def _both_modes(cls):
-    """Middleware that runs in sync and async stacks alike (see core.middleware.RequestIdMiddleware)."""
-    cls.sync_capable = True
-    cls.async_capable = True
-    return cls
-
-
-@_both_modes
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(BothModesMiddleware):
     """`Cache-Control: no-store` on every /api/ answer (problems included), and NUL refused in /admin/ query strings.
 
     Placed high in MIDDLEWARE, so that answers made by the middleware below it (problems from
     exception handling, lockouts) get the header too.
     """
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self._is_async = iscoroutinefunction(get_response)
-        if self._is_async:
-            markcoroutinefunction(self)
+    def before(self, request):
+        return self._refuse(request)
 
-    def __call__(self, request):
-        if self._is_async:
-            return self._acall(request)
-        refused = self._refuse(request)
-        return self._finish(request, refused or self.get_response(request))
-
-    async def _acall(self, request):
-        refused = self._refuse(request)
-        return self._finish(request, refused or await self.get_response(request))
+    def after(self, request, response):
+        return self._finish(request, response)
 
     @staticmethod
     def _refuse(request):

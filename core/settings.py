@@ -6,7 +6,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from django.core.exceptions import ImproperlyConfigured
 
-from core.env import env_bool, env_choice, env_date, env_int, env_list, env_str, env_time_zone  # noqa: F401
+from core.env import env_bool, env_choice, env_date, env_int, env_str, env_time_zone
 from core.env import env_database, env_hosts, env_log_level, env_pattern, env_rate, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
 """Builders for test data that go through the real commands, so events are always appended."""
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 
@@ -20,3 +21,16 @@ def project_all():
 
     while project_next_batch():
         pass
+
+
+@contextmanager
+def no_wake_up():
+    """Commits inside this block wake no projector: events_committed has no receivers meanwhile."""
+    from core.signals import events_committed
+
+    receivers = events_committed.receivers
+    events_committed.receivers = []
+    try:
+        yield
+    finally:
+        events_committed.receivers = receivers

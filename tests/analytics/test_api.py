@@ -4,7 +4,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import uuid
-from contextlib import contextmanager
 
 import pytest
 from django.db import connections
@@ -13,21 +12,10 @@ from django.db import transaction as db_transaction
 from analytics.selectors import current_week_start
 from core import eventstore
 from core.eventstore import NewEvent
-from core.signals import events_committed
-from tests.factories import approved, project_all, submit
+from tests.factories import approved, no_wake_up, project_all, submit
 
 pytestmark = pytest.mark.django_db
 MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
-
-
-@contextmanager
-def unwired_projector():
-    receivers = events_committed.receivers
-    events_committed.receivers = []
-    try:
-        yield
-    finally:
-        events_committed.receivers = receivers
 
 
 def test_weeks_in_the_range_are_zero_filled_for_every_currency(api):
@@ -103,7 +91,7 @@ def test_min_position_not_reached_in_time_is_a_503_with_retry_after(api, monkeyp
 def test_min_position_waits_for_the_projection_to_catch_up(admin_user, client_for):
     api = client_for(admin_user)
     # Commit an event without waking the projector; another thread projects it later.
-    with unwired_projector(), db_transaction.atomic():
+    with no_wake_up(), db_transaction.atomic():
         eventstore.append(stream_id=uuid.uuid4(), expected_version=0, events=[NewEvent("Noted", {})], metadata={})
     target = eventstore.last_position()
 
@@ -154,7 +142,7 @@ def test_at_a_position_the_projection_has_not_applied_yet_waits_for_it_then_read
     api = client_for(admin_user)
     approved("10.00", "EUR", MON)
     project_all()
-    with unwired_projector():
+    with no_wake_up():
         approved("5.00", "EUR", MON)
     target = eventstore.last_position()
 

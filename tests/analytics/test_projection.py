@@ -167,7 +167,6 @@ def test_an_event_that_took_a_lower_position_but_commits_later_is_still_projecte
 
     from django.db import connections
 
-    from core.eventstore import NewEvent
     from tests.factories import project_all, submit
 
     submit()  # a first event and the checkpoint row exist; project them

@@ -1,7 +1,6 @@
 """A log that cannot flood: identical records beyond a few per interval become one summary line."""
 import io
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +102,7 @@ for name in ("ledgerpulse.flood", "uvicorn.error", "asyncio"):
     output = result.stdout + result.stderr
     for name in ("ledgerpulse.flood", "uvicorn.error", "asyncio"):
         assert output.count(f"ERROR {name} socket.accept() out of system resource") == 5, name
-        assert f"repeated 9,995 more times in the last" in output and f"({name} ERROR " in output
+        assert "repeated 9,995 more times in the last" in output and f"({name} ERROR " in output
     assert output.count("Too many open files") == 3 * 5
     assert len(output.splitlines()) < 3 * 5 * 6 + 10
 

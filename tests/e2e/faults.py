@@ -25,6 +25,7 @@ from pathlib import Path
 
 import redis
 
+from tests.factories import no_wake_up
 from tests.stack import Browserless, LiveStack, PortReservation, Process, kill_group
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -327,19 +328,6 @@ def random_payments(count: int, *, seed: int, currencies=("EUR", "USD", "JPY"), 
         amount = str(units) if EXPONENTS[currency] == 0 else f"{units // 100}.{units % 100:02d}"
         out.append(Payment(amount, currency, now - timedelta(seconds=rng.randint(60, days * 86400))))
     return out
-
-
-@contextmanager
-def no_wake_up():
-    """Commits inside this block wake nobody: events_committed has no receivers meanwhile."""
-    from core.signals import events_committed
-
-    receivers = events_committed.receivers
-    events_committed.receivers = []
-    try:
-        yield
-    finally:
-        events_committed.receivers = receivers
 
 
 def insert_transactions(payments: list[Payment], *, approve: bool, chunk: int = 500) -> list[uuid.UUID]:

@@ -6,7 +6,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from core.asgi import application
-from realtime.broadcast import batch_event, publish, publish_resync
+from realtime.broadcast import publish, publish_resync
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://localhost")

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import redis
 
-from tests.factories import no_wake_up
 from tests.stack import Browserless, LiveStack, PortReservation, Process, kill_group
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -340,6 +339,8 @@ def insert_transactions(payments: list[Payment], *, approve: bool, chunk: int = 
     the commit wakes nobody: nothing tells the projector, so the caller decides when and how the
     backlog gets projected.
     """
+    # Imported here: scripts/chaos.py imports this module before Django is set up.
+    from tests.factories import no_wake_up
     from django.db import transaction
 
     from core import eventstore

@@ -34,7 +34,7 @@ run: install
 ## Run the whole test suite (PostgreSQL and Redis on loopback; see README).
 test: install-test
 	@scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 ## Run the benchmarks and write bench/RESULTS.md and bench/RESULTS-time-travel.md.
 bench: install-test

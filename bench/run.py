@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -19,18 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import configure_environment, recreate_database  # noqa: E402
+
 DB_NAME = os.environ.get("BENCH_DB", "ledgerpulse_bench")
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "10"))
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="core.settings",
-    DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-    REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
-    DJANGO_SECRET_KEY="bench-only-secret-key-0123456789abcdef0123456789",
-    DJANGO_DEBUG="false",
-    DJANGO_SECURE_COOKIES="false",
-    LOG_LEVEL="WARNING",
-    CHANNELS_PREFIX=f"lp-bench-{uuid.uuid4().hex[:6]}",
-)
+configure_environment(db_name=DB_NAME, redis_db=REDIS_DB)
 
 
 def percentile(values, pct):
@@ -42,20 +34,8 @@ def ms(seconds):
     return f"{seconds * 1000:.1f} ms"
 
 
-def recreate_database():
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    import redis
-
-    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
-
-
 def main():
-    recreate_database()
+    recreate_database(db_name=DB_NAME, redis_db=REDIS_DB)
     import django
 
     django.setup()

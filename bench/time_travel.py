@@ -24,34 +24,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import configure_environment, recreate_database  # noqa: E402
+
 QUICK = os.environ.get("QUICK") == "1"
 EVENTS = 20_000 if QUICK else 1_000_000
 DB_NAME = os.environ.get("BENCH_TT_DB", "ledgerpulse_bench_tt")
 REDIS_DB = int(os.environ.get("BENCH_TT_REDIS_DB", "9"))
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="core.settings",
-    DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-    REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
-    DJANGO_SECRET_KEY="bench-only-secret-key-0123456789abcdef0123456789",
-    DJANGO_DEBUG="false",
-    DJANGO_SECURE_COOKIES="false",
-    LOG_LEVEL="WARNING",
-    CHANNELS_PREFIX=f"lp-bench-{uuid.uuid4().hex[:6]}",
-)
+configure_environment(db_name=DB_NAME, redis_db=REDIS_DB)
 CURRENCIES = ("EUR", "USD", "JPY")
 WEEKS = 104
 WRK_SECONDS = 3 if QUICK else 10
-
-
-def recreate_database():
-    import psycopg
-    import redis
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
 
 
 def fill_log(events: int) -> None:
@@ -167,7 +149,6 @@ def replay_baseline(last: int, samples: int) -> dict:
 def approve_latency(stack, client, *, waiters: int) -> dict:
     """wrk approving pending transactions (8 connections); optionally 100 more connections waiting on min_position."""
     from core import eventstore
-    from tests.stack import Browserless
     from transactions import services
 
     ids = [str(services.transaction_submit(amount="10.00", currency="EUR", actor="bench").id) for _ in range(3000 if not QUICK else 600)]
@@ -210,7 +191,7 @@ end
 
 
 def main():
-    recreate_database()
+    recreate_database(db_name=DB_NAME, redis_db=REDIS_DB)
     import django
 
     django.setup()

@@ -85,3 +85,12 @@ def live_stack(request, transactional_db, tmp_path):
     finally:
         stack.stop()
         flush_test_redis()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (--dist loadgroup): tests that start servers, workers or a browser run on one
+    worker, one after another, so timing-sensitive ones never share the 2 cores with another such
+    test; every other test stays with the rest of its file (what --dist loadfile would do)."""
+    for item in items:
+        group = "live-stack" if item.get_closest_marker("e2e") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))

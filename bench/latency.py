@@ -1,0 +1,634 @@
+"""Latency: approve -> weekly_income.updated on a socket (idle and at 200/s), projection cost vs history, weekly income p99.
+
+`.venv/bin/python -m bench.latency [--quick]` prints its rows; `run(ctx)` is what bench/run.py calls.
+Every load generator runs in a process of its own: the paced approval sender and the websocket
+listener are child processes of this module (`--sender`, `--listener`, `--floor-server`), the
+weekly income load is wrk.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+try:  # the shared harness (bench/harness.py), once it exists
+    from bench.harness import Context, Row  # type: ignore
+except ImportError:  # pragma: no cover - standalone until then
+    Context = None
+
+    @dataclass
+    class Row:  # the harness's Row, field for field
+        scenario: str
+        ours: str
+        baseline: str
+        ratio: str
+        target: str
+        met: bool | None
+        note: str = ""
+
+
+DB_NAME = os.environ.get("BENCH_LATENCY_DB", "lp_proj_bench")
+REDIS_DB = int(os.environ.get("BENCH_LATENCY_REDIS_DB", "10"))
+USER, PASSWORD = "latency", "latency-password-123"
+WEEKS = 52
+CURRENCIES = ("EUR", "JPY", "USD")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+# --- the stack -------------------------------------------------------------------------------
+
+
+class _OwnStack:
+    """uvicorn + one Celery worker on this benchmark's database, until the harness's ctx.stack() exists."""
+
+    def __init__(self, log_dir: Path):
+        from tests.stack import LiveStack
+
+        self.live = LiveStack(env=dict(os.environ, PYTHONUNBUFFERED="1", DATABASE_POOL="true"), log_dir=log_dir)
+
+    def __enter__(self):
+        self.live.start_worker(concurrency=int(os.environ.get("BENCH_WORKER_CONCURRENCY", "1")), wait=False)
+        self.live.start_server(wait=False)
+        self.live.wait_ready(*self.live.processes.values(), timeout=60)
+        self.base_url, self.ws_url = self.live.base_url, self.live.ws_url
+        return self
+
+    def pids(self, name: str) -> list[int]:
+        from tests.stack import group_members
+
+        return group_members(self.live.processes[name].popen.pid)
+
+    def __exit__(self, *exc):
+        self.live.stop()
+
+
+@contextlib.contextmanager
+def _stack(ctx):
+    if ctx is not None and hasattr(ctx, "stack"):
+        with ctx.stack() as stack:
+            yield stack
+    else:
+        with _OwnStack(Path(tempfile.mkdtemp(prefix="bench-latency-"))) as stack:
+            yield stack
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def generate_history(events: int, *, weeks: int = WEEKS) -> None:
+    """`events` approved transactions spread over `weeks` weeks and three currencies, already projected.
+
+    Written with SQL (events, read-model rows, history rows, weekly rows, checkpoint) in seconds,
+    the same rows the projector would have written for them.
+    """
+    from django.db import connection, transaction
+
+    from analytics.projection import CHECKPOINT, current_config
+    from analytics.selectors import current_week_start
+
+    first_week = current_week_start() - timedelta(weeks=weeks - 1)
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            """
+            CREATE TEMP TABLE gen ON COMMIT DROP AS
+            SELECT g AS n, gen_random_uuid() AS id,
+                   (ARRAY['EUR','JPY','USD'])[1 + g %% 3] AS currency,
+                   (%s::date + ((g %% (%s * 7)) || ' days')::interval + interval '12 hours') AT TIME ZONE 'UTC' AS occurred_at,
+                   CASE WHEN g %% 3 = 1 THEN 100 + g %% 50 ELSE 1 + g %% 50 END AS units
+            FROM generate_series(1, %s) g
+            """,
+            [first_week, weeks, events],
+        )
+        cur.execute(
+            """
+            INSERT INTO transactions_transaction (id, amount, currency, occurred_at, reference, description, status, version,
+                created_at, decided_at, decided_by, decision_reason, last_position)
+            SELECT id, units, currency, occurred_at, '', '', 'approved', 2, now(), now(), 'bench', '', 0 FROM gen
+            """
+        )
+        cur.execute(
+            """
+            INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at)
+            SELECT id, 2, 'TransactionApproved',
+                   jsonb_build_object('transaction_id', id::text,
+                       'amount', CASE WHEN currency = 'JPY' THEN units::text ELSE units::text || '.00' END,
+                       'currency', currency, 'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                       'reason', ''),
+                   '{}'::jsonb, now()
+            FROM gen ORDER BY n
+            """
+        )
+        cur.execute(
+            """
+            INSERT INTO analytics_weeklyincomehistory (week_start, currency, position, total_minor, count)
+            SELECT week_start, currency, position,
+                   sum(minor) OVER w, count(*) OVER w
+            FROM (
+                SELECT e.position, e.data->>'currency' AS currency,
+                       date_trunc('week', (e.data->>'occurred_at')::timestamptz AT TIME ZONE 'UTC')::date AS week_start,
+                       CASE WHEN e.data->>'currency' = 'JPY' THEN (e.data->>'amount')::numeric
+                            ELSE (e.data->>'amount')::numeric * 100 END AS minor
+                FROM core_event e WHERE e.type = 'TransactionApproved'
+                  AND e.position > (SELECT coalesce(max(position), 0) FROM analytics_weeklyincomehistory)
+            ) a
+            WINDOW w AS (PARTITION BY week_start, currency ORDER BY position)
+            """
+        )
+        cur.execute("DELETE FROM analytics_weeklyincome")
+        cur.execute(
+            """
+            INSERT INTO analytics_weeklyincome (week_start, currency, total_minor, count, last_position)
+            SELECT DISTINCT ON (week_start, currency) week_start, currency, total_minor, count, position
+            FROM analytics_weeklyincomehistory ORDER BY week_start, currency, position DESC
+            """
+        )
+        cur.execute(
+            """
+            INSERT INTO analytics_projectioncheckpoint (name, position, config, updated_at)
+            VALUES (%s, (SELECT max(position) FROM core_event), %s, now())
+            ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, config = EXCLUDED.config
+            """,
+            [CHECKPOINT, current_config()],
+        )
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE")
+
+
+def append_approvals(count: int) -> None:
+    """`count` approvals in this week, EUR, committed (not projected)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(
+            """
+            WITH gen AS (SELECT g, gen_random_uuid() AS id FROM generate_series(1, %s) g),
+            t AS (INSERT INTO transactions_transaction (id, amount, currency, occurred_at, reference, description, status,
+                    version, created_at, decided_at, decided_by, decision_reason, last_position)
+                  SELECT id, 10, 'EUR', now(), '', '', 'approved', 2, now(), now(), 'bench', '', 0 FROM gen)
+            INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at)
+            SELECT id, 2, 'TransactionApproved', jsonb_build_object('transaction_id', id::text, 'amount', '10.00',
+                   'currency', 'EUR', 'occurred_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'), 'reason', ''),
+                   '{}'::jsonb, now()
+            FROM gen ORDER BY g
+            """,
+            [count],
+        )
+
+
+def submit_pending(count: int, currency: str = "EUR") -> list[str]:
+    """`count` pending transactions through the submit command (so they are real), this week."""
+    from decimal import Decimal
+
+    from transactions import services
+
+    now = datetime.now(timezone.utc)
+    return [
+        str(services.transaction_submit(actor="bench", amount=Decimal("12.50"), currency=currency, occurred_at=now).id)
+        for _ in range(count)
+    ]
+
+
+# --- scenario: projection cost per approval vs history -------------------------------------------
+
+
+def projection_cost(*, short: int, long: int, samples: int) -> dict:
+    """Seconds per approval for one-approval batches (the idle case) and 1,000-approval batches,
+    after `short` and after `long` events of history. Runs in this process, no worker running."""
+    from analytics.projection import project_next_batch
+
+    def catch_up():
+        while project_next_batch():
+            pass
+
+    def timed(batch: int) -> float:
+        append_approvals(batch)
+        started = time.perf_counter()
+        catch_up()
+        return (time.perf_counter() - started) / batch
+
+    result = {}
+    generate_history(short)
+    for label, size in (("short", short), ("long", long)):
+        if label == "long":
+            generate_history(size - short)
+        catch_up()
+        timed(1), timed(1000)  # warm
+        # Interleave single and batch samples so machine noise hits both alike.
+        singles, batches = [], []
+        for _ in range(samples):
+            singles.append(timed(1))
+            if len(batches) < 5:
+                batches.append(timed(1000))
+        result[label] = {"single": statistics.median(singles), "batch": statistics.median(batches)}
+    return result
+
+
+# --- scenario: approve -> socket, idle -------------------------------------------------------------
+
+
+def _login(stack):
+    from tests.stack import Browserless
+
+    return Browserless(stack.base_url).login(USER, PASSWORD)
+
+
+def wait_caught_up(timeout: float = 60) -> None:
+    from analytics.selectors import projection_position
+    from core import eventstore
+
+    deadline = time.monotonic() + timeout
+    while projection_position() < eventstore.last_position():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the projection did not catch up")
+        time.sleep(0.05)
+
+
+def approve_to_socket_idle(stack, client, count: int) -> dict:
+    """Sequential approvals over one keep-alive connection, one socket: send -> response -> frame."""
+    from websockets.sync.client import connect
+
+    ids = submit_pending(count)
+    wait_caught_up()
+    total, response, after = [], [], []
+    with connect(stack.ws_url, origin=stack.base_url, additional_headers={"Cookie": client.cookie_header}) as ws:
+        ws.recv(timeout=10)  # snapshot
+        for txn_id in ids:
+            started = time.perf_counter()
+            answer = client.post(f"/api/transactions/{txn_id}/approve/", {})
+            answered = time.perf_counter()
+            position = answer.json()["position"]
+            while True:
+                message = json.loads(ws.recv(timeout=10))
+                if message["type"] == "weekly_income.updated" and message["seq"] >= position:
+                    break
+            done = time.perf_counter()
+            total.append(done - started)
+            response.append(answered - started)
+            after.append(done - answered)
+            time.sleep(0.005)  # idle: the previous approval's work is over
+    return {"total": total, "response": response, "after": after}
+
+
+# --- the floor: a bare Redis PUBLISH to a plain websockets server ---------------------------------
+
+
+def floor_server(redis_url: str, channel: str) -> None:
+    """Child process: a `websockets` server that pushes every message of a Redis channel to its clients."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from websockets.asyncio.server import broadcast, serve
+
+    async def main():
+        clients = set()
+
+        async def handler(ws):
+            clients.add(ws)
+            try:
+                await ws.wait_closed()
+            finally:
+                clients.discard(ws)
+
+        pubsub = aioredis.Redis.from_url(redis_url).pubsub()
+        await pubsub.subscribe(channel)
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            print(server.sockets[0].getsockname()[1], flush=True)
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    broadcast(clients, message["data"].decode())
+
+    asyncio.run(main())
+
+
+def publish_floor(count: int) -> list[float]:
+    import redis
+    from websockets.sync.client import connect
+
+    redis_url = os.environ["REDIS_URL"]
+    channel = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.latency", "--floor-server", redis_url, channel],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        port = int(server.stdout.readline())
+        publisher = redis.Redis.from_url(redis_url)
+        samples = []
+        with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+            for i in range(count):
+                started = time.perf_counter()
+                publisher.publish(channel, json.dumps({"type": "weekly_income.updated", "seq": i}))
+                ws.recv(timeout=10)
+                samples.append(time.perf_counter() - started)
+                time.sleep(0.005)
+        return samples
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+# --- scenario: approve -> socket at a paced rate -----------------------------------------------------
+
+
+def sender(base_url: str, cookie: str, csrf: str, ids_file: str, rate: float, out: str, threads: int = 16) -> None:
+    """Child process: approve every id of `ids_file` at `rate` per second (open loop: each approval is
+    due at its scheduled time and its latency counts from then, however late a busy sender is)."""
+    from urllib.parse import urlsplit
+
+    ids = Path(ids_file).read_text().split()
+    url = urlsplit(base_url)
+    lock = threading.Lock()
+    cursor = iter(range(len(ids)))
+    results = []
+    start = time.monotonic() + 0.2
+
+    def work():
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
+        headers = {"Cookie": cookie, "X-CSRFToken": csrf, "Content-Type": "application/json"}
+        while True:
+            with lock:
+                k = next(cursor, None)
+            if k is None:
+                break
+            due = start + k / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                conn.request("POST", f"/api/transactions/{ids[k]}/approve/", body=b"{}", headers=headers)
+                answer = conn.getresponse()
+                body = answer.read()
+                position = json.loads(body)["position"] if answer.status == 200 else None
+            except (OSError, http.client.HTTPException, ValueError):
+                conn.close()
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
+                answer, position = None, None
+            with lock:
+                results.append((due, time.monotonic(), answer.status if answer else 0, position))
+        conn.close()
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    Path(out).write_text(json.dumps(results))
+
+
+def listener(ws_url: str, origin: str, cookie: str, out: str) -> None:
+    """Child process: record (time, seq) of every weekly_income.updated frame until stdin closes."""
+    from websockets.sync.client import connect
+
+    frames, snapshots = [], 0
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    with connect(ws_url, origin=origin, additional_headers={"Cookie": cookie}) as ws:
+        ws.recv(timeout=10)  # snapshot
+        print("ready", flush=True)
+        while not stop.is_set():
+            try:
+                text = ws.recv(timeout=0.2)
+            except TimeoutError:
+                continue
+            now = time.monotonic()
+            message = json.loads(text)
+            if message["type"] == "weekly_income.updated":
+                frames.append((now, message["seq"]))
+            elif message["type"] == "snapshot":
+                snapshots += 1
+                frames.append((now, message["seq"]))
+    Path(out).write_text(json.dumps({"frames": frames, "snapshots": snapshots}))
+
+
+def approve_to_socket_paced(stack, client, *, rate: float, seconds: float) -> dict:
+    """Approvals at `rate` per second from a sender process; a listener process times each one's frame."""
+    import bisect
+
+    from analytics.selectors import projection_position
+
+    count = int(rate * seconds)
+    ids = submit_pending(count)
+    wait_caught_up()
+    work = Path(tempfile.mkdtemp(prefix="bench-paced-"))
+    (work / "ids").write_text("\n".join(ids))
+    cookie, csrf = client.cookie_header, client.http.cookies["csrftoken"]
+    listen = subprocess.Popen(
+        [sys.executable, "-m", "bench.latency", "--listener", stack.ws_url, stack.base_url, cookie, str(work / "frames.json")],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert listen.stdout.readline().strip() == "ready"
+        send = subprocess.run(
+            [sys.executable, "-m", "bench.latency", "--sender", stack.base_url, cookie, csrf, str(work / "ids"), str(rate),
+             str(work / "sent.json")],
+            cwd=ROOT, timeout=seconds * 4 + 30,
+        )
+        assert send.returncode == 0
+        sent = json.loads((work / "sent.json").read_text())
+        last = max((p for *_, p in sent if p), default=0)
+        deadline = time.monotonic() + 30
+        while projection_position() < last and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        listen.stdin.close()
+        listen.wait(15)
+    frames = sorted(json.loads((work / "frames.json").read_text())["frames"], key=lambda f: f[1])
+    seqs = [seq for _, seq in frames]
+    latencies, missing = [], 0
+    for due, _answered, status, position in sent:
+        if status != 200 or position is None:
+            missing += 1
+            continue
+        i = bisect.bisect_left(seqs, position)
+        if i == len(seqs):
+            missing += 1
+            continue
+        latencies.append(frames[i][0] - due)
+    span = max(a for _, a, *_ in sent) - min(d for d, *_ in sent)
+    return {
+        "latencies": latencies,
+        "missing": missing,
+        "sent": len(sent),
+        "rate": len(sent) / span,
+        "statuses": sorted({s for _, _, s, _ in sent}),
+        # Each projected batch carries one weekly_income.updated for this week's EUR row, at its `through`.
+        "batches": len(set(seqs)),
+    }
+
+
+# --- scenario: weekly income at a paced rate ----------------------------------------------------------
+
+_WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _wrk_seconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * _WRK_UNITS[unit]
+
+
+def wrk_paced(url: str, *, headers: dict, rate: float, seconds: int, connections: int = 8) -> dict:
+    """wrk (one thread) at about `rate` requests a second: each connection waits connections/rate between requests."""
+    script = Path(tempfile.mkdtemp(prefix="bench-wrk-")) / "paced.lua"
+    lines = [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    lines.append(f"function delay() return {int(1000 * connections / rate)} end")
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout
+    dist = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": _wrk_seconds(dist["50"]),
+        "p99": _wrk_seconds(dist["99"]),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "errors": "Socket errors" in out,
+    }
+
+
+def weekly_income_raw_sql(first: date, last: date, count: int) -> list[float]:
+    """The floor: the same 156 rows straight from PostgreSQL (one query, no HTTP, no Django)."""
+    from django.db import connection
+
+    samples = []
+    with connection.cursor() as cur:
+        for _ in range(count):
+            started = time.perf_counter()
+            cur.execute(
+                "SELECT week_start, currency, total_minor, count FROM analytics_weeklyincome "
+                "WHERE week_start BETWEEN %s AND %s ORDER BY week_start, currency",
+                [first, last],
+            )
+            cur.fetchall()
+            samples.append(time.perf_counter() - started)
+    return samples
+
+
+# --- the scenario group -----------------------------------------------------------------------------
+
+
+def _setup_standalone(quick: bool) -> None:
+    from bench.common import configure_environment, recreate_database
+
+    configure_environment(db_name=DB_NAME, redis_db=REDIS_DB)
+    recreate_database(db_name=DB_NAME, redis_db=REDIS_DB)
+    import django
+
+    django.setup()
+
+
+def run(ctx) -> list[Row]:
+    quick = bool(getattr(ctx, "quick", False))
+    if ctx is None or not hasattr(ctx, "stack"):
+        _setup_standalone(quick)
+    from tests.stack import create_live_user
+    from analytics.selectors import current_week_start
+
+    rows: list[Row] = []
+    create_live_user(USER, PASSWORD)
+
+    # 1. Projection cost per approval, short vs long history (in this process, before any worker runs).
+    short, long = (1_000, 10_000) if quick else (10_000, 1_000_000)
+    cost = projection_cost(short=short, long=long, samples=10 if quick else 40)
+    for kind, label in (("single", "one approval per batch (idle)"), ("batch", "1,000 approvals per batch")):
+        ratio = cost["long"][kind] / cost["short"][kind]
+        rows.append(Row(
+            f"projection cost per approval, {label}, {long:,} vs {short:,} events of history",
+            f"{cost['long'][kind] * 1e3:.2f} ms", f"{short:,} events: {cost['short'][kind] * 1e3:.2f} ms",
+            f"{ratio:.2f}x", "<= 1.2x", ratio <= 1.2,
+        ))
+
+    with _stack(ctx) as stack:
+        client = _login(stack)
+
+        # 2. Idle approve -> socket, against the floor (a bare PUBLISH to a plain websockets server).
+        idle = approve_to_socket_idle(stack, client, 20 if quick else 200)
+        floor = publish_floor(20 if quick else 200)
+        p50, p99 = pct(idle["total"], 50), pct(idle["total"], 99)
+        note = (f"{len(idle['total'])} sequential; approve answered p50 {ms(pct(idle['response'], 50))}, "
+                f"answer -> frame p50 {ms(pct(idle['after'], 50))}, p99 {ms(pct(idle['after'], 99))}")
+        rows.append(Row("approve -> weekly_income.updated on a socket, idle, p50", f"p50 {ms(p50)}",
+                        f"bare Redis PUBLISH -> websockets server -> client: p50 {ms(pct(floor, 50))}",
+                        f"{p50 / pct(floor, 50):.1f}x", "<= 15 ms", p50 <= 0.015, note))
+        rows.append(Row("approve -> weekly_income.updated on a socket, idle, p99", f"p99 {ms(p99)}",
+                        f"bare PUBLISH floor: p99 {ms(pct(floor, 99))}", f"{p99 / pct(floor, 99):.1f}x", "<= 50 ms",
+                        p99 <= 0.050))
+
+        # 3. Approve -> socket at 200 approvals a second (open loop, sender and listener in processes of their own).
+        paced = approve_to_socket_paced(stack, client, rate=200, seconds=2 if quick else 10)
+        lat = paced["latencies"]
+        p99 = pct(lat, 99) if lat else float("inf")
+        rows.append(Row(
+            "approve -> weekly_income.updated at 200 approvals/s, p99", f"p99 {ms(p99)}", "", "", "<= 250 ms",
+            p99 <= 0.250 and not paced["missing"],
+            f"{paced['sent']} sent at {paced['rate']:.0f}/s, p50 {ms(pct(lat, 50)) if lat else '-'}, "
+            f"{paced['missing']} not seen, statuses {paced['statuses']}, {paced['batches']} projected batches",
+        ))
+
+        # 4. Weekly income, 52 weeks x 3 currencies, at 200 requests a second (wrk).
+        last_week = current_week_start()
+        first_week = last_week - timedelta(weeks=WEEKS - 1)
+        wrk = wrk_paced(
+            f"{stack.base_url}/api/analytics/weekly-income/?from={first_week}&to={last_week}",
+            headers={"Cookie": client.cookie_header}, rate=200, seconds=3 if quick else 10,
+        )
+        raw = weekly_income_raw_sql(first_week, last_week, 100 if quick else 500)
+        rows.append(Row(
+            f"GET weekly income ({WEEKS} weeks x {len(CURRENCIES)} currencies) at 200 req/s, p99", f"p99 {ms(wrk['p99'])}",
+            f"raw SQL of the same rows: p99 {ms(pct(raw, 99))}", f"{wrk['p99'] / pct(raw, 99):.1f}x", "<= 10 ms",
+            wrk["p99"] <= 0.010 and not wrk["non_2xx"],
+            f"wrk {wrk['rate']:.0f} req/s, p50 {ms(wrk['p50'])}, non-2xx {wrk['non_2xx']}",
+        ))
+    return rows
+
+
+@dataclass
+class _StandaloneContext:
+    quick: bool
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--floor-server":
+        return floor_server(*argv[1:3])
+    if argv and argv[0] == "--sender":
+        base_url, cookie, csrf, ids_file, rate, out = argv[1:7]
+        return sender(base_url, cookie, csrf, ids_file, float(rate), out)
+    if argv and argv[0] == "--listener":
+        return listener(*argv[1:5])
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI)")
+    args = parser.parse_args(argv)
+    for row in run(_StandaloneContext(quick=args.quick)):
+        print(" | ".join(str(v) for v in (row.scenario, row.ours, row.baseline, row.ratio, row.target,
+                                         {True: "met", False: "MISSED", None: ""}[row.met], row.note)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Operational scripts: the real stack's launcher (scripts/stack.py) and the chaos soak (scripts/chaos.py)."""

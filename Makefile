@@ -45,10 +45,10 @@ else
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 endif
 
-## Run the benchmarks and write bench/RESULTS.md and bench/RESULTS-time-travel.md.
+## Run every benchmark scenario (bench/*.py, wrk on the Procfile's stack) into one table, bench/RESULTS.md.
+# QUICK=1: every scenario at a tiny size (CI), the table to a scratch file; fails if a scenario crashes.
 bench: install-test
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/time_travel.py
+	$(BIN)/python -m bench.run $(if $(filter 1,$(QUICK)),--quick)
 
 ## Soak the real stack with faults (worker kills, Redis restarts, a broker outage); prints one summary line.
 chaos: install-test

@@ -1,214 +1,152 @@
-"""Benchmarks on the real stack (PostgreSQL, Redis, uvicorn, one Celery worker); writes bench/RESULTS.md.
+"""`make bench`: every scenario module in bench/, one after another, into one table in bench/RESULTS.md.
 
-Run with `make bench`. Uses its own database (ledgerpulse_bench, recreated) and Redis database 10.
+    .venv/bin/python -m bench.run [--quick] [--only NAME ...]
+
+Each scenario (bench/<name>.py, `run(ctx) -> list[Row]`, bench/harness.py) runs in a process of its own
+(`python -m bench.harness bench.<name>`), on its own recreated database and Redis database, so one
+scenario's data, settings or crash never reaches the next. A module that does not exist yet is listed
+as skipped; one that crashes is listed as crashed and makes the run fail (exit 1) after the table is
+written. --quick (`make bench QUICK=1`, CI) runs every scenario at a tiny size and writes the table
+to a scratch file in the work directory, never over bench/RESULTS.md.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
-import statistics
+import re
+import shutil
+import subprocess
 import sys
-import threading
+import tempfile
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench.common import configure_environment, recreate_database  # noqa: E402
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-DB_NAME = os.environ.get("BENCH_DB", "ledgerpulse_bench")
-REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "10"))
-configure_environment(db_name=DB_NAME, redis_db=REDIS_DB)
+from bench.harness import PG, REDIS_DBS, REDIS_HOST, Row, format_rows  # noqa: E402
 
-
-def percentile(values, pct):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
-
-
-def ms(seconds):
-    return f"{seconds * 1000:.1f} ms"
+# In order: the fan-out first (the heaviest on memory), the long data loads last.
+SCENARIOS = ("fanout", "approvals", "latency", "rebuild", "time_travel")
+RESULTS = ROOT / "bench" / "RESULTS.md"
+# A scenario that runs longer than this is stopped and reported as crashed.
+TIMEOUT_S = {True: 300, False: 3600}
 
 
-def main():
-    recreate_database(db_name=DB_NAME, redis_db=REDIS_DB)
-    import django
-
-    django.setup()
-    from tests.stack import Browserless, LiveStack, create_live_user
-
-    create_live_user("bench", "bench-password-123")
-    stack = LiveStack(env=dict(os.environ), log_dir=Path("/tmp"))
-    results = {}
-    try:
-        stack.start_worker(concurrency=1)
-        stack.start_server()
-        client = Browserless(stack.base_url).login("bench", "bench-password-123")
-        results["latency_idle"] = approve_to_socket_latency(stack, client, count=200)
-        for currency in ("USD", "JPY"):
-            for txn_id in submit_pending(client, 3, currency=currency):
-                client.post(f"/api/transactions/{txn_id}/approve/", {})
-        results["history"] = history_latency(client, count=500)
-        results["throughput"] = approve_throughput(stack, client, clients=32, seconds=8)
-        results["projection"] = projection_cost()
-    finally:
-        stack.stop()
-    write_results(results)
-
-
-def submit_pending(client, n, currency="EUR"):
-    now = datetime.now(timezone.utc).isoformat()
-    ids = []
-    for i in range(n):
-        amount = f"{100 + i % 50}" if currency == "JPY" else f"{1 + i % 50}.25"
-        response = client.post("/api/transactions/", {"amount": amount, "currency": currency, "occurred_at": now})
-        ids.append(response.json()["id"])
-    return ids
-
-
-def approve_to_socket_latency(stack, client, count):
-    """Time from sending the approve request to the weekly_income.updated frame on a socket, one at a time."""
-    from websockets.sync.client import connect
-
-    ids = submit_pending(client, count)
-    time.sleep(1.0)
-    samples = []
-    with connect(stack.ws_url, origin=stack.base_url, additional_headers={"Cookie": client.cookie_header}) as ws:
-        ws.recv(timeout=10)  # snapshot
-        for txn_id in ids:
-            started = time.perf_counter()
-            position = client.post(f"/api/transactions/{txn_id}/approve/", {}).json()["position"]
-            while True:
-                message = json.loads(ws.recv(timeout=10))
-                if message["type"] == "weekly_income.updated" and message["seq"] >= position:
-                    break
-            samples.append(time.perf_counter() - started)
-    return {"count": count, "p50": percentile(samples, 50), "p99": percentile(samples, 99), "max": max(samples)}
-
-
-def history_latency(client, count):
-    """GET 52 weeks x 3 currencies of weekly income, sequentially over one keep-alive connection."""
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        response = client.get("/api/analytics/weekly-income/", **{"from": "2025-11-24", "to": "2026-11-16"})
-        samples.append(time.perf_counter() - started)
-        assert response.status_code == 200
-    return {"count": count, "rows": len(response.json()["results"]), "p50": percentile(samples, 50), "p99": percentile(samples, 99)}
-
-
-def approve_throughput(stack, client, clients, seconds):
-    """Approvals per second with `clients` concurrent HTTP clients."""
-    from tests.stack import Browserless
-
-    ids = submit_pending(client, 6000, currency="USD")
-    cursor = iter(ids)
-    lock = threading.Lock()
-    done, statuses = [], {}
-    # Log every client in before the clock starts: a login is a deliberately slow password hash.
-    sessions = [Browserless(stack.base_url).login("bench", "bench-password-123") for _ in range(clients)]
-    deadline = time.monotonic() + seconds
-
-    def worker(me):
-        while time.monotonic() < deadline:
-            with lock:
-                txn_id = next(cursor, None)
-            if txn_id is None:
-                return
-            status = me.post(f"/api/transactions/{txn_id}/approve/", {}).status_code
-            with lock:
-                done.append(status)
-                statuses[status] = statuses.get(status, 0) + 1
-
+def run_scenario(name: str, *, quick: bool, work_root: Path) -> tuple[list[Row], str | None, float]:
+    """(rows, why it failed or None, seconds) for bench/<name>.py run in its own process."""
+    work_dir = work_root / name
+    work_dir.mkdir(parents=True, exist_ok=True)
+    rows_json = work_dir / "rows.json"
+    command = [sys.executable, "-m", "bench.harness", f"bench.{name}", "--rows-json", str(rows_json),
+               "--work-dir", str(work_dir), "--redis-db", str(REDIS_DBS.get(name, 10))]
+    if quick:
+        command.append("--quick")
+    print(f"\n== bench {name}{' (quick)' if quick else ''}", file=sys.stderr, flush=True)
     started = time.monotonic()
-    with ThreadPoolExecutor(clients) as pool:
-        for me in sessions:
-            pool.submit(worker, me)
-    elapsed = time.monotonic() - started
-    return {"clients": clients, "approvals": len(done), "seconds": elapsed, "per_second": len(done) / elapsed, "statuses": statuses}
+    try:
+        # The scenario's own output (progress, its rows) goes straight to the terminal.
+        completed = subprocess.run(command, cwd=ROOT, timeout=TIMEOUT_S[quick], stdin=subprocess.DEVNULL)
+        failure = None if completed.returncode == 0 else f"exit status {completed.returncode}"
+    except subprocess.TimeoutExpired:
+        failure = f"stopped after {TIMEOUT_S[quick]} s"
+    seconds = time.monotonic() - started
+    if failure is None and not rows_json.exists():
+        failure = "wrote no rows"
+    if failure is not None:
+        return [], failure, seconds
+    rows = [Row(**row) for row in json.loads(rows_json.read_text())]
+    return rows, None, seconds
 
 
-def projection_cost():
-    """Projector time per batch of 1,000 approvals with a short and with a long history behind it."""
-    from decimal import Decimal
+def machine_line(seconds: float) -> str:
+    """CPU, cores, memory and the versions of the services, for the line under the table."""
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as handle:
+        kib = int(re.search(r"MemTotal:\s+(\d+)", handle.read()).group(1))
+    try:
+        import psycopg
 
-    from analytics.projection import project_next_batch
-    from core.models import StoredEvent
-    from transactions.models import Transaction
+        with psycopg.connect(f"{PG}/postgres") as conn:
+            postgres = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+    except Exception as exc:  # noqa: BLE001 - the line says so
+        postgres = f"? ({exc.__class__.__name__})"
+    try:
+        import redis
 
-    def append_approvals(n):
-        # Straight inserts (no commands) so a long history is quick to build; each event has
-        # its read-model row, since the projector turns decisions into dashboard messages.
-        now = datetime.now(timezone.utc)
-        ids = [uuid.uuid4() for _ in range(n)]
-        Transaction.objects.bulk_create(
-            [
-                Transaction(id=i, amount=Decimal("10.00"), currency="EUR", occurred_at=now, status="approved", version=2,
-                            created_at=now, decided_at=now, decided_by="bench", last_position=0)
-                for i in ids
-            ],
-            batch_size=5000,
-        )
-        StoredEvent.objects.bulk_create(
-            [
-                StoredEvent(
-                    stream_id=i,
-                    version=2,
-                    type="TransactionApproved",
-                    data={"transaction_id": str(i), "amount": "10.00", "currency": "EUR", "occurred_at": now.isoformat(), "reason": ""},
-                    metadata={},
-                    recorded_at=now,
-                )
-                for i in ids
-            ],
-            batch_size=5000,
-        )
-
-    def catch_up():
-        while project_next_batch():
-            pass
-
-    def timed_batch():
-        append_approvals(1000)
-        started = time.perf_counter()
-        catch_up()
-        return time.perf_counter() - started
-
-    catch_up()
-    short = statistics.median(timed_batch() for _ in range(5))
-    append_approvals(100_000)
-    catch_up()
-    long = statistics.median(timed_batch() for _ in range(5))
-    return {"short_history": short, "long_history": long, "history_events": StoredEvent.objects.count()}
+        redis_version = redis.Redis.from_url(f"redis://{REDIS_HOST}/0").info("server")["redis_version"]
+    except Exception as exc:  # noqa: BLE001
+        redis_version = f"? ({exc.__class__.__name__})"
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0].strip()
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores, {kib / 1024 / 1024:.0f} GiB RAM; PostgreSQL {postgres}, "
+        f"Redis {redis_version}, Python {platform.python_version()}, {wrk}; "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; whole run {seconds / 60:.1f} min."
+    )
 
 
-def write_results(r):
-    lines = [
-        "# Benchmark results",
+def report(rows: list[Row], machine: str, quick: bool) -> str:
+    return "\n".join([
+        "# Benchmark results" + (" (QUICK: tiny sizes, numbers mean nothing)" if quick else ""),
         "",
-        f"`make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, Python {platform.python_version()};",
-        "PostgreSQL, Redis, one uvicorn process and one Celery worker (prefork, concurrency 1), all on this machine.",
+        "`make bench` on one machine: PostgreSQL and Redis on loopback, the stack started from the Procfile",
+        "(scripts/stack.py), load from wrk and from websocket clients in separate processes. Every baseline",
+        "ran in the same invocation, on the same machine, served the same way. A target that is missed",
+        "stays in the table as missed; its note names the profile of where the time goes (bench/profiles/).",
         "",
-        "| measure | result | budget (design) |",
-        "|---|---|---|",
-        f"| approve -> `weekly_income.updated` on a socket, idle, p50 ({r['latency_idle']['count']} sequential) | {ms(r['latency_idle']['p50'])} | <= 15 ms |",
-        f"| same, p99 | {ms(r['latency_idle']['p99'])} | <= 50 ms |",
-        f"| weekly income history ({r['history']['rows']} rows = 52 weeks x 3 currencies), p50 | {ms(r['history']['p50'])} | |",
-        f"| same, p99 ({r['history']['count']} sequential requests) | {ms(r['history']['p99'])} | <= 10 ms |",
-        f"| approve requests per second, {r['throughput']['clients']} concurrent clients | {r['throughput']['per_second']:.0f}/s ({r['throughput']['approvals']} in {r['throughput']['seconds']:.1f} s, statuses {r['throughput']['statuses']}) | >= 500/s |",
-        f"| projector, 1,000 approvals, short history (median of 5) | {ms(r['projection']['short_history'])} | |",
-        f"| projector, 1,000 approvals, after {r['projection']['history_events']:,} events (median of 5) | {ms(r['projection']['long_history'])} | independent of history |",
+        format_rows(rows),
         "",
-        "The HTTP load generator is Python (requests, threads) on the same 2 cores as the server, so the",
-        "throughput line measures the pair; it is a floor for the server, not a ceiling.",
-    ]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        machine,
+        "",
+        "Earlier results (before the wrk harness, compared with the product's own past) are in git history:",
+        "`git log -p -- bench/RESULTS.md bench/RESULTS-time-travel.md`.",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run just these scenarios (the table has only them)")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    work_root = Path(os.environ.get("BENCH_WORK") or tempfile.mkdtemp(prefix="ledgerpulse-bench-"))
+    work_root.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    rows: list[Row] = []
+    failed: list[str] = []
+    for name in args.only or SCENARIOS:
+        if not (ROOT / "bench" / f"{name}.py").exists():
+            print(f"\n== bench {name}: bench/{name}.py does not exist yet: skipped", file=sys.stderr, flush=True)
+            rows.append(Row(name, "skipped", "", "", "", None, f"bench/{name}.py does not exist yet"))
+            continue
+        scenario_rows, failure, seconds = run_scenario(name, quick=args.quick, work_root=work_root)
+        if failure is not None:
+            failed.append(name)
+            rows.append(Row(name, "crashed", "", "", "", False, f"{failure} after {seconds:.0f} s; logs in {work_root / name}"))
+        rows.extend(scenario_rows)
+        print(f"== bench {name}: {len(scenario_rows)} rows in {seconds:.0f} s{f', FAILED: {failure}' if failure else ''}",
+              file=sys.stderr, flush=True)
+    text = report(rows, machine_line(time.monotonic() - started), args.quick)
+    target = work_root / "RESULTS-quick.md" if args.quick else RESULTS
+    if args.only and not args.quick:
+        target = work_root / "RESULTS-partial.md"  # a partial run never replaces the whole table
+    target.write_text(text)
+    print("\n" + text)
+    print(f"bench: wrote {target}" + (f"; crashed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

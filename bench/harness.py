@@ -19,6 +19,7 @@ and set Django up: the scenario may use the ORM and the project's commands direc
 - ctx.client(stack): a logged-in HTTP client (session cookie + CSRF token: `.cookie_header`, `.csrf_token`).
 - ctx.wrk(url, connections=, seconds=, script=, headers=, rate=): wrk with a Lua done() that reports the
   latency distribution; returns a WrkResult.
+- compare(ours, baseline): the ratio cell ("3.2x faster", "1.4x slower"; lower_is_better=False: "0.85x").
 - ctx.profile(pid, seconds, name): a py-spy flame graph of pid and its children (blocking; run it in a
   thread while the load runs); saved under bench/profiles/ (quick runs: under ctx.work_dir).
 """
@@ -81,6 +82,15 @@ class WrkResult:
     seconds: float = 0.0
     max_ms: float = 0.0
     output: str = field(default="", repr=False)
+
+
+def compare(ours: float, baseline: float, *, lower_is_better: bool = True) -> str:
+    """The ratio cell: "3.2x faster" / "1.4x slower" (latencies, lower is better) or "0.85x" of a throughput."""
+    if not lower_is_better:
+        return f"{ours / baseline:.2f}x" if baseline else "n/a"
+    if not ours or not baseline:
+        return "n/a"
+    return f"{baseline / ours:.1f}x faster" if ours <= baseline else f"{ours / baseline:.1f}x slower"
 
 
 def lua_string(value: str) -> str:
@@ -242,9 +252,23 @@ class Context:
             stack.stop()
 
 
-def prepare(ctx: Context) -> None:
-    """Point this process at the scenario's database and Redis db, recreate and migrate both, set Django up."""
+def migrate(database_url: str) -> None:
+    """Apply the project's migrations to `database_url` (production settings, like the stack's processes)."""
+    env = stack_env(database_url=database_url, redis_url=f"redis://{REDIS_HOST}/0", secret=SECRET, LOG_LEVEL="WARNING")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True, stdin=subprocess.DEVNULL, env=env)
+
+
+def recreate_database(name: str, template: str | None = None) -> None:
+    """Drop and create database `name`, empty or as a copy of `template` (a migrated database: much faster than migrating)."""
     import psycopg
+
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+
+
+def prepare(ctx: Context, template: str | None = None) -> None:
+    """Point this process at the scenario's database and Redis db, recreate (migrated) and empty them, set Django up."""
     import redis
 
     os.environ.update(
@@ -252,11 +276,10 @@ def prepare(ctx: Context) -> None:
         CHANNELS_PREFIX=f"lp-bench-{uuid.uuid4().hex[:6]}",
         QUICK="1" if ctx.quick else "0",
     )
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{ctx.db_name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{ctx.db_name}"')
+    recreate_database(ctx.db_name, template)
     redis.Redis.from_url(ctx.redis_url).flushdb()
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True, stdin=subprocess.DEVNULL)
+    if template is None:
+        migrate(ctx.database_url)
     import django
 
     django.setup()
@@ -278,6 +301,7 @@ def parse_args(argv: list[str] | None, name: str):
     parser.add_argument("--redis-db", type=int, default=None, help="Redis database number (emptied)")
     parser.add_argument("--work-dir", type=Path, default=None, help="logs and scratch files (default: a new temp dir)")
     parser.add_argument("--rows-json", type=Path, default=None, help="also write the rows here (bench/run.py)")
+    parser.add_argument("--template", default=None, help="copy this migrated database instead of migrating (bench/run.py)")
     return parser.parse_args(argv)
 
 
@@ -298,7 +322,7 @@ def main(run: Callable[[Context], list[Row]], argv: list[str] | None = None, nam
     print(f"[bench {name}] database {ctx.db_name}, Redis db {ctx.redis_db}, quick={ctx.quick}, work dir {work_dir}",
           file=sys.stderr, flush=True)
     started = time.monotonic()
-    prepare(ctx)
+    prepare(ctx, args.template)
     try:
         rows = run(ctx)
     finally:

@@ -28,11 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import PG, REDIS_DBS, REDIS_HOST, Row, format_rows  # noqa: E402
+from bench.harness import PG, REDIS_DBS, REDIS_HOST, Row, format_rows, migrate, recreate_database  # noqa: E402
 
 # In order: the fan-out first (the heaviest on memory), the long data loads last.
 SCENARIOS = ("fanout", "approvals", "latency", "rebuild", "time_travel")
 RESULTS = ROOT / "bench" / "RESULTS.md"
+# Migrated once per run; every scenario's database starts as a copy of it.
+TEMPLATE = "ledgerpulse_bench_template"
 # A scenario that runs longer than this is stopped and reported as crashed.
 TIMEOUT_S = {True: 300, False: 3600}
 
@@ -43,7 +45,7 @@ def run_scenario(name: str, *, quick: bool, work_root: Path) -> tuple[list[Row],
     work_dir.mkdir(parents=True, exist_ok=True)
     rows_json = work_dir / "rows.json"
     command = [sys.executable, "-m", "bench.harness", f"bench.{name}", "--rows-json", str(rows_json),
-               "--work-dir", str(work_dir), "--redis-db", str(REDIS_DBS.get(name, 10))]
+               "--work-dir", str(work_dir), "--redis-db", str(REDIS_DBS.get(name, 10)), "--template", TEMPLATE]
     if quick:
         command.append("--quick")
     print(f"\n== bench {name}{' (quick)' if quick else ''}", file=sys.stderr, flush=True)
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     work_root = Path(os.environ.get("BENCH_WORK") or tempfile.mkdtemp(prefix="ledgerpulse-bench-"))
     work_root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    recreate_database(TEMPLATE)
+    migrate(f"{PG}/{TEMPLATE}")
     rows: list[Row] = []
     failed: list[str] = []
     for name in args.only or SCENARIOS:

@@ -1,42 +1,31 @@
-"""Time travel and read-your-writes on a 1M-event log, loaded by wrk; writes bench/RESULTS-time-travel.md.
+"""Time travel and read-your-writes on a 1M-event log (4k with --quick), loaded by wrk (bench/harness.py).
 
-Run with `make bench` (or `.venv/bin/python bench/time_travel.py`; QUICK=1 for a 20k-event log).
-Uses its own database (ledgerpulse_bench_tt, recreated) and Redis database 9. Measures, in one run:
-- `?at=P` (random P) through uvicorn against PostgreSQL's own GROUP BY over the log up to P (what a
-  user would write instead) and against replaying the log into pandas (what the API did before);
+    .venv/bin/python -m bench.time_travel [--quick]
+
+Measures, in one run, on the Procfile's web line with no Celery worker (the projection stays behind):
+- `?at=P` (random P) against PostgreSQL's own GROUP BY over the log up to P (what a user would write
+  instead) and against replaying the log into pandas (what the API did before);
 - approve latency under wrk alone, and again while 100 readers wait on `min_position`.
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench.common import configure_environment, recreate_database  # noqa: E402
+from bench.harness import Context, Row, compare
 
-QUICK = os.environ.get("QUICK") == "1"
-EVENTS = 20_000 if QUICK else 1_000_000
-DB_NAME = os.environ.get("BENCH_TT_DB", "ledgerpulse_bench_tt")
-REDIS_DB = int(os.environ.get("BENCH_TT_REDIS_DB", "9"))
-configure_environment(db_name=DB_NAME, redis_db=REDIS_DB)
 CURRENCIES = ("EUR", "USD", "JPY")
 WEEKS = 104
-WRK_SECONDS = 3 if QUICK else 10
 
 
-def fill_log(events: int) -> None:
+def fill_log(events: int, database_url: str) -> None:
     """events/2 transactions, each submitted then approved, spread over two years and three currencies.
 
     Written with COPY for speed: bench data, not a claim about the append path."""
@@ -55,7 +44,7 @@ def fill_log(events: int) -> None:
         approved = {"transaction_id": str(stream), "amount": amount, "currency": currency, "occurred_at": occurred, "reason": ""}
         for version, kind, data in ((1, "TransactionSubmitted", submitted), (2, "TransactionApproved", approved)):
             buffer.write(f"{stream}\t{version}\t{kind}\t{json.dumps(data)}\t{{}}\t{recorded}\n")
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}") as conn:
+    with psycopg.connect(database_url) as conn:
         with conn.cursor().copy("COPY core_event (stream_id, version, type, data, metadata, recorded_at) FROM STDIN") as copy:
             copy.write(buffer.getvalue())
         conn.execute("ANALYZE core_event")
@@ -70,31 +59,6 @@ def project_everything() -> float:
     return time.perf_counter() - started
 
 
-def wrk(url: str, *, lua: str, connections: int, seconds: int, threads: int = 2) -> dict:
-    """Run wrk with a Lua script and parse its latency distribution."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(lua)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    os.unlink(script.name)
-
-    def latency(label):
-        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        value, unit = float(match.group(1)), match.group(2)
-        return value / {"us": 1000, "ms": 1, "s": 0.001}[unit]
-
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-    }
-
-
 def lua_get(cookie: str, path_expr: str) -> str:
     return f"""
 math.randomseed(7)
@@ -103,7 +67,7 @@ request = function() return wrk.format("GET", {path_expr}) end
 """
 
 
-def group_by_baseline(last: int, samples: int) -> dict:
+def group_by_baseline(last: int, samples: int, database_url: str) -> dict:
     """The query a user would write instead: aggregate the log up to P in PostgreSQL."""
     import psycopg
 
@@ -114,7 +78,7 @@ def group_by_baseline(last: int, samples: int) -> dict:
           AND (data->>'occurred_at')::timestamptz >= now() - interval '12 weeks'
         GROUP BY 1, 2"""
     rng, times = random.Random(3), []
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}") as conn:
+    with psycopg.connect(database_url) as conn:
         for _ in range(samples):
             started = time.perf_counter()
             conn.execute(sql, (rng.randint(1, last),)).fetchall()
@@ -146,15 +110,10 @@ def replay_baseline(last: int, samples: int) -> dict:
     return {"p50_ms": statistics.median(times), "max_ms": max(times), "samples": samples}
 
 
-def approve_latency(stack, client, *, waiters: int) -> dict:
-    """wrk approving pending transactions (8 connections); optionally 100 more connections waiting on min_position."""
-    from core import eventstore
-    from transactions import services
-
-    ids = [str(services.transaction_submit(amount="10.00", currency="EUR", actor="bench").id) for _ in range(3000 if not QUICK else 600)]
-    cookie, csrf = client.cookie_header, client.http.cookies["csrftoken"]
+def approve_script(ids: list[str]) -> str:
+    """wrk Lua: POST approve for each id once (each wrk thread takes every other id)."""
     ids_lua = ",".join(f'"{i}"' for i in ids)
-    approve = f"""
+    return f"""
 local ids = {{{ids_lua}}}
 local n = 0
 local threads = 0
@@ -165,96 +124,89 @@ end
 wrk.method = "POST"
 wrk.body = "{{}}"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Cookie"] = "{cookie}"
-wrk.headers["X-CSRFToken"] = "{csrf}"
 request = function()
-  -- Each wrk thread takes every other id, so no id is approved twice.
   n = n + 1
-  return wrk.format("POST", "/api/transactions/" .. ids[((2 * n + me) % #ids) + 1] .. "/approve/")
+  return wrk.format("POST", "/api/transactions/" .. ids[((2 * n + (me or 0)) % #ids) + 1] .. "/approve/")
 end
 """
-    background = None
+
+
+def approve_latency(ctx: Context, stack, client, *, waiters: int, seconds: int):
+    """wrk approving pending transactions (8 connections); optionally `waiters` more connections waiting on min_position."""
+    from core import eventstore
+    from transactions import services
+
+    count = 100 if ctx.quick else 3000
+    ids = [str(services.transaction_submit(amount="10.00", currency="EUR", actor="bench").id) for _ in range(count)]
+    headers = {"Cookie": client.cookie_header, "X-CSRFToken": client.csrf_token}
+    background, settle = None, 1 if ctx.quick else 2
     if waiters:
         # No worker runs: the projection stays behind the log, so every reader waits its full 10 s.
         target = eventstore.last_position()
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(lua_get(cookie, f'"/api/analytics/weekly-income/?min_position={target}"'))
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", dir=ctx.work_dir, delete=False) as script:
+            script.write(lua_get(client.cookie_header, f'"/api/analytics/weekly-income/?min_position={target}"'))
         background = subprocess.Popen(
-            ["wrk", "-t1", f"-c{waiters}", f"-d{WRK_SECONDS + 4}s", "--timeout", "20s", "-s", script.name, stack.base_url],
-            stdout=subprocess.PIPE, text=True,
+            ["wrk", "-t1", f"-c{waiters}", f"-d{seconds + settle + 2}s", "--timeout", "20s", "-s", script.name, stack.base_url],
+            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         )
-        time.sleep(2)
-    result = wrk(stack.base_url, lua=approve, connections=8, seconds=WRK_SECONDS)
-    if background:
-        background.wait()
-    return result
-
-
-def main():
-    recreate_database(db_name=DB_NAME, redis_db=REDIS_DB)
-    import django
-
-    django.setup()
-    from core import eventstore
-    from tests.stack import Browserless, LiveStack, create_live_user
-
-    fill_started = time.perf_counter()
-    fill_log(EVENTS)
-    fill_seconds = time.perf_counter() - fill_started
-    projection_seconds = project_everything()
-    last = eventstore.last_position()
-    create_live_user("bench", "bench-password-123")
-    stack = LiveStack(env=dict(os.environ), log_dir=Path(tempfile.mkdtemp()))
-    r = {"events": last, "fill_s": fill_seconds, "projection_s": projection_seconds}
+        time.sleep(settle)  # every reader connected and waiting before the approvals start
     try:
-        stack.start_server()
-        client = Browserless(stack.base_url).login("bench", "bench-password-123")
-        at = f'"/api/analytics/weekly-income/?at=" .. math.random(1, {last})'
-        r["at_12w_c1"] = wrk(stack.base_url, lua=lua_get(client.cookie_header, at), connections=1, threads=1, seconds=WRK_SECONDS)
-        r["at_12w"] = wrk(stack.base_url, lua=lua_get(client.cookie_header, at), connections=8, seconds=WRK_SECONDS)
-        year = '"/api/analytics/weekly-income/?from=" .. os.date("!%Y-%m-%d", os.time() - 51*7*86400) .. "&at=" .. math.random(1, ' + str(last) + ")"
-        r["at_52w"] = wrk(stack.base_url, lua=lua_get(client.cookie_header, year), connections=8, seconds=WRK_SECONDS)
-        r["now_12w"] = wrk(stack.base_url, lua=lua_get(client.cookie_header, '"/api/analytics/weekly-income/"'), connections=8, seconds=WRK_SECONDS)
-        r["group_by"] = group_by_baseline(last, samples=5 if QUICK else 10)
-        r["replay"] = replay_baseline(last, samples=2)
-        r["approve_alone"] = approve_latency(stack, client, waiters=0)
-        r["approve_waiting"] = approve_latency(stack, client, waiters=100)
+        return ctx.wrk(stack.base_url, connections=8, seconds=seconds, script=approve_script(ids), headers=headers)
     finally:
-        stack.stop()
-    write_results(r)
+        if background:
+            background.wait(seconds + 30)
 
 
-def write_results(r):
-    def row(name, m, note=""):
-        return f"| {name} | {m['p50_ms']:.1f} ms | {m['p99_ms']:.1f} ms | {m['rps']:.0f}/s | {m['non_2xx']} | {note} |"
+def run(ctx: Context) -> list[Row]:
+    from core import eventstore
 
-    lines = [
-        "# Time travel and read-your-writes",
-        "",
-        f"`bench/time_travel.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores: PostgreSQL, Redis and one",
-        f"uvicorn process on this machine, load from wrk ({WRK_SECONDS} s per line).",
-        f"Log: {r['events']:,} events ({r['events'] // 2:,} approvals over {WEEKS} weeks, 3 currencies), written by COPY in",
-        f"{r['fill_s']:.0f} s and projected (rows + one history row per approval) by the real projector in {r['projection_s']:.0f} s.",
-        "",
-        "| request | p50 | p99 | throughput | non-2xx | note |",
-        "|---|---|---|---|---|---|",
-        row("`?at=P` random P, 12 weeks x 3 currencies, 1 connection", r["at_12w_c1"], "budget p99 <= 20 ms"),
-        row("`?at=P` random P, 12 weeks x 3 currencies, 8 connections", r["at_12w"]),
-        row("`?at=P` random P, 52 weeks x 3 currencies", r["at_52w"]),
-        row("current weekly income, 12 weeks (no `at`)", r["now_12w"], "same server, same run"),
-        row("approve, 8 connections, nobody waiting", r["approve_alone"]),
-        row("approve, 8 connections, 100 readers waiting on `min_position`", r["approve_waiting"], "readers hold no pooled connection"),
-        "",
-        "Baselines for `?at=P`, same log, same run (sequential, in-process):",
-        "",
-        f"- PostgreSQL `GROUP BY` over the approved events up to P (12 weeks): p50 {r['group_by']['p50_ms']:.0f} ms,"
-        f" max {r['group_by']['max_ms']:.0f} ms ({r['group_by']['samples']} queries).",
-        f"- replaying the log up to P into pandas (the previous implementation): p50 {r['replay']['p50_ms']:.0f} ms,"
-        f" max {r['replay']['max_ms']:.0f} ms ({r['replay']['samples']} replays).",
+    events = 4_000 if ctx.quick else 1_000_000
+    seconds = 1 if ctx.quick else 10
+    fill_started = time.perf_counter()
+    fill_log(events, ctx.database_url)
+    fill_s = time.perf_counter() - fill_started
+    projection_s = project_everything()
+    last = eventstore.last_position()
+    r = {}
+    with ctx.stack(worker=False) as stack:
+        client = ctx.client(stack)
+        cookie = {"Cookie": client.cookie_header}
+        at = f'"/api/analytics/weekly-income/?at=" .. math.random(1, {last})'
+        r["at_12w_c1"] = ctx.wrk(stack.base_url, connections=1, seconds=seconds, script=lua_get(client.cookie_header, at))
+        r["at_12w"] = ctx.wrk(stack.base_url, connections=8, seconds=seconds, script=lua_get(client.cookie_header, at))
+        year = '"/api/analytics/weekly-income/?from=" .. os.date("!%Y-%m-%d", os.time() - 51*7*86400) .. "&at=" .. math.random(1, ' + str(last) + ")"
+        r["at_52w"] = ctx.wrk(stack.base_url, connections=8, seconds=seconds, script=lua_get(client.cookie_header, year))
+        r["now_12w"] = ctx.wrk(stack.base_url + "/api/analytics/weekly-income/", connections=8, seconds=seconds, headers=cookie)
+        group_by = group_by_baseline(last, 5 if ctx.quick else 10, ctx.database_url)
+        replay = replay_baseline(last, samples=1 if ctx.quick else 2)
+        alone = approve_latency(ctx, stack, client, waiters=0, seconds=seconds)
+        waiting = approve_latency(ctx, stack, client, waiters=20 if ctx.quick else 100, seconds=seconds)
+    for name, result in r.items():
+        if result.non_2xx or result.errors:
+            raise RuntimeError(f"{name}: {result.non_2xx} non-2xx responses, {result.errors} socket errors")
+    log = f"{last:,} events (fill {fill_s:.0f} s, projection {projection_s:.0f} s)"
+
+    def lat(result) -> str:
+        return f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {result.requests_per_s:.0f} req/s"
+
+    c1 = r["at_12w_c1"]
+    return [
+        Row("time travel `?at=P`, 12 weeks x 3 currencies, 1 connection", lat(c1),
+            f"PostgreSQL GROUP BY up to P: p50 {group_by['p50_ms']:.0f} ms", compare(c1.p50_ms, group_by["p50_ms"]),
+            "p99 <= 20 ms", c1.p99_ms <= 20, log),
+        Row("time travel `?at=P`, 12 weeks x 3 currencies, 8 connections", lat(r["at_12w"]),
+            f"replay into pandas (before): p50 {replay['p50_ms']:.0f} ms", compare(r["at_12w"].p50_ms, replay["p50_ms"]),
+            "", None, log),
+        Row("time travel `?at=P`, 52 weeks x 3 currencies, 8 connections", lat(r["at_52w"]),
+            f"current weekly income, 12 weeks: {lat(r['now_12w'])}", f"{r['at_52w'].p50_ms / r['now_12w'].p50_ms:.1f}x the p50",
+            "", None, "same server, same run"),
+        Row(f"approve, 8 connections, {20 if ctx.quick else 100} readers waiting on `min_position`", lat(waiting),
+            f"nobody waiting: {lat(alone)}", f"{waiting.p99_ms / alone.p99_ms:.1f}x the p99", "", None,
+            "readers hold no pooled connection"),
     ]
-    (ROOT / "bench" / "RESULTS-time-travel.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    from bench.harness import main
+
+    main(run)

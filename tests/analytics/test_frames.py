@@ -4,7 +4,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from analytics.frames import weekly_totals
+from analytics.frames import weekly_running_totals, weekly_totals
 
 
 def records(*rows):
@@ -113,6 +113,29 @@ def test_currencies_with_zero_and_three_minor_digits_sum_exactly():
         week_start="monday",
     )
     assert {r["currency"]: r["total_minor"] for r in as_dicts(frame)} == {"JPY": 1_000_000_000, "KWD": 1_235}
+
+
+def test_it_gives_each_approval_its_buckets_running_total_in_position_order():
+    # Positions out of order, two buckets interleaved, a local midnight between them, a pre-1970 instant.
+    frame = weekly_running_totals(
+        records(
+            (7, "2026-11-22T23:30:00+00:00", "EUR", 4),  # Monday 23 Nov in Berlin
+            (3, "2026-11-17T08:00:00+00:00", "EUR", 1),
+            (5, "2026-11-18T08:00:00+00:00", "JPY", 100),
+            (4, "2026-11-22T22:59:00+00:00", "EUR", 2),  # 23:59 Sunday in Berlin: still week 16 Nov
+            (9, "1969-12-31T23:30:00+00:00", "EUR", 8),  # Thursday 1 Jan 1970 in Berlin
+        ),
+        time_zone="Europe/Berlin",
+        week_start="monday",
+    )
+    assert [tuple(row) for row in frame.itertuples(index=False, name=None)] == [
+        (date(2026, 11, 16), "EUR", 3, 1, 1),
+        (date(2026, 11, 16), "EUR", 4, 3, 2),
+        (date(2026, 11, 16), "JPY", 5, 100, 1),
+        (date(2026, 11, 23), "EUR", 7, 4, 1),
+        (date(1969, 12, 29), "EUR", 9, 8, 1),
+    ]
+    assert all(type(total) is int for total in frame["total_minor"])
 
 
 def test_no_records_give_an_empty_frame():

@@ -1,8 +1,8 @@
 """make chaos: a bounded soak of the whole stack under faults, on loopback only.
 
 Recreates its own database (ledgerpulse_chaos) and starts its own redis-server on a free port (the
-machine's shared Redis and PostgreSQL servers are never stopped), then uvicorn, two Celery workers and
-Celery beat (tests/stack.py). ~16 logged-in HTTP clients approve transactions while a dashboard
+machine's shared Redis and PostgreSQL servers are never stopped), then the Procfile's web line, two
+Celery workers and Celery beat (scripts/stack.py). ~16 logged-in HTTP clients approve transactions while a dashboard
 websocket keeps per-(week, currency) totals (reconnecting and resuming whenever it is dropped), and
 faults are injected on a schedule: kill -9 a worker (and start a new one), restart the redis-server
 (down 2 s), and a broker outage (down ~5 s). When the traffic stops and the projection has caught up,
@@ -108,20 +108,14 @@ class Chaos:
     def start(self) -> None:
         from tests.e2e.faults import RedisServer
 
+        from scripts.stack import stack_env
+
         self.redis = RedisServer(self.log_dir).start()
-        env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "DATABASE_POOL"}}
-        env.update(
-            DJANGO_SETTINGS_MODULE="core.settings",
-            DATABASE_URL=f"{PG}/{DB_NAME}",
-            REDIS_URL=self.redis.url(0),
-            DJANGO_SECRET_KEY="chaos-only-secret-key-0123456789abcdef0123456789",
-            DJANGO_DEBUG="false",
-            DJANGO_SECURE_COOKIES="false",
-            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-            LOG_LEVEL="WARNING",
-            CHANNELS_PREFIX=f"lp-chaos-{uuid.uuid4().hex[:6]}",
-            PROJECTION_CATCH_UP_SECONDS="2",
-            PYTHONUNBUFFERED="1",
+        base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_POOL", "WEB_CONCURRENCY"}}
+        env = stack_env(
+            database_url=f"{PG}/{DB_NAME}", redis_url=self.redis.url(0), base=base,
+            secret="chaos-only-secret-key-0123456789abcdef0123456789", prefix=f"lp-chaos-{uuid.uuid4().hex[:6]}",
+            LOG_LEVEL="WARNING", PROJECTION_CATCH_UP_SECONDS="2",
         )
         os.environ.clear()
         os.environ.update(env)
@@ -131,10 +125,10 @@ class Chaos:
         import django
 
         django.setup()
-        from tests.stack import LiveStack, create_live_user
+        from scripts.stack import Stack, create_live_user
 
         create_live_user("chaos", PASSWORD)
-        self.stack = LiveStack(env=dict(os.environ), log_dir=self.log_dir)
+        self.stack = Stack(env=dict(os.environ), log_dir=self.log_dir)
         self.stack.start_server()
         self.start_worker()
         self.start_worker()
@@ -316,7 +310,7 @@ class Chaos:
         from tests.e2e.faults import (
             Ledger, insert_transactions, money, pg_connect, random_payments, rest_weekly_income, stored_weekly_income,
         )
-        from tests.stack import Browserless
+        from scripts.stack import Browserless
 
         self.start()
         with ThreadPoolExecutor(4) as pool:  # logins are slow password hashes: before the clock starts

@@ -21,6 +21,7 @@ from transactions.serializers import (
     RejectInput,
     TransactionCreateInput,
     TransactionOutput,
+    transaction_payload,
 )
 
 CanAdd = staff_with("transactions.add_transaction")
@@ -70,7 +71,7 @@ class TransactionListCreateApi(APIView):
             raise ValidationError(filterset.errors)
         paginator = NewestFirstCursorPagination()
         page = paginator.paginate_queryset(filterset.qs, request, view=self)
-        return paginator.get_paginated_response(TransactionOutput(page, many=True).data)
+        return paginator.get_paginated_response([transaction_payload(txn) for txn in page])
 
     @extend_schema(
         operation_id="transactions_create",
@@ -91,19 +92,29 @@ class TransactionListCreateApi(APIView):
         payload = TransactionCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         txn = services.transaction_submit(**_origin(request), **payload.validated_data)
-        return Response(TransactionOutput(txn).data, status=status.HTTP_201_CREATED)
+        return Response(transaction_payload(txn), status=status.HTTP_201_CREATED)
 
 
 class TransactionDetailApi(APIView):
     @extend_schema(operation_id="transactions_retrieve", summary="A transaction", responses={200: TransactionOutput, **PROBLEM_RESPONSES(401, 403, 404)})
     def get(self, request, transaction_id):
-        return Response(TransactionOutput(selectors.transaction_get(transaction_id=transaction_id)).data)
+        return Response(transaction_payload(selectors.transaction_get(transaction_id=transaction_id)))
 
 
 def _decision_response(decision: services.Decision) -> Response:
-    body = TransactionOutput(decision.transaction).data
+    body = transaction_payload(decision.transaction)
     body["position"] = decision.position
     return Response(body, status=status.HTTP_200_OK)
+
+
+def _decision_input(request, serializer_class) -> dict:
+    """The validated body; the usual approval sends `{}`, which needs no serializer to mean "no reason, any version"."""
+    data = request.data
+    if type(data) is dict and not data and serializer_class is ApproveInput:
+        return {"reason": ""}
+    payload = serializer_class(data=data)
+    payload.is_valid(raise_exception=True)
+    return payload.validated_data
 
 
 class TransactionApproveApi(APIView):
@@ -120,11 +131,7 @@ class TransactionApproveApi(APIView):
     )
     @idempotent
     def post(self, request, transaction_id):
-        payload = ApproveInput(data=request.data)
-        payload.is_valid(raise_exception=True)
-        decision = services.transaction_approve(
-            transaction_id=transaction_id, **_origin(request), **payload.validated_data
-        )
+        decision = services.transaction_approve(transaction_id=transaction_id, **_origin(request), **_decision_input(request, ApproveInput))
         return _decision_response(decision)
 
 
@@ -140,11 +147,7 @@ class TransactionRejectApi(APIView):
     )
     @idempotent
     def post(self, request, transaction_id):
-        payload = RejectInput(data=request.data)
-        payload.is_valid(raise_exception=True)
-        decision = services.transaction_reject(
-            transaction_id=transaction_id, **_origin(request), **payload.validated_data
-        )
+        decision = services.transaction_reject(transaction_id=transaction_id, **_origin(request), **_decision_input(request, RejectInput))
         return _decision_response(decision)
 
 

@@ -2,6 +2,7 @@
 import re
 from decimal import Decimal, InvalidOperation
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -119,6 +120,33 @@ class TransactionOutput(serializers.ModelSerializer):
 
     def get_amount(self, obj) -> str:
         return format_amount(obj.amount, obj.currency)
+
+
+def _iso(value):
+    """A datetime as TransactionOutput (DRF's DateTimeField) writes it: in the current time zone, UTC as `Z`."""
+    if value is None:
+        return None
+    text = value.astimezone(timezone.get_current_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def transaction_payload(txn: Transaction) -> dict:
+    """TransactionOutput's JSON, built directly: a ModelSerializer costs about 1 ms of introspection per
+    instance, the largest Python cost of an approval (TransactionOutput stays as the schema's description)."""
+    return {
+        "id": str(txn.id),
+        "amount": format_amount(txn.amount, txn.currency),
+        "currency": txn.currency,
+        "occurred_at": _iso(txn.occurred_at),
+        "reference": txn.reference,
+        "description": txn.description,
+        "status": txn.status,
+        "version": txn.version,
+        "created_at": _iso(txn.created_at),
+        "decided_at": _iso(txn.decided_at),
+        "decided_by": txn.decided_by,
+        "decision_reason": txn.decision_reason,
+    }
 
 
 class DecisionOutput(TransactionOutput):

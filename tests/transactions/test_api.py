@@ -255,3 +255,29 @@ def test_occurred_at_with_an_extreme_offset_is_stored_in_utc(api):
     response = create(api, occurred_at="2026-11-18T09:30:00-21:53")
     assert response.status_code == 201
     assert response.json()["occurred_at"] == "2026-11-19T07:23:00Z"
+
+
+@pytest.mark.parametrize("decided", ["pending", "approved", "rejected"])
+def test_the_plain_payload_is_exactly_what_the_model_serializer_writes(decided):
+    from transactions import services
+    from transactions.serializers import TransactionOutput, transaction_payload
+
+    txn = submit(amount="1234" if decided == "rejected" else "1234.5", currency="JPY" if decided == "rejected" else "USD", reference="R-1", description="two\nlines")
+    if decided == "approved":
+        txn = services.transaction_approve(transaction_id=txn.id, actor="tester", reason="ok").transaction
+    elif decided == "rejected":
+        txn = services.transaction_reject(transaction_id=txn.id, actor="tester", reason="no").transaction
+    txn = Transaction.objects.get(pk=txn.pk)
+    assert transaction_payload(txn) == dict(TransactionOutput(txn).data)
+
+
+def test_an_empty_approval_body_means_what_the_input_serializer_says(api):
+    from transactions.serializers import ApproveInput
+
+    payload = ApproveInput(data={})
+    assert payload.is_valid() and dict(payload.validated_data) == {"reason": ""}
+    txn = submit()
+    response = api.post(f"/api/transactions/{txn.id}/approve/", {}, format="json")
+    assert response.status_code == 200, response.content
+    assert Transaction.objects.get(pk=txn.id).decision_reason == ""
+    assert_problem(api.post(f"/api/transactions/{submit().id}/approve/", {"reason": 5}, format="json"), 400, "reason")

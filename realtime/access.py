@@ -2,6 +2,7 @@
 
 A socket is checked when it opens, whenever realtime.revocation says its user changed, and every
 REALTIME_ACCESS_RECHECK_SECONDS (changes made outside the ORM, sessions that expired or were deleted).
+`verdicts` answers for many sockets at once with a few queries (the hub's sweeps and handshake storms).
 """
 from __future__ import annotations
 
@@ -48,10 +49,35 @@ def _hash_matches(user, session_hash: str) -> bool:
     )
 
 
-def _session_refusal(user, session_key: str) -> Refusal | None:
-    """The session the socket was opened with must still exist and still sign in this user."""
+def _load_session(session_key: str) -> dict:
     engine = import_module(settings.SESSION_ENGINE)
-    data = engine.SessionStore(session_key).load()  # {} when deleted or expired; creates nothing
+    return engine.SessionStore(session_key).load()  # {} when deleted or expired; creates nothing
+
+
+def _load_sessions(session_keys) -> dict[str, dict]:
+    """Each session's data ({} when gone); one query with the database engine, one load per key otherwise."""
+    keys = list(dict.fromkeys(k for k in session_keys if k))
+    if not keys:
+        return {}
+    if settings.SESSION_ENGINE != "django.contrib.sessions.backends.db":
+        return {key: _load_session(key) for key in keys}
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.utils import timezone
+
+    store = SessionStore()
+    model = store.model
+    data = {key: {} for key in keys}
+    for start in range(0, len(keys), 1000):
+        rows = model.objects.filter(session_key__in=keys[start:start + 1000], expire_date__gt=timezone.now())
+        for key, encoded in rows.values_list("session_key", "session_data"):
+            data[key] = store.decode(encoded)
+    return data
+
+
+def _session_refusal(user, session_key: str, data: dict | None = None) -> Refusal | None:
+    """The session the socket was opened with must still exist and still sign in this user."""
+    if data is None:
+        data = _load_session(session_key)
     if data.get(SESSION_KEY) != user._meta.pk.value_to_string(user):
         return Refusal(CLOSE_UNAUTHENTICATED, "signed out")
     if data.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS:
@@ -68,14 +94,17 @@ def verdict(*, user_id, session_key: str | None = None, auth_hash: str | None = 
     auth_hash: the user's session auth hash when the socket opened (ticket sockets): a password
     change since then ends the socket.
     """
-    User = get_user_model()
-    user = User._default_manager.filter(pk=user_id).first()
+    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    return _judge(user, session_key, auth_hash)
+
+
+def _judge(user, session_key: str | None, auth_hash: str | None, session_data: dict | None = None) -> Refusal | Grant:
     if user is None:
         return Refusal(CLOSE_UNAUTHENTICATED, "account removed")
     if not getattr(user, "is_active", True):
         return Refusal(CLOSE_UNAUTHENTICATED, "account deactivated")
     if session_key is not None:
-        refusal = _session_refusal(user, session_key)
+        refusal = _session_refusal(user, session_key, session_data)
         if refusal is not None:
             return refusal
     elif auth_hash is not None and not constant_time_compare(auth_hash, user.get_session_auth_hash()):
@@ -86,3 +115,20 @@ def verdict(*, user_id, session_key: str | None = None, auth_hash: str | None = 
     if permission and not user.has_perm(permission):
         return Refusal(CLOSE_FORBIDDEN, f"needs the {permission} permission")
     return Grant(auth_hash=user.get_session_auth_hash())
+
+
+def verdicts(requests: list[tuple]) -> list[Refusal | Grant]:
+    """verdict() for many (user_id, session_key, auth_hash) at once: one query for the users, one for the
+    sessions (database engine), and a permission check per distinct user only when one is required."""
+    users = get_user_model()._default_manager.in_bulk({user_id for user_id, _, _ in requests})
+    sessions = _load_sessions(session_key for _, session_key, _ in requests)
+    answers: dict[tuple, Refusal | Grant] = {}
+    result = []
+    for request in requests:
+        answer = answers.get(request)
+        if answer is None:
+            user_id, session_key, auth_hash = request
+            user = users.get(user_id)
+            answer = answers[request] = _judge(user, session_key, auth_hash, sessions.get(session_key, {}))
+        result.append(answer)
+    return result

@@ -1,10 +1,10 @@
 """Publishing to the admin_dashboard group from synchronous code (a Celery worker, a command).
 
 One channel-layer message per projected batch: it covers event positions (after, through]
-and carries the batch's dashboard messages, each encoded to JSON once here; consumers
-forward the text as is. Consecutive batches chain, so a consumer that receives a batch
-starting past what it has applied knows it missed one (dropped for capacity, or lost)
-and sends its client a fresh snapshot instead.
+and carries the batch's dashboard messages, each encoded to JSON once here; each process's
+hub (realtime.hub) receives it once and forwards the texts as they are to its sockets.
+Consecutive batches chain, so a socket whose position is behind a batch's start knows it
+missed one (lost while Redis was away) and is sent a fresh snapshot instead.
 """
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ logger = logging.getLogger(__name__)
 
 BATCH_EVENT = "dashboard.batch"
 RESYNC_EVENT = "dashboard.resync"
+ACCESS_CHANGED = "access.changed"
+
+
+def access_group() -> str:
+    """The group every process's hub joins for `access.changed` messages; each names its user."""
+    return f"{settings.REALTIME_GROUP}.access"
 
 
 def item(message: dict) -> dict:

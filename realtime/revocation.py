@@ -1,10 +1,11 @@
 """Tell open sockets when their user's rights change, so they close within seconds.
 
-Every dashboard consumer joins its user's group (user_group). After a change to the user commits
-(active, staff or superuser status, password, permissions, groups, the user deleted) or when one of
-the user's sessions logs out, an `access.changed` message goes to that group; each consumer then
-checks its user again from the database (realtime.access) and closes with 4401 or 4403 if they no
-longer qualify. Changes made outside the ORM are caught by the consumer's periodic re-check.
+After a change to a user commits (active, staff or superuser status, password, permissions, groups,
+the user deleted) or when one of the user's sessions logs out, an `access.changed` message naming
+the user goes to the access group, which each process's hub (realtime.hub) has joined once; the hub
+checks that user's local sockets again from the database (realtime.access) and closes them with
+4401 or 4403 if the user no longer qualifies. Changes made outside the ORM are caught by the hub's
+periodic sweep.
 
 Unused tickets of a user whose password or rights changed are spent at once, in the same
 transaction, so a ticket issued before the change cannot open a socket after it.
@@ -27,25 +28,19 @@ from realtime.access import session_digest
 
 logger = logging.getLogger(__name__)
 
-ACCESS_CHANGED = "access.changed"
 # The user fields whose change can end a socket.
 WATCHED_FIELDS = ("password", "is_active", "is_staff", "is_superuser")
 
 
-def user_group(user_id) -> str:
-    """The channel-layer group of one user's sockets."""
-    return f"{settings.REALTIME_GROUP}.user.{user_id}"
-
-
 def notify(user_id, *, ended_session: str | None = None) -> None:
     """Send access.changed to a user's sockets now. Never raises: the periodic re-check is the safety net."""
-    from realtime.broadcast import send_to_group
+    from realtime.broadcast import ACCESS_CHANGED, access_group, send_to_group
 
-    event = {"type": ACCESS_CHANGED}
+    event = {"type": ACCESS_CHANGED, "user_id": str(user_id)}
     if ended_session:
         event["ended_session"] = ended_session
     try:
-        send_to_group(user_group(user_id), event)
+        send_to_group(access_group(), event)
     except Exception:  # noqa: BLE001
         logger.warning(
             "telling user %s's sockets that their access changed failed; they are re-checked within %s s",

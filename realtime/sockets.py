@@ -1,10 +1,12 @@
 """How many dashboard sockets each user has open, so one account cannot hold thousands.
 
 With REDIS_URL the count is shared by every ASGI process: one sorted set per user in Redis, a
-member per socket (its channel name) scored with the time its lease ends. A consumer renews its
-lease every LEASE_RENEW_SECONDS; a process that dies without saying goodbye leaves members that
-expire after LEASE_SECONDS, so crashed processes do not hold slots for ever. Redis's clock is the
-only clock used. Without Redis (embedded mode, tests) the count is kept in this process.
+member per socket (its process's hub id and a number) scored with the time its lease ends. The
+process's hub renews the leases of all its sockets every LEASE_RENEW_SECONDS in one pipeline; a
+process that dies without saying goodbye leaves members that expire after LEASE_SECONDS, so crashed
+processes do not hold slots for ever. Redis's clock is the only clock used. The client's pool is
+bounded and makes callers wait for a connection (a storm of handshakes queues, never fails). Without
+Redis (embedded mode, tests) the count is kept in this process.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ class MemorySlots:
         held.add(channel)
         return True
 
-    async def renew(self, user_key: str, channel: str) -> None:
+    async def renew_many(self, held) -> None:
         pass
 
     async def release(self, user_key: str, channel: str) -> None:
@@ -48,7 +50,7 @@ class MemorySlots:
         return len(self.held.get(user_key, ()))
 
 
-# KEYS[1] the user's set; ARGV: member, limit (0: no limit, a renewal), lease seconds.
+# KEYS[1] the user's set; ARGV: member, limit, lease seconds.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -62,6 +64,21 @@ redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
 redis.call('EXPIRE', KEYS[1], math.ceil(lease) + 1)
 return 1
 """
+
+
+# Many members at once: KEYS[1] the user's set; ARGV: lease seconds, then the members.
+_RENEW = """
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], until_, ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
+return #ARGV - 1
+"""
+# Connections one process's slot client may hold; a handshake past them waits for one.
+POOL_SIZE = 16
+POOL_WAIT_SECONDS = 10
 
 
 class RedisSlots:
@@ -84,8 +101,12 @@ class RedisSlots:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS, socket_timeout=5, socket_connect_timeout=5
+            )
+            client = redis.asyncio.Redis(connection_pool=pool)
             client.acquire_script = client.register_script(_ACQUIRE)
+            client.renew_script = client.register_script(_RENEW)
             self._clients[loop] = client
         return client
 
@@ -97,12 +118,21 @@ class RedisSlots:
             logger.warning("counting sockets in Redis failed; this socket is not counted", exc_info=True)
             return True
 
-    async def renew(self, user_key: str, channel: str) -> None:
+    async def renew_many(self, held) -> None:
+        """Renew every (user_key, member) lease of this process: one script call per user, one round trip."""
+        by_user: dict[str, list[str]] = defaultdict(list)
+        for user_key, member in held:
+            by_user[user_key].append(member)
+        if not by_user:
+            return
         try:
             client = self._client()
-            await client.acquire_script(keys=[self.key(user_key)], args=[channel, 0, self.lease])
+            async with client.pipeline(transaction=False) as pipe:
+                for user_key, members in by_user.items():
+                    await client.renew_script(keys=[self.key(user_key)], args=[self.lease, *members], client=pipe)
+                await pipe.execute()
         except Exception:  # noqa: BLE001
-            logger.warning("renewing a socket's lease in Redis failed", exc_info=True)
+            logger.warning("renewing %d sockets' leases in Redis failed", sum(map(len, by_user.values())), exc_info=True)
 
     async def release(self, user_key: str, channel: str) -> None:
         try:

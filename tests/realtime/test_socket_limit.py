@@ -82,7 +82,7 @@ async def test_it_frees_the_slots_of_a_crashed_process_when_their_lease_ends(red
     assert await redis_slots.acquire("7", "crashed", 2)
     assert await redis_slots.acquire("7", "alive", 2)
     await asyncio.sleep(1.2)
-    await redis_slots.renew("7", "alive")  # a live consumer renews; the crashed one cannot
+    await redis_slots.renew_many([("7", "alive")])  # a live process renews; the crashed one cannot
     await asyncio.sleep(1.2)
     assert await redis_slots.acquire("7", "new", 2)
     assert not await redis_slots.acquire("7", "one-too-many", 2)

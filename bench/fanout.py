@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -78,6 +79,8 @@ class Fanout:
     def summary(self) -> str:
         if self.error:
             return f"{self.system}: failed ({self.error})"
+        if not self.lasts:
+            return f"{self.system}: no deliveries"
         return f"{self.system}: p50 {self.p50 * 1000:.0f} ms, p99 {self.p99 * 1000:.0f} ms"
 
 
@@ -291,6 +294,9 @@ def measure_all(ctx, *, systems=("ours", "stock", "floor")) -> dict[tuple[str, i
     raise_fd_limit()
     quick = ctx.quick
     sizes = QUICK_SIZES if quick else SIZES
+    if os.environ.get("FANOUT_SIZES"):  # a shorter run by hand: FANOUT_SIZES=1000
+        sizes = tuple(int(n) for n in os.environ["FANOUT_SIZES"].split(","))
+    systems = tuple(os.environ.get("FANOUT_SYSTEMS", ",".join(systems)).split(","))
     publishes = QUICK_PUBLISHES if quick else PUBLISHES
     storm = QUICK_STORM if quick else STORM
     settle = 0.2 if quick else 1.0
@@ -354,7 +360,7 @@ def _opened_note(result: Fanout) -> str:
 
 
 def rows_from(results: dict[tuple[str, int], Fanout], *, quick: bool) -> list[Row]:
-    sizes = QUICK_SIZES if quick else SIZES
+    sizes = sorted({size for _system, size in results})
     small, large = sizes[0], sizes[-1]
     rows = []
     for size, stat, target_text, limit in (
@@ -370,11 +376,11 @@ def rows_from(results: dict[tuple[str, int], Fanout], *, quick: bool) -> list[Ro
             met = o <= limit and (size == small or (s is not None and s / o >= 5))
             if quick:
                 met = None  # tiny sizes: the targets are for the full sizes
-        other = lambda r: r.summary() if r is not None else "not run"  # noqa: E731
+        other = lambda r: r.summary().split(": ", 1)[1] if r is not None else "not run"  # noqa: E731
         rows.append(Row(
             scenario=f"Fan-out, {size:,} sockets: publish -> last socket ({stat}, {len(ours.lasts) if ours else 0} publishes)",
             ours=f"{stat} {_ms(o)} (p50 {_ms(ours.p50)}, p99 {_ms(ours.p99)})" if o is not None else other(ours),
-            baseline=f"stock RedisChannelLayer {other(stock).split(': ', 1)[1]}; floor (Redis PUBLISH + websockets) {other(floor).split(': ', 1)[1]}",
+            baseline=f"stock RedisChannelLayer {other(stock)}; floor (Redis PUBLISH + websockets) {other(floor)}",
             ratio=ratio,
             target=target_text,
             met=met,
@@ -432,7 +438,10 @@ def rows_from(results: dict[tuple[str, int], Fanout], *, quick: bool) -> list[Ro
 
 # --- entry points ------------------------------------------------------------------------------------
 def run(ctx) -> list[Row]:
-    return rows_from(measure_all(ctx), quick=ctx.quick)
+    results = measure_all(ctx)
+    raw = {f"{system}@{size}": dataclasses.asdict(result) for (system, size), result in results.items()}
+    (Path(ctx.work_dir) / "fanout-raw.json").write_text(json.dumps(raw, indent=1, default=str))
+    return rows_from(results, quick=ctx.quick)
 
 
 if __name__ == "__main__":

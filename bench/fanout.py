@@ -65,6 +65,7 @@ class Fanout:
     missing: int = 0  # deliveries that never came (within the collect timeout)
     rss_per_socket: float | None = None  # bytes
     cpu_per_delivery: float | None = None  # seconds
+    client_cpu_per_delivery: float | None = None  # seconds, the load client's own
     storm: OpenResult | None = None
     error: str | None = None
 
@@ -234,7 +235,7 @@ class Servers:
 # --- one scenario run ----------------------------------------------------------------------------
 def _measure(client: LoadClient, publish, result: Fanout, publishes: int, pids: list[int], marks) -> None:
     deliveries = 0
-    cpu_before = cpu_seconds(pids)
+    cpu_before, client_before = cpu_seconds(pids), client.cpu_seconds()
     for _ in range(publishes):
         mark = next(marks)
         started = time.monotonic()
@@ -245,9 +246,10 @@ def _measure(client: LoadClient, publish, result: Fanout, publishes: int, pids: 
         result.missing += max(0, live - len(times))
         deliveries += len(times)
         time.sleep(GAP)
-    cpu = cpu_seconds(pids) - cpu_before
+    cpu, client_cpu = cpu_seconds(pids) - cpu_before, client.cpu_seconds() - client_before
     if deliveries:
         result.cpu_per_delivery = cpu / deliveries
+        result.client_cpu_per_delivery = client_cpu / deliveries
 
 
 def _session(system: str, stack, client: LoadClient, *, sockets: int, publishes: int, storm: int, prepare, marks, settle: float) -> Fanout:
@@ -432,6 +434,10 @@ def rows_from(results: dict[tuple[str, int], Fanout], *, quick: bool) -> list[Ro
         if ours and stock and ours.cpu_per_delivery and stock.cpu_per_delivery else "n/a",
         target="none",
         met=None,
+        note="load client (raw asyncio sockets, 2 processes) used "
+        + ", ".join(f"{r.system} {r.client_cpu_per_delivery * 1e6:.0f} us" for r in (ours, stock, floor)
+                    if r is not None and r.client_cpu_per_delivery is not None)
+        + " of CPU per delivery",
     ))
     return rows
 

@@ -261,6 +261,9 @@ class Worker:
                 self.waiters.remove(entry)
         return {"times": self.arrivals.pop(mark, []), "live": len(self.live), "drops": self.drops}
 
+    async def cpu(self):
+        return {"cpu": time.process_time()}
+
     async def close_all(self):
         for sock in list(self.live):
             sock.close()
@@ -288,7 +291,7 @@ def _serve(conn) -> None:
                 await worker.close_all()
                 conn.send({"stopped": True})
                 return
-            handler = {"open": worker.open, "collect": worker.collect, "close": worker.close_all}[op]
+            handler = {"open": worker.open, "collect": worker.collect, "close": worker.close_all, "cpu": worker.cpu}[op]
             try:
                 conn.send(await handler(**command))
             except Exception as exc:  # noqa: BLE001 - the benchmark must hear about it, not hang
@@ -368,6 +371,10 @@ class LoadClient:
         replies = self._all([dict(op="collect", mark=mark, timeout=timeout)] * len(self.pipes), timeout + 30)
         times = [t for reply in replies for t in reply["times"]]
         return times, sum(reply["live"] for reply in replies)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the client processes have used so far (to show the client is not the bottleneck)."""
+        return sum(reply["cpu"] for reply in self._all([dict(op="cpu")] * len(self.pipes), 30))
 
     def close_all(self) -> int:
         return sum(reply["closed"] for reply in self._all([dict(op="close")] * len(self.pipes), 60))

@@ -1,9 +1,94 @@
-"""Append-only event store: optimistic concurrency per stream, gap-safe global positions."""
+"""Append-only event store: optimistic concurrency per stream, gap-safe reads by global position.
+
+Why reads need care. Positions come from a sequence when the INSERT runs, but
+transactions commit in any order: while position 10 is still in flight, 11 can
+commit, and a reader that took 11 and resumed `after=11` would skip 10 forever.
+Until issue 10 every append took `LOCK TABLE core_event IN EXCLUSIVE MODE` until
+COMMIT, so positions became visible in order; it also admitted one committing
+appender at a time (approvals topped out near one per lock hold). Appenders no
+longer serialize; readers make sure instead that they never step over a
+position that may still commit.
+
+The rule (read_all). A reader reads positions in order and returns only the run
+that has no *hole*: a position missing below a visible one. A hole is either in
+flight (its transaction has not ended: the common case under concurrency, gone
+in milliseconds) or final (its transaction rolled back, lost a version race, or
+the sequence skipped values after a crash: rare, and permanent). The reader
+never passes a hole until it has proved it final:
+
+1. Every transaction that draws a position holds ROW EXCLUSIVE on core_event
+   from before the draw until it ends (the INSERT locks the table before it
+   evaluates the column default; append() even takes the lock explicitly
+   first). Positions come only from that default, and the sequence never hands
+   out a value twice.
+2. SHARE mode conflicts with ROW EXCLUSIVE. So once a reader holds SHARE on
+   core_event, every transaction that drew a position before that moment has
+   ended, and every position at or below the highest one drawn so far is final:
+   committed (and visible to any later statement) or never going to exist. The
+   reader takes SHARE inside a savepoint and rolls the savepoint back at once,
+   which releases it: the lock is held for one statement, never for the rest of
+   the reader's transaction. A hole below the highest position seen under SHARE
+   is final; the reader reads again (a new statement, a new snapshot) and passes
+   it. The proven position is remembered per process (positions at or below it
+   are final forever), so old holes cost nothing the next time; a reader only
+   trusts a value it read *before* its query took its snapshot.
+3. Cost control. SHARE is first tried with NOWAIT: when no other append is in
+   flight (idle, or a rolled-back append and nothing else) the proof is
+   immediate and blocks nobody. Under load some append is always in flight and
+   NOWAIT fails; then a young hole (the event just above it was recorded less
+   than EVENT_STORE_HOLE_GRACE_MS ago) is almost surely in flight, so the reader
+   simply stops before it: that transaction's commit wakes the projector again,
+   and a feed client pages again. Only a hole older than the grace is proved by
+   waiting, at most EVENT_STORE_HOLE_WAIT_MS. While it waits, new appends queue
+   behind it (PostgreSQL grants locks in order), so the wait is short and, after
+   a failed wait, not tried again in this process within the grace. A wait that
+   runs out only means "not proved yet": the reader returns what is proved.
+   Safety never depends on a clock; the clock only decides when to spend a wait.
+
+This is the gap-detection family (Axon's GapAwareTrackingToken ages a gap by
+the timestamp of the event after it; Marten's high-water agent, Eventuous and
+protean stop at the first gap), with the wall-clock "skip a stale gap" step
+replaced by a proof. We did not order readers by (xid, position) with
+pg_snapshot_xmin: that needs a two-part cursor, and every caller here (the
+projector's checkpoint, the REST feed's `after`, read-your-writes'
+`min_position`, the snapshot's `pending.as_of`) resumes from one integer. And
+filtering `xid < pg_snapshot_xmin(...)` while resuming by position is not safe:
+a transaction can hold an older xid and a newer position than one still in
+flight.
+
+What else each reader gets:
+* read_all(after=P): gap-safe as above; the projector and GET /api/events/.
+* last_position(): the highest *committed* position. "Does the log reach P?"
+  (`min_position` validation, lag). Not a resume point: a lower position may
+  still commit.
+* contiguous_through(floor): for a REPEATABLE READ snapshot (the dashboard
+  snapshot's `pending.as_of`): the end of the unbroken run above `floor`, where
+  `floor` is a position known gap-safe before the snapshot began (the projection
+  checkpoint read in it). A frozen snapshot cannot see a late commit, so it
+  passes no hole; read_all in such a transaction likewise stops at any hole.
+
+Writers. append() takes ROW EXCLUSIVE explicitly, with lock_timeout
+EVENT_STORE_LOCK_TIMEOUT_MS, so a session holding a conflicting lock (an
+operator's LOCK TABLE, a TRUNCATE) still turns into a retryable 503
+`event_store_busy`; appenders never wait for each other there. Optimistic
+concurrency: the stream's version is read and checked; two appenders that both
+pass the check insert the same (stream_id, version), the unique index makes the
+second wait for the first and fail, and that is a ConcurrencyConflict. Commands
+also lock their read-model row first, so decisions on one transaction queue up
+and the loser sees the new version (409), never the index.
+
+SQLite admits one writer at a time, from BEGIN IMMEDIATE to COMMIT, and numbers
+rows inside that lock: positions become visible in order and any visible hole
+is final, so none of the above is needed there.
+"""
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from django.conf import settings
@@ -13,6 +98,8 @@ from django.utils import timezone
 from core.errors import Conflict, DomainError
 from core.models import StoredEvent
 from core.signals import events_committed
+
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class ConcurrencyConflict(Conflict):
@@ -26,7 +113,7 @@ class ConcurrencyConflict(Conflict):
 
 
 class EventStoreBusy(DomainError):
-    """The append lock was not free within EVENT_STORE_LOCK_TIMEOUT_MS; nothing was written."""
+    """The event table stayed locked (by an operator, a TRUNCATE) past EVENT_STORE_LOCK_TIMEOUT_MS; nothing was written."""
 
     status_code = 503
     code = "event_store_busy"
@@ -55,38 +142,33 @@ class RecordedEvent:
         return cls(row.position, row.stream_id, row.version, row.type, row.data, row.metadata, row.recorded_at)
 
 
-def _lock_for_append() -> None:
-    """Serialize appends so that positions become visible in the order they were taken.
+def _is_lock_timeout(exc: OperationalError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE
 
-    A sequence hands out positions at INSERT time but transactions commit in any
-    order, so without this a reader could see position 11 commit before 10 and
-    skip 10 forever. The EXCLUSIVE lock (as the eventsourcing library does) lets
-    readers through but admits one appender at a time until it commits. We chose
-    it over reading below the oldest in-flight transaction id because it is
-    obviously correct. It is not free: from LOCK to COMMIT an approval holds it
-    for the INSERT, the read-model UPDATE and the COMMIT's WAL flush. Measured on
-    PostgreSQL 15 (2 vCPUs, shared with other load): one thread approving 2,000
-    transactions, p50 3.0 ms / p99 7.6 ms; 8 threads, p50 4-14 ms / p99 10-33 ms;
-    through the API with an Idempotency-Key (the answer is stored before COMMIT),
-    8 threads, p50 13-20 ms / p99 45-150 ms. So appends top out near 1/hold
-    (100-200 a second here), and the wait is bounded by EVENT_STORE_LOCK_TIMEOUT_MS.
-    SQLite needs nothing: it already admits one writer at a time.
-    """
+
+def _lock_and_read_version(stream_id) -> int:
+    """Join the appenders (ROW EXCLUSIVE, a bounded wait) and read the stream's version, in one round trip."""
     if connection.vendor != "postgresql":
-        return
-    # Bounded wait: a holder that never lets go (a stuck session, an operator's open
-    # transaction) turns into a retryable 503 instead of requests piling up behind it.
-    # The timeout covers only this statement; later waits in the transaction keep the default.
+        return stream_version(stream_id)
+    # ROW EXCLUSIVE does not conflict with itself: appenders never wait for each other
+    # here. It waits only for a session holding SHARE or stronger (an operator's LOCK
+    # TABLE, a TRUNCATE, a reader proving a hole final for a few ms); that wait is bounded
+    # and becomes a retryable 503. The timeout covers only this statement.
     timeout_ms = int(settings.EVENT_STORE_LOCK_TIMEOUT_MS)
     try:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SET LOCAL lock_timeout = '{timeout_ms}ms'; "
-                "LOCK TABLE core_event IN EXCLUSIVE MODE; "
-                "SET LOCAL lock_timeout TO DEFAULT"
+                "LOCK TABLE core_event IN ROW EXCLUSIVE MODE; "
+                "SET LOCAL lock_timeout TO DEFAULT; "
+                "SELECT coalesce(max(version), 0) FROM core_event WHERE stream_id = %s",
+                [stream_id],
             )
+            while cursor.description is None and cursor.nextset():  # skip to the SELECT's result
+                pass
+            return cursor.fetchone()[0]
     except OperationalError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) == "55P03":  # lock_not_available
+        if _is_lock_timeout(exc):
             raise EventStoreBusy(f"The event store stayed locked for {timeout_ms} ms; nothing was written, retry.") from exc
         raise
 
@@ -108,8 +190,7 @@ def append(*, stream_id, expected_version: int, events: Iterable[NewEvent], meta
     events = list(events)
     if not events:
         return []
-    _lock_for_append()
-    actual = stream_version(stream_id)
+    actual = _lock_and_read_version(stream_id)
     if actual != expected_version:
         raise ConcurrencyConflict(stream_id, expected_version, actual)
     now = timezone.now()
@@ -127,8 +208,9 @@ def append(*, stream_id, expected_version: int, events: Iterable[NewEvent], meta
     try:
         StoredEvent.objects.bulk_create(rows)
     except IntegrityError:
-        # Only reachable if something appended without the lock; still a conflict.
-        # The transaction is aborted now, so the actual version cannot be read.
+        # Another appender took this version between our check and our INSERT (the
+        # unique index made us wait for it to commit). The transaction is aborted now,
+        # so the actual version cannot be read.
         raise ConcurrencyConflict(stream_id, expected_version, None) from None
     recorded = [RecordedEvent.from_row(row) for row in rows]
     last_position = recorded[-1].position
@@ -139,10 +221,162 @@ def append(*, stream_id, expected_version: int, events: Iterable[NewEvent], meta
     return recorded
 
 
+# --- gap-safe reading (the argument is in the module docstring) -----------------------
+
+_proof_lock = threading.Lock()
+# Per database: every position at or below this is final (proved under SHARE).
+_proven_final: dict[tuple, int] = {}
+# Per database: no waiting proof before this monotonic time (one just ran out).
+_no_wait_until: dict[tuple, float] = {}
+
+
+def _database_key() -> tuple:
+    params = connection.settings_dict
+    return (connection.alias, params.get("HOST"), params.get("PORT"), params.get("NAME"))
+
+
+def _proven_through() -> int:
+    return _proven_final.get(_database_key(), 0)
+
+
+def _remember_proven(position: int) -> None:
+    key = _database_key()
+    with _proof_lock:
+        if position > _proven_final.get(key, 0):
+            _proven_final[key] = position
+
+
+def forget_proofs() -> None:
+    """For tests that recreate the database: positions start again from 1."""
+    with _proof_lock:
+        _proven_final.clear()
+        _no_wait_until.clear()
+
+
+def _unbroken(positions: list[int], after: int, proven: int) -> int:
+    """How many of `positions` (ascending, all > after) a reader may take: up to the first hole not known final."""
+    expected = after + 1
+    for index, position in enumerate(positions):
+        if position != expected and position - 1 > proven:
+            return index
+        expected = position + 1
+    return len(positions)
+
+
+_PROOF_SQL = (
+    "SAVEPOINT lp_hole_proof; {timeout}"
+    "LOCK TABLE core_event IN SHARE MODE{nowait}; "
+    "SELECT (SELECT coalesce(max(position), 0) FROM core_event), "
+    "EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' "
+    "AND relation = 'core_event'::regclass AND mode = 'RowExclusiveLock'); "
+    "ROLLBACK TO SAVEPOINT lp_hole_proof; RELEASE SAVEPOINT lp_hole_proof"
+)
+
+
+def _prove(*, wait_ms: int | None) -> int | None:
+    """The highest position at or below which every hole is final, or None if that was not proved in time.
+
+    Takes SHARE on core_event in a savepoint (NOWAIT, or waiting at most `wait_ms`) and
+    rolls the savepoint back in the same round trip, which releases the lock.
+    """
+    sql = _PROOF_SQL.format(
+        timeout="" if wait_ms is None else f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'; ",
+        nowait=" NOWAIT" if wait_ms is None else "",
+    )
+    # LOCK needs a transaction block; a caller without one gets a short one of its own.
+    with (nullcontext() if connection.in_atomic_block else transaction.atomic()), connection.cursor() as cursor:
+        try:
+            cursor.execute(sql)
+        except OperationalError as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT lp_hole_proof; RELEASE SAVEPOINT lp_hole_proof")
+            if _is_lock_timeout(exc):
+                return None
+            raise
+        while cursor.description is None and cursor.nextset():
+            pass
+        highest, appended_here = cursor.fetchone()
+    if not appended_here:
+        # This transaction's own uncommitted appends are visible to it alone: a value
+        # that counts them must not be shared with the rest of the process.
+        _remember_proven(highest)
+    return highest
+
+
+def _hole_is_young(event: StoredEvent) -> bool:
+    grace = timedelta(milliseconds=int(settings.EVENT_STORE_HOLE_GRACE_MS))
+    return timezone.now() - event.recorded_at < grace
+
+
+def _prove_hole_below(event: StoredEvent) -> int | None:
+    """Try to prove final the hole just below `event`: NOWAIT first, then a short wait if it is old."""
+    proven = _prove(wait_ms=None)
+    if proven is not None or _hole_is_young(event):
+        return proven
+    key = _database_key()
+    if time.monotonic() < _no_wait_until.get(key, 0.0):
+        return None
+    proven = _prove(wait_ms=int(settings.EVENT_STORE_HOLE_WAIT_MS))
+    if proven is None:
+        with _proof_lock:
+            _no_wait_until[key] = time.monotonic() + int(settings.EVENT_STORE_HOLE_GRACE_MS) / 1000
+    return proven
+
+
+def _snapshot_is_frozen() -> bool:
+    """REPEATABLE READ or stricter: every statement sees the transaction's first snapshot."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('transaction_isolation') <> 'read committed'")
+        return cursor.fetchone()[0]
+
+
+def _read_rows(after: int, limit: int) -> list[StoredEvent]:
+    return list(StoredEvent.objects.filter(position__gt=after).order_by("position")[:limit])
+
+
 def read_all(*, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-    """Events with position > `after`, in position order: safe to resume from the last one seen."""
-    rows = StoredEvent.objects.filter(position__gt=after).order_by("position")[:limit]
-    return [RecordedEvent.from_row(row) for row in rows]
+    """Events with position > `after`, in position order, never past a position that may still commit.
+
+    Safe to resume from the last one returned. An empty or short answer does not mean
+    the log ends there: a transaction still in flight may hold the next position.
+    """
+    if connection.vendor != "postgresql":
+        return [RecordedEvent.from_row(row) for row in _read_rows(after, limit)]
+    # Taken before the query: a proof that finished after the query's snapshot was taken
+    # could cover a late commit this query cannot see.
+    proven = _proven_through()
+    rows = _read_rows(after, limit)
+    positions = [row.position for row in rows]
+    if _unbroken(positions, after, 0) == len(rows):
+        return [RecordedEvent.from_row(row) for row in rows]  # no hole: the common case, no extra cost
+    if _snapshot_is_frozen():
+        # A frozen snapshot cannot see a late commit, and may predate any proof: stop at the hole.
+        taken = _unbroken(positions, after, 0)
+    else:
+        taken = _unbroken(positions, after, proven)
+        if taken < len(rows) and (newly_proven := _prove_hole_below(rows[taken])) is not None:
+            rows = _read_rows(after, limit)  # a new statement, a new snapshot: sees what filled the hole
+            taken = _unbroken([row.position for row in rows], after, newly_proven)
+    return [RecordedEvent.from_row(row) for row in rows[:taken]]
+
+
+CONTIGUOUS_SCAN = 10_000
+
+
+def contiguous_through(floor: int) -> int:
+    """The end of the unbroken run of positions above `floor` that this transaction sees.
+
+    For a REPEATABLE READ snapshot (analytics.snapshot): pass as `floor` a position
+    known gap-safe before the snapshot began, such as the projection checkpoint read in
+    the same snapshot. Every event at or below the answer that will ever commit is then
+    visible in this snapshot. No hole above `floor` is passed (a frozen snapshot cannot
+    tell a rolled-back position from a late commit), and at most CONTIGUOUS_SCAN
+    positions are looked at: the answer may be low, never too high.
+    """
+    positions = list(
+        StoredEvent.objects.filter(position__gt=floor).order_by("position").values_list("position", flat=True)[:CONTIGUOUS_SCAN]
+    )
+    taken = _unbroken(positions, floor, 0) if connection.vendor == "postgresql" else len(positions)
+    return positions[taken - 1] if taken else floor
 
 
 def read_stream(stream_id) -> list[RecordedEvent]:
@@ -151,4 +385,5 @@ def read_stream(stream_id) -> list[RecordedEvent]:
 
 
 def last_position() -> int:
+    """The highest committed position: the log reaches at least this far. Not a resume point (see read_all)."""
     return StoredEvent.objects.order_by("-position").values_list("position", flat=True).first() or 0

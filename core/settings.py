@@ -192,6 +192,11 @@ READYZ_MAX_PROJECTION_LAG_SECONDS = env_int("READYZ_MAX_PROJECTION_LAG_SECONDS",
 # --- write path ---------------------------------------------------------------
 # How long an append waits for the event store's lock before answering a retryable 503.
 EVENT_STORE_LOCK_TIMEOUT_MS = env_int("EVENT_STORE_LOCK_TIMEOUT_MS", 2000, minimum=1, maximum=60_000)
+# Readers stop before a hole in the positions younger than this (almost surely a commit in
+# flight); an older one they prove final, waiting at most EVENT_STORE_HOLE_WAIT_MS (appends
+# queue behind that wait). See core.eventstore.
+EVENT_STORE_HOLE_GRACE_MS = env_int("EVENT_STORE_HOLE_GRACE_MS", 250, minimum=0, maximum=60_000)
+EVENT_STORE_HOLE_WAIT_MS = env_int("EVENT_STORE_HOLE_WAIT_MS", 50, minimum=1, maximum=5_000)
 # An Idempotency-Key whose request died (no answer stored) can be retried after this long.
 IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10, minimum=1, maximum=3600)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from analytics.frames import weekly_running_totals
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
@@ -45,6 +45,8 @@ class ProjectedBatch:
     through: int
     event_count: int
     messages: list[dict] = field(default_factory=list)
+    # The read returned fewer events than it asked for: nothing more was readable then.
+    short: bool = False
 
 
 def current_config() -> str:
@@ -134,6 +136,20 @@ def _apply(running: pd.DataFrame) -> list[WeeklyIncome]:
     return changed
 
 
+def _commit_without_waiting_for_disk() -> None:
+    """Let this transaction's COMMIT return before its WAL reaches disk (PostgreSQL only).
+
+    The projection is derived from the log, whose events were committed durably by the
+    commands. A crash can lose at most the last few projector commits, and each loses its
+    rows, history and checkpoint together (commits stay atomic and ordered): the batch is
+    projected again, to the same totals, from the same events. The flush it saves is most
+    of a small batch's commit (about 2 ms at p50 here, more under load).
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None:
     """Project the next batch of events; None when the projection is caught up."""
     with transaction.atomic():
@@ -142,6 +158,7 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
         batch = eventstore.read_all(after=after, limit=batch_size)
         if not batch:
             return None
+        _commit_without_waiting_for_disk()
         try:
             changed = _apply(_running_totals(batch))
         except Exception as exc:
@@ -152,11 +169,7 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
         checkpoint.save(update_fields=["position", "updated_at"])
         messages = transaction_messages(batch)
         messages.extend(weekly_income_message(row, through) for row in changed)
-    return ProjectedBatch(after=after, through=through, event_count=len(batch), messages=messages)
-
-
-def projection_position() -> int:
-    return ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("position", flat=True).first() or 0
+    return ProjectedBatch(after=after, through=through, event_count=len(batch), messages=messages, short=len(batch) < batch_size)
 
 
 def rebuild_weekly_income(*, batch_size: int = 50_000) -> int:

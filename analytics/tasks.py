@@ -1,9 +1,9 @@
-"""Celery tasks: thin adapters around the projector, safe to run twice or concurrently."""
+"""Celery tasks: thin adapters around the projector, safe to run twice or concurrently; the commit hook that wakes them."""
 import logging
 
 from celery import shared_task
 
-from analytics import projection, waiting, wakeup
+from analytics import projection, selectors, waiting, wakeup
 from realtime.broadcast import publish
 
 logger = logging.getLogger(__name__)
@@ -29,14 +29,25 @@ def project_and_publish(*, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
         projected += batch.event_count
         publish(batch.messages, after=batch.after, through=batch.through)
         waiting.announce_position(batch.through)
+        if batch.short:
+            # A short batch read everything that could be read: whatever commits (or was still
+            # in flight) after that read wakes the projector itself, since the flag was cleared
+            # before it. Asking again would cost a transaction per run for nothing.
+            return projected
     project_weekly_income.delay()
     return projected
 
 
 @shared_task(name="analytics.project_weekly_income")
 def project_weekly_income() -> int:
-    wakeup.clear_wake_flag()
+    wakeup.clear()
     return project_and_publish()
+
+
+def wake_projector(sender, last_position: int, **kwargs) -> None:
+    """events_committed receiver: enqueue a projector run unless one is already pending."""
+    if wakeup.claim(last_position):
+        project_weekly_income.delay()
 
 
 @shared_task(name="analytics.catch_up_projections")
@@ -49,6 +60,6 @@ def catch_up_projections() -> int:
     """
     projected = project_and_publish()
     if not projected:
-        position = projection.projection_position()
+        position = selectors.projection_position()
         publish([], after=position, through=position)
     return projected

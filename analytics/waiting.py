@@ -36,10 +36,10 @@ def announce_position(position: int) -> None:
     """
     if not settings.REDIS_URL or settings.CELERY_TASK_ALWAYS_EAGER:
         return
-    from analytics.wakeup import _redis_client
+    from analytics.wakeup import redis_client
 
     try:
-        _redis_client().publish(announcement_channel(), position)
+        redis_client().publish(announcement_channel(), position)
     except Exception:  # noqa: BLE001 - waiters fall back to polling
         logger.warning("announcing projection position %d failed; waiters will poll", position, exc_info=True)
 

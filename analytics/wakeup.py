@@ -1,4 +1,4 @@
-"""Wake the projector after events commit, coalescing bursts into few task runs."""
+"""The projector's coalescing wake-up flag in Redis: one pending wake-up at a time, so bursts become few runs."""
 import logging
 
 from django.conf import settings
@@ -13,7 +13,8 @@ WAKE_TTL_SECONDS = 5
 _redis = None
 
 
-def _redis_client():
+def redis_client():
+    """This process's Redis client for the flag and the position announcements (short timeouts)."""
     global _redis
     if _redis is None:
         import redis
@@ -22,19 +23,19 @@ def _redis_client():
     return _redis
 
 
-def on_events_committed(sender, last_position: int, **kwargs) -> None:
-    from analytics.tasks import project_weekly_income
+def claim(last_position: int) -> bool:
+    """True when a commit must enqueue a projector run; False when one is already pending.
 
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        project_weekly_income.delay()
-        return
-    # One pending wake-up at a time: the task clears the flag before it reads the
-    # log, so an event committed after that read sets it again and is not missed.
-    if settings.REDIS_URL and not _redis_client().set(WAKE_KEY, last_position, nx=True, ex=WAKE_TTL_SECONDS):
-        return
-    project_weekly_income.delay()
+    A lone commit always claims (no added latency). The run clears the flag before it
+    reads the log, so an event committed after that read claims again and is not missed.
+    In embedded mode (no broker) every commit runs the projector in-process.
+    """
+    if settings.CELERY_TASK_ALWAYS_EAGER or not settings.REDIS_URL:
+        return True
+    return bool(redis_client().set(WAKE_KEY, last_position, nx=True, ex=WAKE_TTL_SECONDS))
 
 
-def clear_wake_flag() -> None:
+def clear() -> None:
+    """Called by a run before it reads the log: the next commit wakes the projector again."""
     if settings.REDIS_URL and not settings.CELERY_TASK_ALWAYS_EAGER:
-        _redis_client().delete(WAKE_KEY)
+        redis_client().delete(WAKE_KEY)

@@ -4,7 +4,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from django.test import override_settings
 
-from analytics import projection
+from analytics import projection, selectors
 from analytics.models import ProjectionCheckpoint, WeeklyIncome
 from analytics.projection import ProjectionConfigChanged, project_next_batch, rebuild_weekly_income
 from analytics.verification import verify_weekly_income
@@ -144,7 +144,43 @@ def test_the_task_projects_and_publishes_after_commit(django_capture_on_commit_c
         approved("10.00", "EUR", MON)
     assert checkpoint() == eventstore.last_position()
     assert [m["type"] for m in published] == ["transaction.submitted", "transaction.approved", "weekly_income.updated"]
-    assert projection.projection_position() == eventstore.last_position()
+    assert selectors.projection_position() == eventstore.last_position()
+
+
+def test_it_ends_a_run_after_a_short_batch_without_asking_the_log_again(monkeypatch):
+    from analytics.tasks import project_and_publish
+
+    monkeypatch.setattr("analytics.tasks.publish", lambda messages, **_: None)
+    approved("10.00", "EUR", MON)
+    approved("20.00", "EUR", MON)  # four events
+    monkeypatch.setitem(projection.project_next_batch.__kwdefaults__, "batch_size", 3)
+    reads = []
+    real = projection.project_next_batch
+    monkeypatch.setattr(projection, "project_next_batch", lambda **kw: reads.append(kw) or real(**kw))
+    # A full batch (3 of 3) means more may be there: read on; the short one (1 of 3) ends the run.
+    assert project_and_publish() == 4
+    assert len(reads) == 2 and checkpoint() == eventstore.last_position()
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_commits_a_batch_without_waiting_for_the_disk_and_only_that_transaction(monkeypatch):
+    from django.db import connection
+
+    def synchronous_commit():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    seen = []
+    real_apply = projection._apply
+    monkeypatch.setattr(projection, "_apply", lambda running: seen.append(synchronous_commit()) or real_apply(running))
+    monkeypatch.setattr("analytics.tasks.publish", lambda messages, **_: None)
+    approved("10.00", "EUR", MON)  # committed: the embedded-mode wake-up projects it in this process
+    # The projector's own transaction skips the WAL flush; the connection's later work (a command, in
+    # embedded mode) is durable again.
+    assert seen and set(seen) == {"off"} and synchronous_commit() == "on"
+    assert totals() == {(date(2026, 11, 16), "EUR"): (1000, 1)}
 
 
 def test_the_periodic_catch_up_publishes_an_empty_heartbeat_batch_when_idle(monkeypatch):

@@ -123,6 +123,14 @@ def test_the_snapshot_matches_the_websocket_snapshot_shape(api):
     assert [t["id"] for t in body["pending"]["latest"]] == [str(pending.id)]
 
 
+def test_the_snapshot_shows_each_pending_transaction_exactly_as_the_rest_api_does(api):
+    first = submit("3.00", "USD", MON)
+    second = submit("1500", "JPY", MON)
+    project_all()
+    latest = api.get("/api/dashboard/snapshot/").json()["pending"]["latest"]
+    assert latest == [api.get(f"/api/transactions/{txn.id}/").json() for txn in (second, first)]
+
+
 def test_min_position_beyond_the_end_of_the_log_is_a_400_at_once(api):
     approved("10.00", "EUR", MON)
     project_all()

@@ -3,7 +3,7 @@ from analytics.selectors import weekly_income
 from core import eventstore
 from core.db import consistent_read
 from transactions.selectors import pending_transactions
-from transactions.serializers import TransactionOutput
+from transactions.serializers import transaction_payload
 
 PENDING_LATEST = 20
 
@@ -22,5 +22,5 @@ def dashboard_snapshot() -> dict:
         "time_zone": report.time_zone,
         "week_start_day": report.week_start_day,
         "weekly_income": report.rows,
-        "pending": {"count": pending_count, "latest": TransactionOutput(latest, many=True).data, "as_of": pending_as_of},
+        "pending": {"count": pending_count, "latest": [transaction_payload(txn) for txn in latest], "as_of": pending_as_of},
     }

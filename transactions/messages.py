@@ -2,7 +2,7 @@
 from core.eventstore import RecordedEvent
 from transactions import events
 from transactions.models import Transaction
-from transactions.serializers import TransactionOutput
+from transactions.serializers import transaction_payload
 
 MESSAGE_TYPES = {
     events.SUBMITTED: "transaction.submitted",
@@ -22,14 +22,14 @@ def transaction_messages(batch: list[RecordedEvent]) -> list[dict]:
     if not relevant:
         return []
     rows = Transaction.objects.in_bulk({e.stream_id for e in relevant})
-    # One serializer for the batch: building one per row was 96% of a projector run.
-    represent = TransactionOutput().to_representation
     messages = []
     for event in relevant:
         row = rows.get(event.stream_id)
         if row is None:
             continue
-        body = represent(row)
+        # A plain function, not a DRF serializer, inside the projector's locked transaction:
+        # the same JSON (TransactionOutput, as the REST API sends it) without the framework's cost.
+        body = transaction_payload(row)
         if event.type == events.SUBMITTED:
             body.update(status="pending", version=event.version, decided_at=None, decided_by="", decision_reason="")
         messages.append({"type": MESSAGE_TYPES[event.type], "seq": event.position, "transaction": body})

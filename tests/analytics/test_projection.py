@@ -97,6 +97,17 @@ def test_a_batch_carries_transaction_messages_in_position_order():
     assert batch.messages[2]["transaction"]["id"] == str(other.id)
 
 
+def test_it_sends_each_transaction_as_the_rest_api_shows_it(api):
+    txn = submit("5.00", "USD", MON)
+    services.transaction_approve(transaction_id=txn.id, actor="ana", reason="ok <fine>")
+    batch = project_next_batch()
+    submitted, decided = (m["transaction"] for m in batch.messages if m["type"].startswith("transaction."))
+    shown = api.get(f"/api/transactions/{txn.id}/").json()
+    assert decided == shown
+    # The submission as it stood then: the REST body of a pending transaction at version 1.
+    assert submitted == {**shown, "status": "pending", "version": 1, "decided_at": None, "decided_by": "", "decision_reason": ""}
+
+
 def test_the_projection_refuses_to_mix_week_definitions():
     approved("10.00", "EUR", MON)
     project_all()

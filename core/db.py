@@ -51,11 +51,12 @@ def _in_callers_transaction() -> bool:
 def command_transaction(name: str = "a command"):
     """The transaction a command runs in: durable, so it commits when the block ends.
 
-    A command appends events, and an append holds the event store's table lock until
-    COMMIT; inside a caller's transaction it would hold it for as long as the caller
-    likes and stall every other writer. So nesting is refused, with one exception:
-    directly inside unit_of_work() the command is a savepoint, and its refusals roll
-    back only its own writes.
+    A command appends events, and an open append holds back every reader of the log
+    from its position on (core.eventstore: readers stop at a position that may still
+    commit), and its row locks stall other commands on the same rows. Inside a
+    caller's transaction it would do both for as long as the caller likes. So nesting
+    is refused, with one exception: directly inside unit_of_work() the command is a
+    savepoint, and its refusals roll back only its own writes.
     """
     unit = _current_unit.get()
     if unit is not None and not unit.command_ran and len(connection.atomic_blocks) == unit.depth:
@@ -65,8 +66,8 @@ def command_transaction(name: str = "a command"):
         return
     if _in_callers_transaction():
         raise NestedCommandError(
-            f"{name} must not run inside another transaction: it would hold the event store's "
-            "append lock until that transaction ends"
+            f"{name} must not run inside another transaction: its events would hold back every "
+            "reader of the log until that transaction ends"
         )
     with transaction.atomic(durable=True):
         yield
@@ -77,8 +78,8 @@ def unit_of_work():
     """A durable transaction around one command and a bounded amount of work after it.
 
     Only core.idempotency uses it, to commit a command together with its stored answer.
-    Whatever runs after the command runs while the command's append lock is held, so it
-    must be small (one UPDATE).
+    Whatever runs after the command runs while its events are still in flight (readers
+    of the log wait for them) and its row locks are held, so it must be small (one UPDATE).
     """
     with transaction.atomic(durable=True):
         token = _current_unit.set(_Unit(depth=len(connection.atomic_blocks)))

@@ -21,8 +21,10 @@ class StoredEventQuerySet(models.QuerySet):
 
 
 class StoredEvent(models.Model):
-    # The global position: assigned by the database sequence while the appender
-    # holds the table lock (see core.eventstore), so it grows in commit order.
+    # The global position, from the column's sequence (CACHE 1, never cycling) at INSERT
+    # time. Transactions commit in any order, so a lower position can become visible after
+    # a higher one: read the log only through core.eventstore.read_all, which never passes
+    # a position that may still commit (the argument is in that module's docstring).
     position = models.BigAutoField(primary_key=True)
     stream_id = models.UUIDField()
     version = models.PositiveIntegerField()

@@ -229,6 +229,9 @@ HTTP_BODY_TIMEOUT_SECONDS = env_int("HTTP_BODY_TIMEOUT_SECONDS", 30, minimum=1, 
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1, maximum=256)
 WEB_LIMIT_CONCURRENCY = env_int("WEB_LIMIT_CONCURRENCY", 1000, minimum=1, maximum=1_000_000)
 WEB_BACKLOG = env_int("WEB_BACKLOG", 1024, minimum=1, maximum=65_535)
+# Threads per web process that run Django's WSGI handler for plain HTTP requests (core/asgi.py).
+# Each holds at most one database connection, so the pool (DATABASE_POOL_SIZE) must not be smaller.
+WEB_THREADS = env_int("WEB_THREADS", 8, minimum=1, maximum=256)
 # core/logfilters.py: at most this many identical records (logger, level, message template) per
 # interval reach the log; then one line says how many more there were.
 LOG_REPEAT_LIMIT = env_int("LOG_REPEAT_LIMIT", 10, minimum=1, maximum=1_000_000)

@@ -1,4 +1,4 @@
-"""Concurrent writers on PostgreSQL: one decision wins, and a held append lock is a retryable 503."""
+"""Concurrent writers on PostgreSQL: one decision wins (409 for the rest), and a locked event table is a retryable 503."""
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from threading import Barrier
@@ -48,9 +48,29 @@ def test_approve_racing_reject_decides_once():
     assert len(eventstore.read_stream(txn.id)) == 2
 
 
+def test_concurrent_approvals_through_the_api_give_one_200_and_409s_never_a_500(admin_user, client_for):
+    txn = submit()
+    path = f"/api/transactions/{txn.id}/approve/"
+    barrier = Barrier(6)
+
+    def approve(i):
+        client = client_for(admin_user)
+        headers = {"HTTP_IDEMPOTENCY_KEY": f"race-{i}"} if i % 2 else {}
+        barrier.wait()
+        try:
+            return client.post(path, {"reason": "race"}, format="json", **headers).status_code
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(approve, range(6)))
+    assert statuses == [200, 409, 409, 409, 409, 409]
+    assert [e.type for e in eventstore.read_stream(txn.id)] == ["TransactionSubmitted", "TransactionApproved"]
+
+
 @contextmanager
 def holding_the_append_lock():
-    """Another session (an operator's open transaction, a stuck writer) holds the event store's lock."""
+    """Another session (an operator's LOCK TABLE, a TRUNCATE) holds a lock on the event table that appends must wait for."""
     params = connection.settings_dict
     with psycopg.connect(
         host=params["HOST"], port=params["PORT"] or 5432, user=params["USER"], password=params["PASSWORD"] or None, dbname=params["NAME"]

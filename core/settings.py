@@ -117,25 +117,25 @@ CHANNELS_PREFIX = env_pattern("CHANNELS_PREFIX", "ledgerpulse", r"[A-Za-z0-9_.:-
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Pub/sub: a group is a Redis subscription of each web process's one hub (realtime/hub.py),
+            # so membership ends with the process's connection and can never go stale, and a batch is
+            # one PUBLISH however many processes listen (docs/architecture.md, "Realtime").
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # channels-redis blocks on BZPOPMIN for up to 5 s; redis-py 8 reads
-                # with a 5 s socket timeout by default, so an idle socket's receive
-                # would time out and drop the websocket. Read longer than it blocks.
-                # redis-py 8 does not retry by default, so after a Redis restart the first
-                # command on each pooled connection failed: a lost push, and a websocket
-                # handshake that never completed. A few quick retries reconnect instead.
+                # redis-py 8 does not retry by default: after a Redis restart the subscription stayed
+                # dead and the first publish failed. With retries the connection comes back and
+                # re-subscribes by itself; the batches lost meanwhile show as a gap in the chain.
+                # The health check pings an idle subscription, so a dead peer is noticed.
                 "hosts": [
                     {
                         "address": REDIS_URL,
                         "socket_timeout": 30,
                         "socket_connect_timeout": 5,
+                        "health_check_interval": 15,
                         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
                     }
                 ],
                 "prefix": CHANNELS_PREFIX,
-                "capacity": 1000,
-                "expiry": 30,
             },
         }
     }

@@ -223,3 +223,24 @@ def admin_cookie_user(admin_user, client_for):
     from tests.realtime.support import logged_in_sync
 
     return logged_in_sync(client_for, admin_user)[1]
+
+
+@pytest.mark.needs_redis
+async def test_a_batch_goes_through_the_redis_pub_sub_layer_once_per_process(admin_cookie_user, fresh_layer, settings):
+    require("Redis", redis_available())
+    # The production layer (core/settings.py), on the test's Redis database.
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"lp-test-{uuid.uuid4().hex[:8]}"},
+        }
+    }
+    async with AsyncExitStack() as stack:
+        opened = await open_many(stack, 3, ORIGIN, admin_cookie_user)
+        hub = current_hub()
+        seq = opened[0][1]
+        await sync_to_async(publish)([weekly(seq + 1, "4.00")], after=seq, through=seq + 1)
+        for ws, _ in opened:
+            assert (await ws.receive_json_from(timeout=3))["total"] == "4.00"
+            assert await ws.receive_nothing(timeout=0.05)
+        assert hub.layer_messages == 1

@@ -1,4 +1,4 @@
-"""uvicorn's h11 protocol with a request-head and a request-body deadline (`--http core.http:SlowClientH11Protocol`).
+"""uvicorn's HTTP protocols with a request-head and a request-body deadline (`--http core.http:SlowClientHttpToolsProtocol`).
 
 uvicorn times out only idle keep-alive connections: a client that connects and sends nothing, or half a
 request line, or a body one byte at a time, holds a file descriptor for as long as it likes, and some
@@ -11,6 +11,9 @@ thousands of them starve the process (issue 9: 20,000 descriptors held, /healthz
 Otherwise the client gets `408 Request Timeout` (when no answer has started) and the connection is
 closed; the application sees a disconnect. A websocket upgrade leaves both deadlines behind.
 Expiries are logged at DEBUG only: a flood of slow clients must not become a flood of log lines.
+
+SlowClientHttpToolsProtocol (the Procfile's) parses with httptools (llhttp, C): several times less CPU per
+request than SlowClientH11Protocol's pure-Python h11, which stays for hosts without httptools.
 """
 from __future__ import annotations
 
@@ -19,6 +22,11 @@ import logging
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed: only the h11 protocol is offered
+    HttpToolsProtocol = None
 
 logger = logging.getLogger("core.http")
 
@@ -42,55 +50,16 @@ def timeouts() -> tuple[float, float]:
     return _timeouts
 
 
-class SlowClientH11Protocol(H11Protocol):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+class _Deadlines:
+    """The head and body deadlines, shared by both protocols; `self.loop`, `self.transport`, `self.cycle` are uvicorn's."""
+
+    def _init_deadlines(self) -> None:
         # uvicorn decides by whether uvicorn.access has handlers, and Django's LOGGING gives it one after
         # uvicorn applied --no-access-log: honour the flag (websocket URLs can carry a ticket).
         self.access_log = self.access_log and self.config.access_log
         self.header_timeout, self.body_timeout = timeouts()
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_for: str | None = None  # "head" or "body"
-
-    # --- uvicorn's protocol interface -------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm("head", self.header_timeout)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._follow_state()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()  # arms uvicorn's keep-alive timer, may process a pipelined request
-        self._follow_state()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        self._disarm()  # the websocket protocol takes the transport over
-        super().handle_websocket_upgrade(event)
-
-    # --- deadlines ----------------------------------------------------------------------
-    def _follow_state(self) -> None:
-        if self.transport is None or self.transport.is_closing() or self.transport.get_protocol() is not self:
-            self._disarm()
-            return
-        state = self.conn.their_state
-        if state is h11.IDLE:
-            if self.timeout_keep_alive_task is not None:
-                # Idle between requests with nothing received yet: uvicorn's keep-alive timer applies.
-                self._disarm()
-            elif self._deadline_for != "head":
-                # Bytes of a new request arrived: its head has the header timeout from now.
-                self._arm("head", self.header_timeout)
-        elif state is h11.SEND_BODY:
-            if self._deadline_for != "body":
-                self._arm("body", self.body_timeout)
-        else:  # DONE, MUST_CLOSE, CLOSED, ERROR: the request is in, nothing to wait for
-            self._disarm()
 
     def _arm(self, what: str, seconds: float) -> None:
         self._disarm()
@@ -117,3 +86,91 @@ class SlowClientH11Protocol(H11Protocol):
                 self.cycle.message_event.set()
             self.transport.write(_TIMEOUT_RESPONSE)
         self.transport.close()
+
+
+class SlowClientH11Protocol(_Deadlines, H11Protocol):
+    """h11 (pure Python): the state machine says which deadline applies after each read."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_deadlines()
+
+    # --- uvicorn's protocol interface -------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm("head", self.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._follow_state()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # arms uvicorn's keep-alive timer, may process a pipelined request
+        self._follow_state()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._disarm()  # the websocket protocol takes the transport over
+        super().handle_websocket_upgrade(event)
+
+    def _follow_state(self) -> None:
+        if self.transport is None or self.transport.is_closing() or self.transport.get_protocol() is not self:
+            self._disarm()
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            if self.timeout_keep_alive_task is not None:
+                # Idle between requests with nothing received yet: uvicorn's keep-alive timer applies.
+                self._disarm()
+            elif self._deadline_for != "head":
+                # Bytes of a new request arrived: its head has the header timeout from now.
+                self._arm("head", self.header_timeout)
+        elif state is h11.SEND_BODY:
+            if self._deadline_for != "body":
+                self._arm("body", self.body_timeout)
+        else:  # DONE, MUST_CLOSE, CLOSED, ERROR: the request is in, nothing to wait for
+            self._disarm()
+
+
+if HttpToolsProtocol is not None:
+
+    class SlowClientHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
+        """httptools (llhttp, C): the parser's callbacks say where a request is."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._init_deadlines()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm("head", self.header_timeout)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            # The first byte of a request (a new one on a kept-alive connection too): its head is due.
+            super().on_message_begin()
+            if self._deadline_for != "head":
+                self._arm("head", self.header_timeout)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            if self.transport.get_protocol() is self:
+                self._arm("body", self.body_timeout)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._disarm()
+
+        def handle_websocket_upgrade(self) -> None:
+            self._disarm()  # the websocket protocol takes the transport over
+            super().handle_websocket_upgrade()
+
+        def send_400_response(self, msg: str) -> None:
+            self._disarm()
+            super().send_400_response(msg)

@@ -133,6 +133,25 @@ def test_it_disconnects_a_client_whose_body_stalls(start_web):
     assert received.startswith(b"HTTP/1.1 408 ") and 1.5 < elapsed < 6, (received[:200], elapsed)
 
 
+def test_bodies_still_arriving_hold_no_request_thread(start_web):
+    # One thread for Django's WSGI handler: a body is read on the event loop, so clients that stall
+    # mid-body cannot take the thread away from everyone else.
+    stack = start_web(WEB_THREADS="1", HTTP_BODY_TIMEOUT_SECONDS="20")
+    stalled = [connect(stack) for _ in range(5)]
+    for sock in stalled:
+        sock.sendall(
+            b"POST /api/auth/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{\"username\": \"a"
+        )
+    time.sleep(0.3)  # the server has read the heads and started waiting for the bodies
+    started = time.monotonic()
+    for _ in range(3):
+        assert requests.get(f"{stack.base_url}/healthz", timeout=5).status_code == 200
+    assert time.monotonic() - started < 3
+    for sock in stalled:
+        sock.close()
+
+
 def test_it_answers_503_beyond_the_connection_limit_instead_of_holding_more(start_web):
     stack = start_web(WEB_LIMIT_CONCURRENCY="5", HTTP_HEADER_TIMEOUT_SECONDS="3")
     idle = [connect(stack) for _ in range(8)]

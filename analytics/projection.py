@@ -172,20 +172,8 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
     return ProjectedBatch(after=after, through=through, event_count=len(batch), messages=messages, short=len(batch) < batch_size)
 
 
-def rebuild_weekly_income(*, batch_size: int = 50_000) -> int:
-    """Replay the whole log into fresh rows and history, in one transaction; returns the new checkpoint."""
-    with transaction.atomic():
-        checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
-        WeeklyIncomeHistory.objects.all().delete()
-        WeeklyIncome.objects.all().delete()
-        checkpoint.config = current_config()
-        position = 0
-        while batch := eventstore.read_all(after=position, limit=batch_size):
-            try:
-                _apply(_running_totals(batch))
-            except Exception as exc:
-                raise ProjectionFailed(after=0, first=batch[0].position, through=batch[-1].position, cause=exc) from exc
-            position = batch[-1].position
-        checkpoint.position = position
-        checkpoint.save()
-    return position
+def rebuild_weekly_income(**options) -> int:
+    """Recompute rows and history from the whole log, in one transaction; returns the new checkpoint (analytics.rebuild)."""
+    from analytics.rebuild import rebuild_weekly_income as rebuild
+
+    return rebuild(**options)

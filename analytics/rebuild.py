@@ -1,0 +1,454 @@
+"""Full rebuild of the weekly income projection: the log read as binary integer columns by parallel readers, summed in numpy, written back with binary COPY.
+
+How it stays correct while approvals continue. One transaction locks the projector's
+checkpoint (the projector waits, as for any batch of its own). It then takes SHARE on
+core_event for one statement inside a savepoint: SHARE conflicts with the ROW EXCLUSIVE
+every appender holds from drawing a position until it ends (core.eventstore), so at that
+moment no append is in flight and every position up to the highest one is final. That
+highest position is the new checkpoint; rolling the savepoint back releases SHARE at once
+(appends wait a few milliseconds at most). Only then is a snapshot taken and exported:
+it sees every event up to the checkpoint. Each reader imports that same snapshot and
+reads only positions up to the checkpoint, split by block ranges (ACCESS SHARE, held to
+the end, keeps VACUUM FULL and CLUSTER from moving rows meanwhile), so together they
+read each of those events exactly once. Anything appended meanwhile has a higher
+position and is projected by the projector after the rebuild commits.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import psycopg
+import psycopg.copy
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from psycopg import sql
+
+from analytics import rebuild_frames as rf
+from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
+from analytics.projection import CHECKPOINT, ProjectionFailed, current_config
+from core.money import CURRENCY_EXPONENTS, MoneyError, to_minor_units
+from core.models import StoredEvent
+from transactions import events as txn_events
+
+logger = logging.getLogger(__name__)
+
+# 32 MB of heap per query: small enough that two readers finish together, large
+# enough that a query's fixed cost (planning, a round trip) is noise.
+CHUNK_BLOCKS = 4096
+DEFAULT_READERS = max(1, min(4, os.cpu_count() or 1))
+HISTORY_COPY_ROWS = 1_000_000
+_MAX_HIGH_SUM = 2**62
+_PG_EPOCH = date(2000, 1, 1)
+
+# One expression per column, each sent in PostgreSQL's binary format and concatenated
+# with string_agg: a chunk arrives as four byte strings, with no per-row work in Python.
+# Anything these expressions cannot turn into an exact integer comes out as a sentinel
+# (an instant of 'infinity', a currency of '???', an amount of -1) that the caller checks.
+_OCCURRED = "(data->>'occurred_at')"
+_CURRENCY = "(data->>'currency')"
+_AMOUNT = "(data->>'amount')::numeric"
+_COLUMNS = f"""
+    string_agg(int8send(position), ''),
+    string_agg(timestamptz_send(CASE WHEN substr({_OCCURRED}, 5, 1) = '-' THEN {_OCCURRED}::timestamptz
+                                     ELSE 'infinity' END), ''),
+    string_agg(CASE WHEN octet_length({_CURRENCY}) = 3 THEN textsend({_CURRENCY}) ELSE '\\x3f3f3f'::bytea END, ''),
+    string_agg(int8send(CASE WHEN scale({_AMOUNT}) <= {rf.AMOUNT_SCALE_DIGITS} AND abs({_AMOUNT}) < 900000000000000
+                             THEN ({_AMOUNT} * 10000)::int8 ELSE {rf.FLAGGED} END), ''),
+    count(*)"""
+_CHUNK_QUERY = f"""SELECT {_COLUMNS} FROM core_event
+    WHERE ctid >= format('(%%s,0)', %(first)s::bigint)::tid AND ctid < format('(%%s,0)', %(end)s::bigint)::tid
+      AND type = %(type)s AND position <= %(through)s"""
+_PROBE_QUERY = f"SELECT {_COLUMNS} FROM core_event WHERE position BETWEEN %(low)s AND %(high)s AND type = %(type)s"
+
+
+@dataclass
+class Chunk:
+    position: np.ndarray
+    instant: np.ndarray
+    currency: np.ndarray  # 3-byte codes as uint32
+    amount_e4: np.ndarray
+    week: np.ndarray  # days since 2000-01-01; 0 where the instant is out of range
+    bad_instant: np.ndarray
+
+
+@dataclass
+class RebuildStats:
+    """Where the time went, for the benchmark and the command's output."""
+
+    through: int = 0
+    approvals: int = 0
+    buckets: int = 0
+    readers: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _SnapshotRead(Exception):
+    def __init__(self, first_block: int, end_block: int, cause: BaseException):
+        self.first_block, self.end_block, self.cause = first_block, end_block, cause
+        super().__init__(str(cause))
+
+
+def _decode(row, *, time_zone: str, week_start: str) -> Chunk:
+    positions, instants, currencies, amounts, count = row
+    position = np.frombuffer(positions or b"", ">i8").astype("int64")
+    instant = np.frombuffer(instants or b"", ">i8").astype("int64")
+    letters = np.frombuffer(currencies or b"", "u1").reshape(-1, 3).astype("uint32")
+    amount = np.frombuffer(amounts or b"", ">i8").astype("int64")
+    if not len(position) == len(instant) == len(letters) == len(amount) == count:
+        raise RuntimeError(f"a chunk's columns disagree: {count} rows, {len(position)}/{len(instant)}/{len(letters)}/{len(amount)} values")
+    bad = rf.out_of_range(instant)
+    week = rf.local_week_starts(np.where(bad, 0, instant), time_zone=time_zone, week_start=week_start)
+    currency = (letters[:, 0] << 16) | (letters[:, 1] << 8) | letters[:, 2]
+    return Chunk(position, instant, currency, amount, week, bad)
+
+
+def _reader_params() -> dict:
+    params = connection.get_connection_params()
+    for key in ("context", "cursor_factory", "prepare_threshold"):
+        params.pop(key, None)
+    return params
+
+
+def _read_parallel(*, snapshot: str, through: int, blocks: int, readers: int, chunk_blocks: int) -> list[Chunk]:
+    """Each reader imports the snapshot and takes block ranges from a shared queue until none are left."""
+    ranges: queue.Queue = queue.Queue()
+    for index, first in enumerate(range(0, blocks, chunk_blocks)):
+        ranges.put((index, first, min(first + chunk_blocks, blocks)))
+    results: dict[int, Chunk] = {}
+    failures: list[BaseException] = []
+    stop = threading.Event()
+    zone, week_start = settings.ANALYTICS_TIME_ZONE, settings.ANALYTICS_WEEK_START
+    params = _reader_params()
+
+    def work():
+        try:
+            with psycopg.connect(**params) as conn:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                # Naive timestamps are UTC, as for pandas; a JIT compile per chunk costs more than it saves.
+                conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL jit = off")
+                with conn.cursor(binary=True) as cursor:
+                    while not stop.is_set():
+                        try:
+                            index, first, end = ranges.get_nowait()
+                        except queue.Empty:
+                            return
+                        try:
+                            cursor.execute(_CHUNK_QUERY, {"first": first, "end": end, "type": txn_events.APPROVED, "through": through})
+                        except psycopg.DataError as exc:
+                            raise _SnapshotRead(first, end, exc) from exc
+                        results[index] = _decode(cursor.fetchone(), time_zone=zone, week_start=week_start)
+        except BaseException as exc:  # handed to the caller, which raises it
+            failures.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=work, name=f"rebuild-reader-{n}", daemon=True) for n in range(readers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [results[index] for index in sorted(results)]
+
+
+def _read_here(*, through: int, blocks: int, chunk_blocks: int) -> list[Chunk]:
+    """The same chunks on this connection: inside a caller's transaction that has written, no other session could see those rows."""
+    chunks = []
+    zone, week_start = settings.ANALYTICS_TIME_ZONE, settings.ANALYTICS_WEEK_START
+    with connection.cursor() as cursor:
+        for first in range(0, blocks, chunk_blocks):
+            end = min(first + chunk_blocks, blocks)
+            try:
+                with transaction.atomic():
+                    cursor.execute(_CHUNK_QUERY, {"first": first, "end": end, "type": txn_events.APPROVED, "through": through})
+                    row = cursor.fetchone()
+            except DatabaseError as exc:
+                raise _SnapshotRead(first, end, exc) from exc
+            chunks.append(_decode(row, time_zone=zone, week_start=week_start))
+    return chunks
+
+
+def _locate(failure: _SnapshotRead, *, through: int) -> int:
+    """The first position in the failing block range whose columns PostgreSQL cannot compute (bisection, each probe in a savepoint)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT position FROM core_event WHERE ctid >= format('(%%s,0)', %s::bigint)::tid AND ctid < format('(%%s,0)', %s::bigint)::tid "
+            "AND type = %s AND position <= %s ORDER BY position",
+            [failure.first_block, failure.end_block, txn_events.APPROVED, through],
+        )
+        positions = [p for (p,) in cursor.fetchall()]
+
+        def fails(low: int, high: int) -> bool:
+            try:
+                with transaction.atomic():
+                    cursor.execute(_PROBE_QUERY, {"low": low, "high": high, "type": txn_events.APPROVED})
+                return False
+            except DatabaseError:
+                return True
+
+        low, high = 0, len(positions)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if fails(positions[low], positions[middle - 1]):
+                high = middle
+            else:
+                low = middle
+    return positions[low] if positions else 0
+
+
+@dataclass
+class _Columns:
+    position: np.ndarray
+    week: np.ndarray
+    currency: np.ndarray  # index into codes
+    high: np.ndarray
+    low: np.ndarray
+    codes: list[str]
+
+
+def _poison(position: int, cause: BaseException, before: int) -> ProjectionFailed:
+    return ProjectionFailed(after=before, first=position, through=position, cause=cause)
+
+
+def _columns(chunks: list[Chunk], *, before: int) -> _Columns:
+    """Concatenate the chunks, check every row, and convert amounts to exact minor units split at 10^8."""
+    position = np.concatenate([c.position for c in chunks]) if chunks else np.zeros(0, "int64")
+    week = np.concatenate([c.week for c in chunks]) if chunks else np.zeros(0, "int32")
+    letters = np.concatenate([c.currency for c in chunks]) if chunks else np.zeros(0, "uint32")
+    amount = np.concatenate([c.amount_e4 for c in chunks]) if chunks else np.zeros(0, "int64")
+    bad_instant = np.concatenate([c.bad_instant for c in chunks]) if chunks else np.zeros(0, bool)
+
+    codes = sorted(CURRENCY_EXPONENTS)
+    packed = [(ord(c[0]) << 16) | (ord(c[1]) << 8) | ord(c[2]) for c in codes]
+    lookup = np.full(1 << 24, -1, dtype="int16")
+    lookup[packed] = np.arange(len(codes), dtype="int16")
+    currency = lookup[letters & 0xFFFFFF]
+    exponent = np.array([CURRENCY_EXPONENTS[c] for c in codes], dtype="int64")[np.maximum(currency, 0)]
+
+    flagged = amount == rf.FLAGGED
+    minor, rounds = rf.to_minor_units(amount, exponent)
+    problems: list[tuple[int, BaseException]] = []
+
+    def first(mask: np.ndarray, make) -> None:
+        hits = np.flatnonzero(mask)
+        if len(hits):
+            row = hits[np.argmin(position[hits])]
+            problems.append((int(position[row]), make(row)))
+
+    first(bad_instant, lambda row: rf.OutOfRange("occurred_at is not an instant between 1678 and 2261 that can be placed in a week"))
+    first(currency < 0, lambda row: MoneyError(f"{_code(letters[row])!r} is not an ISO 4217 currency code"))
+    ok_currency = currency >= 0
+    first(ok_currency & ~flagged & (amount < 0), lambda row: rf.OutOfRange("amounts must not be negative"))
+    first(ok_currency & ~flagged & rounds, lambda row: MoneyError(f"the amount has more than {exponent[row]} decimal places for {codes[currency[row]]}"))
+
+    high, low = np.divmod(np.maximum(minor, 0), rf.SPLIT)
+    exceptional = np.flatnonzero(flagged & ok_currency)
+    if len(exceptional):
+        by_position = {int(position[row]): row for row in exceptional}
+        for stored, data in StoredEvent.objects.filter(position__in=list(by_position)).values_list("position", "data").iterator():
+            row = by_position[stored]
+            try:
+                value = to_minor_units(data["amount"], data["currency"])
+                if not 0 <= value < 10**19:
+                    raise rf.OutOfRange("amounts must be from 0 to 10^19 - 1 minor units")
+            except Exception as exc:  # noqa: BLE001 - whatever the projector would fail on, named
+                problems.append((stored, exc))
+                continue
+            high[row], low[row] = divmod(value, rf.SPLIT)
+    if problems:
+        stored, cause = min(problems, key=lambda p: p[0])
+        raise _poison(stored, cause, before)
+    if len(high) and int(high.max()) * len(high) >= _MAX_HIGH_SUM:
+        raise OverflowError("high parts could wrap int64")
+    return _Columns(position, week, currency, high, low, codes)
+
+
+def _code(packed) -> str:
+    packed = int(packed)
+    return bytes([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255]).decode("latin-1")
+
+
+def _secondary_indexes(cursor, table: str) -> list[tuple[str, str]]:
+    """(drop, create) statements for the table's unique constraints and indexes other than its primary key."""
+    cursor.execute(
+        "SELECT format('ALTER TABLE %%I DROP CONSTRAINT %%I', %s, conname), "
+        "format('ALTER TABLE %%I ADD CONSTRAINT %%I ', %s, conname) || pg_get_constraintdef(oid) "
+        "FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'u' "
+        "UNION ALL "
+        "SELECT format('DROP INDEX %%s', indexrelid::regclass), pg_get_indexdef(indexrelid) FROM pg_index i "
+        "WHERE indrelid = %s::regclass AND NOT indisprimary "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+        [table, table, table, table],
+    )
+    return cursor.fetchall()
+
+
+def _totals(columns: _Columns) -> rf.RunningTotals:
+    bucket = columns.week.astype("int64") * max(1, len(columns.codes)) + columns.currency
+    return rf.running_totals(columns.position, bucket, columns.high, columns.low)
+
+
+def _write(columns: _Columns, totals: rf.RunningTotals) -> int:
+    """Replace rows and history. TRUNCATE: readers of both tables wait for this transaction from here on.
+
+    The history is loaded with its secondary indexes dropped and built again afterwards
+    (a sort per index instead of one random insertion per row), all inside the
+    transaction: a failure rolls every bit of it back.
+    """
+    ncodes = max(1, len(columns.codes))
+    currency_bytes = np.array([c.encode("ascii") for c in columns.codes] or [b"???"], dtype="S3")
+    cur_index = columns.currency[totals.order]
+    history_table, income_table = WeeklyIncomeHistory._meta.db_table, WeeklyIncome._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        cursor.execute(f'TRUNCATE "{history_table}", "{income_table}"')
+        indexes = _secondary_indexes(cursor, history_table)
+        for drop, _ in indexes:
+            cursor.execute(drop)
+        raw = getattr(cursor, "cursor", cursor)
+        statement = f'COPY "{history_table}" (week_start, currency, position, total_minor, count) FROM STDIN (FORMAT binary)'
+        # A background thread sends each slice while the next one is built.
+        with raw.copy(statement, writer=psycopg.copy.QueuedLibpqWriter(raw)) as copy:
+            copy.write(rf.PGCOPY_HEADER)
+            for start in range(0, len(totals.order), HISTORY_COPY_ROWS):
+                part = slice(start, start + HISTORY_COPY_ROWS)
+                rows = rf.history_copy_rows(
+                    (totals.bucket[part] // ncodes).astype("int32"),
+                    currency_bytes[cur_index[part]],
+                    totals.position[part],
+                    totals.high[part],
+                    totals.low[part],
+                    totals.count[part],
+                )
+                copy.write(rows.tobytes())
+            copy.write(rf.PGCOPY_TRAILER)
+        for _, create in indexes:
+            cursor.execute(create)
+    rows = [
+        WeeklyIncome(
+            week_start=_PG_EPOCH + timedelta(days=int(totals.bucket[i] // ncodes)),
+            currency=columns.codes[int(cur_index[i])],
+            total_minor=rf.joined(totals.high[i], totals.low[i]),
+            count=int(totals.count[i]),
+            last_position=int(totals.position[i]),
+        )
+        for i in totals.last
+    ]
+    WeeklyIncome.objects.bulk_create(rows, batch_size=5000)
+    return len(rows)
+
+
+class EventStoreBusy(RuntimeError):
+    """Appends kept the event table busy: the rebuild could not find a final position to stop at."""
+
+
+def _final_through(cursor, *, attempts: int = 3) -> int:
+    """The highest position, taken while no append is in flight (SHARE for one statement, then released)."""
+    wait_ms = max(1, int(settings.EVENT_STORE_LOCK_TIMEOUT_MS) // 2)
+    for _ in range(attempts):
+        cursor.execute("SAVEPOINT lp_rebuild_through")
+        try:
+            # Appends that arrive while this waits queue behind it: the wait stays well
+            # inside their own lock timeout.
+            cursor.execute(f"SET LOCAL lock_timeout = '{wait_ms}ms'")
+            cursor.execute("LOCK TABLE core_event IN SHARE MODE")
+            cursor.execute("SELECT coalesce(max(position), 0) FROM core_event")
+            (through,) = cursor.fetchone()
+        except DatabaseError as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT lp_rebuild_through; RELEASE SAVEPOINT lp_rebuild_through")
+            if getattr(exc.__cause__, "sqlstate", None) == "55P03":  # lock_not_available
+                continue
+            raise
+        cursor.execute("ROLLBACK TO SAVEPOINT lp_rebuild_through; RELEASE SAVEPOINT lp_rebuild_through")
+        return through
+    raise EventStoreBusy(f"appends kept core_event busy for {attempts} waits of {wait_ms} ms; try the rebuild again")
+
+
+def rebuild_weekly_income(*, readers: int | None = None, chunk_blocks: int = CHUNK_BLOCKS, stats: RebuildStats | None = None) -> int:
+    """Recompute rows and history from the whole log in one transaction; returns the new checkpoint."""
+    stats = stats if stats is not None else RebuildStats()
+    if connection.vendor != "postgresql":
+        return replay_in_batches()
+    readers = DEFAULT_READERS if readers is None else max(1, readers)
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stats.seconds[name] = stats.seconds.get(name, 0.0) + now - clock
+        clock = now
+
+    # Inside a caller's transaction (a test case, say) the readers could not see what it
+    # wrote, and a savepoint cannot export a snapshot: read on this connection instead.
+    parallel = readers > 1 and not connection.in_atomic_block
+    with transaction.atomic():
+        checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
+        before = checkpoint.position
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE core_event IN ACCESS SHARE MODE")
+            through = _final_through(cursor)
+            cursor.execute(
+                f"SELECT {'pg_export_snapshot()' if parallel else 'NULL'}, "
+                "(pg_relation_size('core_event') / current_setting('block_size')::int)::bigint"
+            )
+            snapshot, blocks = cursor.fetchone()
+        lap("lock")
+        try:
+            if parallel:
+                stats.readers = readers
+                chunks = _read_parallel(snapshot=snapshot, through=through, blocks=blocks, readers=readers, chunk_blocks=chunk_blocks)
+            else:
+                stats.readers = 1
+                chunks = _read_here(through=through, blocks=blocks, chunk_blocks=chunk_blocks)
+        except _SnapshotRead as failure:
+            raise _poison(_locate(failure, through=through), failure.cause, before) from failure.cause
+        lap("read")
+        try:
+            columns = _columns(chunks, before=before)
+        except OverflowError:
+            logger.warning("weekly income rebuild: amounts too large for the int64 path, replaying in Python instead")
+            return replay_in_batches()
+        del chunks
+        lap("check")
+        totals = _totals(columns)
+        lap("totals")
+        stats.buckets = _write(columns, totals)
+        stats.approvals = len(columns.position)
+        lap("write")
+        checkpoint.position = through
+        checkpoint.config = current_config()
+        checkpoint.save()
+    lap("commit")
+    stats.through = through
+    return through
+
+
+def replay_in_batches(*, batch_size: int = 50_000) -> int:
+    """The projector's own code over the whole log, batch after batch: for SQLite and for sums beyond the int64 path."""
+    from analytics import projection
+    from core import eventstore
+
+    with transaction.atomic():
+        checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
+        before = checkpoint.position
+        WeeklyIncomeHistory.objects.all().delete()
+        WeeklyIncome.objects.all().delete()
+        checkpoint.config = current_config()
+        position = 0
+        while batch := eventstore.read_all(after=position, limit=batch_size):
+            try:
+                projection._apply(projection._running_totals(batch))
+            except Exception as exc:
+                raise ProjectionFailed(after=before, first=batch[0].position, through=batch[-1].position, cause=exc) from exc
+            position = batch[-1].position
+        checkpoint.position = position
+        checkpoint.save()
+    return position

@@ -1,0 +1,166 @@
+"""Weekly income for a full rebuild with numpy on fixed-width integer columns. Pure: imports nothing from Django.
+
+The rebuild reads the approved events as big-endian int64 columns (PostgreSQL's binary
+send format, see analytics.rebuild) and never parses text in Python: instants arrive as
+microseconds since 2000-01-01 UTC, amounts as ten-thousandths of the currency's major
+unit. Sums stay exact: an amount is split into a high and a low part at 10^8, each
+summed in int64 (the caller checks that the high sums cannot wrap), and a total is
+H * 10^8 + L. History rows leave as PostgreSQL's binary COPY format, built in numpy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+WEEK_STARTS = ("monday", "sunday")
+# PostgreSQL counts timestamps in microseconds and dates in days from 2000-01-01.
+PG_EPOCH_UNIX_US = 946_684_800 * 1_000_000
+PG_EPOCH_UNIX_DAY = 10_957
+_DAY_US = 86_400 * 1_000_000
+# Instants the projector places: pandas' nanosecond range, a little narrowed, so a local
+# date and its week start are ordinary dates in any zone (1678-01-02 .. 2261-12-31 UTC).
+EARLIEST_US = (date(1678, 1, 2) - date(2000, 1, 1)).days * _DAY_US
+LATEST_US = (date(2261, 12, 31) - date(2000, 1, 1)).days * _DAY_US
+SPLIT = 10**8
+# Amounts arrive in 10^-4 of the major unit: no ISO 4217 currency has more than 4 decimals.
+AMOUNT_SCALE_DIGITS = 4
+# Sent by the query for an amount it could not scale exactly into int64 (huge, too many
+# decimals, negative or missing): the caller converts those few rows with core.money.
+FLAGGED = -1
+
+PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+# A NUMERIC(38, 0) sent as seven base-10000 digits (weight 6): every total below 10^28,
+# which is every total whose high part fits int64. PostgreSQL strips the leading zeros.
+_NUMERIC_DIGITS = 7
+HISTORY_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("week_len", ">i4"), ("week", ">i4"),
+        ("currency_len", ">i4"), ("currency", "S3"),
+        ("position_len", ">i4"), ("position", ">i8"),
+        ("total_len", ">i4"), ("ndigits", ">i2"), ("weight", ">i2"), ("sign", ">i2"), ("dscale", ">i2"),
+        ("digits", ">i2", (_NUMERIC_DIGITS,)),
+        ("count_len", ">i4"), ("count", ">i8"),
+    ]
+)
+
+
+class OutOfRange(ValueError):
+    """An instant or amount this arithmetic does not place (the caller names the event)."""
+
+
+def local_week_starts(instants_us: np.ndarray, *, time_zone: str, week_start: str) -> np.ndarray:
+    """The week start of each instant (microseconds since 2000-01-01 UTC) as days since 2000-01-01.
+
+    Weeks are cut on local calendar dates (pandas' zone rules, as frames.week_start_dates),
+    so a week with a DST change still starts at local midnight. Callers first drop
+    instants outside EARLIEST_US..LATEST_US.
+    """
+    if week_start not in WEEK_STARTS:
+        raise ValueError(f"week_start must be one of {WEEK_STARTS}, not {week_start!r}")
+    unix_us = instants_us.astype("int64", copy=False) + PG_EPOCH_UNIX_US
+    if time_zone != "UTC":
+        utc = pd.DatetimeIndex(unix_us.view("datetime64[us]")).tz_localize("UTC")
+        unix_us = utc.tz_convert(time_zone).tz_localize(None).asi8
+    days = unix_us // _DAY_US  # floor: days before 1970 stay on their own date
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    into_week = weekday if week_start == "monday" else (weekday + 1) % 7
+    return (days - into_week - PG_EPOCH_UNIX_DAY).astype("int32")
+
+
+def out_of_range(instants_us: np.ndarray) -> np.ndarray:
+    return (instants_us < EARLIEST_US) | (instants_us > LATEST_US)
+
+
+def to_minor_units(amount_e4: np.ndarray, exponent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(minor units, rows that would round): an amount in 10^-4 units to the currency's minor units."""
+    divisor = 10 ** (AMOUNT_SCALE_DIGITS - exponent.astype("int64"))
+    minor, rest = np.divmod(amount_e4, divisor)
+    return minor, rest != 0
+
+
+@dataclass
+class RunningTotals:
+    """Per approval, in (bucket, position) order: its bucket's running total and count."""
+
+    order: np.ndarray  # indices into the input, sorted by bucket then position
+    bucket: np.ndarray
+    position: np.ndarray
+    high: np.ndarray  # total = high * 10^8 + low, low < 10^8
+    low: np.ndarray
+    count: np.ndarray
+    last: np.ndarray  # index (into the sorted arrays) of each bucket's final row
+
+
+def running_totals(position: np.ndarray, bucket: np.ndarray, high: np.ndarray, low: np.ndarray) -> RunningTotals:
+    """Cumulative sums per bucket in position order. high/low: each amount split at 10^8.
+
+    The caller guarantees no int64 wraps: sum(high) + sum(low) / 10^8 < 2^63.
+    """
+    if len(position) and not (np.diff(position) > 0).all():
+        by_position = np.argsort(position, kind="stable")
+    else:
+        by_position = np.arange(len(position))
+    order = by_position[np.argsort(bucket[by_position], kind="stable")]
+    b, p = bucket[order], position[order]
+    h, lo = high[order], low[order]
+    n = len(order)
+    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]]) if n else np.zeros(0, dtype="int64")
+    sizes = np.diff(np.r_[starts, n])
+    ends = starts + sizes - 1
+
+    def grouped_cumsum(values: np.ndarray) -> np.ndarray:
+        total = np.cumsum(values)
+        before = np.r_[0, total[:-1]][starts] if n else np.zeros(0, dtype="int64")
+        return total - np.repeat(before, sizes)
+
+    hs, ls = grouped_cumsum(h), grouped_cumsum(lo)
+    hs += ls // SPLIT
+    ls %= SPLIT
+    count = np.arange(1, n + 1) - np.repeat(starts, sizes)
+    return RunningTotals(order=order, bucket=b, position=p, high=hs, low=ls, count=count, last=ends)
+
+
+def joined(high: int, low: int) -> int:
+    return int(high) * SPLIT + int(low)
+
+
+def _template_row() -> np.ndarray:
+    row = np.zeros(1, dtype=HISTORY_ROW)
+    row["fields"], row["week_len"], row["currency_len"], row["position_len"] = 5, 4, 3, 8
+    row["total_len"], row["ndigits"], row["weight"], row["count_len"] = 8 + 2 * _NUMERIC_DIGITS, _NUMERIC_DIGITS, _NUMERIC_DIGITS - 1, 8
+    return row
+
+
+_TEMPLATE = _template_row()
+
+
+def numeric_digits(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """The base-10000 digits (most significant first) of high * 10^8 + low, as an (n, 7) int16 array."""
+    digits = np.empty((len(high), _NUMERIC_DIGITS), dtype="int16")
+    digits[:, 5], digits[:, 6] = np.divmod(low, 10_000)
+    rest = high
+    for column in (4, 3, 2, 1):
+        rest, digits[:, column] = np.divmod(rest, 10_000)
+    digits[:, 0] = rest
+    return digits
+
+
+def history_copy_rows(week: np.ndarray, currency: np.ndarray, position: np.ndarray, high: np.ndarray, low: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """History rows (week_start, currency, position, total_minor, count) in binary COPY format, header and trailer excluded.
+
+    week: days since 2000-01-01; currency: 3-byte codes; total = high * 10^8 + low with
+    0 <= low < 10^8 and 0 <= high < 2^63 (so below 10^28: seven base-10000 digits).
+    Returns the rows as a structured array: hand `memoryview(rows)` to COPY.
+    """
+    rows = np.repeat(_TEMPLATE, len(week))
+    rows["week"] = week
+    rows["currency"] = currency
+    rows["position"] = position
+    rows["digits"] = numeric_digits(high, low)
+    rows["count"] = count
+    return rows

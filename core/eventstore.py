@@ -354,8 +354,11 @@ def read_all(*, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
     else:
         taken = _unbroken(positions, after, proven)
         if taken < len(rows) and (newly_proven := _prove_hole_below(rows[taken])) is not None:
-            rows = _read_rows(after, limit)  # a new statement, a new snapshot: sees what filled the hole
-            taken = _unbroken([row.position for row in rows], after, newly_proven)
+            # Keep the safe prefix; read the rest again in a new statement, whose snapshot
+            # sees whatever filled the hole.
+            safe, resume = rows[:taken], rows[taken - 1].position if taken else after
+            rows = safe + _read_rows(resume, limit - taken)
+            taken = taken + _unbroken([row.position for row in rows[taken:]], resume, newly_proven)
     return [RecordedEvent.from_row(row) for row in rows[:taken]]
 
 

@@ -1,4 +1,5 @@
 """rebuild_projections and verify_projections as an operator runs them."""
+import re
 from datetime import datetime, timezone
 from io import StringIO
 
@@ -35,6 +36,17 @@ def test_rebuild_repairs_what_verify_found():
     approved("10.00", "EUR", MON)
     project_next_batch()
     WeeklyIncome.objects.update(total_minor=1)
-    call_command("rebuild_projections", stdout=StringIO())
+    out = StringIO()
+    call_command("rebuild_projections", stdout=out)
     call_command("verify_projections", stdout=StringIO())
     assert WeeklyIncome.objects.get().total_minor == 1000
+    assert re.search(r"rebuilt through position \d+: 1 approvals, 1 rows \(lock [0-9.]+ s, read", out.getvalue())
+
+
+def test_rebuild_refuses_zero_readers_and_changes_nothing():
+    approved("10.00", "EUR", MON)
+    project_next_batch()
+    WeeklyIncome.objects.update(total_minor=1)
+    with pytest.raises(CommandError, match="--readers must be at least 1"):
+        call_command("rebuild_projections", "--readers", "0", stdout=StringIO())
+    assert WeeklyIncome.objects.get().total_minor == 1

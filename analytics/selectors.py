@@ -7,9 +7,9 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.utils import timezone
-
+from django.db import connection
 from django.db.models import OuterRef, Subquery
+from django.utils import timezone
 
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
 from analytics.projection import CHECKPOINT
@@ -92,16 +92,41 @@ def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tu
 def weekly_income(*, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:
     """Weekly totals for every week in [start, end] and every currency shown, zeros included."""
     weeks = resolve_range(start, end)
-    with consistent_read():
-        as_of = projection_position()
-        stored = WeeklyIncome.objects.filter(week_start__gte=weeks[0], week_start__lte=weeks[-1])
-        if currency:
-            stored = stored.filter(currency=currency)
-            currencies = [currency]
-        else:
-            currencies = sorted(WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct())
-        found = {(r.week_start, r.currency): (int(r.total_minor), r.count) for r in stored}
-    return _report(as_of, weeks, currencies, found)
+    as_of, currencies, found = _weekly_income_rows(weeks[0], weeks[-1], currency)
+    return _report(as_of, weeks, [currency] if currency else currencies, found)
+
+
+def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[int, list[str], dict[tuple, tuple[int, int]]]:
+    """The checkpoint, every currency with income, and the stored rows in range: one statement.
+
+    One statement reads one snapshot, so the position and the rows it covers agree without
+    a transaction (the hot read of every dashboard: 1 round trip instead of 6).
+    """
+    rows_table, checkpoint_table = WeeklyIncome._meta.db_table, ProjectionCheckpoint._meta.db_table
+    in_currency = "AND currency = %s" if currency else ""
+    sql = f"""
+        SELECT 0, CAST(NULL AS DATE), CAST(NULL AS VARCHAR(3)), CAST(position AS NUMERIC), CAST(NULL AS BIGINT)
+        FROM {checkpoint_table} WHERE name = %s
+        UNION ALL
+        SELECT DISTINCT 1, CAST(NULL AS DATE), currency, CAST(NULL AS NUMERIC), CAST(NULL AS BIGINT) FROM {rows_table}
+        UNION ALL
+        SELECT 2, week_start, currency, total_minor, count FROM {rows_table}
+        WHERE week_start >= %s AND week_start <= %s {in_currency}
+    """
+    params = [CHECKPOINT, first, last] + ([currency] if currency else [])
+    as_of, currencies, found = 0, [], {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for kind, week, cur, total, count in cursor.fetchall():
+            if kind == 0:
+                as_of = int(total)
+            elif kind == 1:
+                currencies.append(cur)
+            else:
+                # SQLite hands dates back as text.
+                week = week if isinstance(week, date) else date.fromisoformat(week)
+                found[(week, cur)] = (int(total), int(count))
+    return as_of, sorted(currencies), found
 
 
 def weekly_income_at(*, position: int, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:

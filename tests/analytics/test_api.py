@@ -45,6 +45,22 @@ def test_the_default_range_is_the_last_twelve_weeks(api):
     assert rows[-1] == {"week_start": weeks[-1], "currency": "EUR", "total": "10.00", "count": 1}
 
 
+def test_it_reads_a_years_weekly_income_in_one_statement(django_assert_num_queries):
+    from analytics.selectors import weekly_income
+
+    approved("10.00", "EUR", MON)
+    approved("1500", "JPY", MON - timedelta(weeks=51))
+    project_all()
+    # One statement is one snapshot: the position and the rows agree without a transaction.
+    with django_assert_num_queries(1):
+        report = weekly_income(start=(MON - timedelta(weeks=51)).date(), end=MON.date())
+    assert report.as_of == eventstore.last_position() and len(report.rows) == 52 * 2
+    assert [r for r in report.rows if r["count"]] == [
+        {"week_start": "2025-11-24", "currency": "JPY", "total": "1500", "count": 1},
+        {"week_start": "2026-11-16", "currency": "EUR", "total": "10.00", "count": 1},
+    ]
+
+
 def test_a_currency_filter_shows_that_currency_even_without_income(api):
     approved("10.00", "EUR", MON)
     project_all()

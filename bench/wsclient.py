@@ -102,6 +102,7 @@ class Socket(asyncio.Protocol):
                 return
             lower = head.lower()
             if "permessage-deflate" in lower:
+                self.owner.deflated += 1
                 self.inflater = zlib.decompressobj(-15)
                 self.fresh_inflater = "server_no_context_takeover" in lower
             self.state = 1
@@ -186,6 +187,7 @@ class Worker:
         self.live: set[Socket] = set()
         self.arrivals: dict[int, list[float]] = collections.defaultdict(list)
         self.drops = 0
+        self.deflated = 0  # handshakes that negotiated permessage-deflate
         self.expect_hello = True
         self.waiters: list[tuple[int, asyncio.Future]] = []
 
@@ -221,6 +223,7 @@ class Worker:
     async def open(self, *, host, port, path, headers, count, inflight, deflate, expect_hello, timeout, keep=True):
         """Open `count` sockets with at most `inflight` handshakes at a time; failures by label."""
         self.expect_hello = expect_hello
+        self.deflated = 0
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(max(1, inflight))
         failures: collections.Counter = collections.Counter()
@@ -245,7 +248,7 @@ class Worker:
             for sock in opened:
                 self.live.discard(sock)
                 sock.close()
-        return {"ok": len(opened), "failed": dict(failures), "seconds": seconds}
+        return {"ok": len(opened), "failed": dict(failures), "seconds": seconds, "deflated": self.deflated}
 
     async def collect(self, mark: int, timeout: float):
         """Arrival times of `mark` on this process's sockets, once every live socket has it (or at the timeout)."""
@@ -305,6 +308,7 @@ class OpenResult:
     ok: int
     failed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    deflated: int = 0  # handshakes that negotiated permessage-deflate (the server compresses each message)
 
     @property
     def failures(self) -> int:
@@ -360,7 +364,8 @@ class LoadClient:
         failed: collections.Counter = collections.Counter()
         for reply in replies:
             failed.update(reply["failed"])
-        return OpenResult(sum(r["ok"] for r in replies), dict(failed), max(r["seconds"] for r in replies))
+        return OpenResult(sum(r["ok"] for r in replies), dict(failed), max(r["seconds"] for r in replies),
+                          sum(r["deflated"] for r in replies))
 
     def storm(self, *, count: int, **kwargs) -> OpenResult:
         """`count` handshakes in flight at once; every socket is closed again afterwards."""

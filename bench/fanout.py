@@ -43,6 +43,7 @@ WAVE = 50  # handshakes in flight while the sockets open (today's product refuse
 GAP = 0.25  # seconds between publishes: each publish is delivered alone
 # Publishing stops after this long once MIN_PUBLISHES were measured (stock takes seconds each at 5,000).
 MEASURE_BUDGET_S, MIN_PUBLISHES = 60.0, 5
+PROFILE_SECONDS = 10  # ours at the largest size (full runs): where the time goes
 CLIENT_PROCESSES = 2
 # What the servers need for thousands of sockets: uvicorn's --limit-concurrency counts open
 # websockets (1,000 per process by default: the 1,001st gets HTTP 503), the product's per-user cap.
@@ -69,6 +70,7 @@ class Fanout:
     cpu_per_delivery: float | None = None  # seconds
     client_cpu_per_delivery: float | None = None  # seconds, the load client's own
     storm: OpenResult | None = None
+    profile: str | None = None  # a py-spy flame graph of the web processes while publishing
     error: str | None = None
 
     @property
@@ -257,7 +259,8 @@ def _measure(client: LoadClient, publish, result: Fanout, publishes: int, pids: 
         result.client_cpu_per_delivery = client_cpu / deliveries
 
 
-def _session(system: str, stack, client: LoadClient, *, sockets: int, publishes: int, storm: int, prepare, marks, settle: float) -> Fanout:
+def _session(system: str, stack, client: LoadClient, *, sockets: int, publishes: int, storm: int, prepare, marks, settle: float,
+             profile=None) -> Fanout:
     """On a started server: open the sockets, publish, then (optionally) the storm. `prepare(stack)` returns
     (handshake headers, publisher factory, whether the server greets each socket with a message)."""
     result = Fanout(system, sockets)
@@ -273,9 +276,22 @@ def _session(system: str, stack, client: LoadClient, *, sockets: int, publishes:
     if result.opened.ok:
         result.rss_per_socket = (rss_bytes(pids) - rss_before) / result.opened.ok
     publisher = make_publisher()
+    recorder = None
+    if profile is not None:  # py-spy samples the web processes while the publishes run
+        def record():
+            try:
+                path = Path(profile(stack.processes["web"].pid, PROFILE_SECONDS, f"fanout-{system}-{sockets}"))
+                result.profile = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+            except Exception as exc:  # noqa: BLE001 - a missing profile must not lose the numbers
+                result.profile = f"py-spy failed: {exc}"[:200]
+
+        recorder = threading.Thread(target=record, name="fanout-profile")
+        recorder.start()
     try:
         _measure(client, publisher, result, publishes, pids, marks)
     finally:
+        if recorder is not None:
+            recorder.join(PROFILE_SECONDS + 60)
         close = getattr(publisher, "close", None)
         if close:
             close()
@@ -341,6 +357,7 @@ def measure_all(ctx, *, systems=("ours", "stock", "floor")) -> dict[tuple[str, i
                         results[(system, size)] = _session(
                             system, stack, client, sockets=size, publishes=publishes,
                             storm=storm if size == sizes[0] else 0, prepare=prepare, marks=marks, settle=settle,
+                            profile=ctx.profile if system == "ours" and size == sizes[-1] and not quick else None,
                         )
                 except Exception as exc:  # noqa: BLE001 - one broken server must not hide the others' rows
                     results[(system, size)] = Fanout(system, size, error=f"{type(exc).__name__}: {exc}"[:300])
@@ -392,7 +409,8 @@ def rows_from(results: dict[tuple[str, int], Fanout], *, quick: bool) -> list[Ro
             ratio=ratio,
             target=target_text,
             met=met,
-            note="; ".join(_opened_note(r) for r in (ours, stock, floor) if r is not None),
+            note="; ".join(_opened_note(r) for r in (ours, stock, floor) if r is not None)
+            + (f"; profile of ours: {ours.profile}" if ours is not None and ours.profile else ""),
         ))
     # the storm
     ours, stock, floor = (results.get((s, small)) for s in ("ours", "stock", "floor"))

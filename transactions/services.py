@@ -153,9 +153,11 @@ def _decide(*, transaction_id, actor, reason, expected_version, request_id, clie
     with _command(command):
         # The row lock makes concurrent decisions on one transaction queue up:
         # the first wins, the rest then see a decided transaction and get 409.
-        txn = Transaction.objects.select_for_update().filter(pk=transaction_id).first()
-        if txn is None:
-            raise TransactionNotFound(f"no transaction {transaction_id}")
+        try:
+            # get(), not first(): no ORDER BY for a primary-key lookup.
+            txn = Transaction.objects.select_for_update().get(pk=transaction_id)
+        except Transaction.DoesNotExist:
+            raise TransactionNotFound(f"no transaction {transaction_id}") from None
         if expected_version is not None and expected_version != txn.version:
             raise StaleVersion(f"transaction {txn.id} is at version {txn.version}, not {expected_version}")
         if txn.status != TransactionStatus.PENDING:
@@ -169,11 +171,16 @@ def _decide(*, transaction_id, actor, reason, expected_version, request_id, clie
         [recorded] = eventstore.append(
             stream_id=txn.id, expected_version=txn.version, events=[event], metadata=_metadata(actor, request_id, client_request_id)
         )
-        txn.status = status
-        txn.version = recorded.version
-        txn.decided_at = recorded.recorded_at
-        txn.decided_by = actor
-        txn.decision_reason = reason
-        txn.last_position = recorded.position
-        txn.save(update_fields=["status", "version", "decided_at", "decided_by", "decision_reason", "last_position"])
+        decided = {
+            "status": status,
+            "version": recorded.version,
+            "decided_at": recorded.recorded_at,
+            "decided_by": actor,
+            "decision_reason": reason,
+            "last_position": recorded.position,
+        }
+        # One UPDATE of the locked row; a queryset update skips save()'s signals and field bookkeeping.
+        Transaction.objects.filter(pk=txn.pk).update(**decided)
+        for field, value in decided.items():
+            setattr(txn, field, value)
     return Decision(transaction=txn, position=recorded.position)

@@ -215,11 +215,11 @@ class Servers:
         return self.ctx.stack(worker=False, CHANNELS_PREFIX=self.prefix, **SERVER_ENV)
 
     @contextlib.contextmanager
-    def _other(self, name: str, web_command: str, **env: str):
+    def _other(self, name: str, web_command: str, prefix: str | None = None, **env: str):
         from scripts.stack import Stack
 
         log_dir = Path(tempfile.mkdtemp(prefix=f"fanout-{name}-", dir=self.ctx.work_dir))
-        stack = Stack(env=self.ctx.stack_env(CHANNELS_PREFIX=self.prefix, **SERVER_ENV, **env), log_dir=log_dir,
+        stack = Stack(env=self.ctx.stack_env(CHANNELS_PREFIX=prefix or self.prefix, **SERVER_ENV, **env), log_dir=log_dir,
                       commands={"web": web_command})
         try:
             stack.start_server()
@@ -227,10 +227,12 @@ class Servers:
         finally:
             stack.stop(timeout=2)  # a baseline need not shut down gracefully (stock blocks in BZPOPMIN for 5 s)
 
-    def stock(self):
+    def stock(self, prefix: str):
+        """`prefix`: a fresh one per server, so members a storm left behind never reach the next size's group."""
         if "core.asgi:application" not in self.web:
             raise RuntimeError("the Procfile's web: line no longer names core.asgi:application; cannot swap in the stock app")
-        return self._other("stock", self.web.replace("core.asgi:application", "bench.baselines.stock_asgi:application"))
+        return self._other("stock", self.web.replace("core.asgi:application", "bench.baselines.stock_asgi:application"),
+                           prefix=prefix)
 
     def floor(self, channel: str):
         return self._other("floor", f"exec {sys.executable} -m bench.baselines.floor", FLOOR_CHANNEL=channel)
@@ -334,8 +336,11 @@ def measure_all(ctx, *, systems=("ours", "stock", "floor")) -> dict[tuple[str, i
         seq = _snapshot_seq(stack.base_url, cookie)
         return {"Origin": stack.base_url, "Cookie": cookie}, lambda: OursPublisher(seq), True
 
+    stock_prefixes = {size: f"{prefix}-stock{size}" for size in sizes}
+
     def prepare_stock(stack):
-        return {"Origin": stack.base_url}, lambda: StockPublisher(redis_url, prefix), False
+        stock_prefix = stack.env["CHANNELS_PREFIX"]
+        return {"Origin": stack.base_url}, lambda: StockPublisher(redis_url, stock_prefix), False
 
     floor_channel = f"{prefix}:floor"
 
@@ -343,9 +348,9 @@ def measure_all(ctx, *, systems=("ours", "stock", "floor")) -> dict[tuple[str, i
         return {"Origin": stack.base_url}, lambda: FloorPublisher(redis_url, floor_channel), False
 
     plans = {
-        "ours": (servers.ours, prepare_ours),
-        "stock": (servers.stock, prepare_stock),
-        "floor": (lambda: servers.floor(floor_channel), prepare_floor),
+        "ours": (lambda size: servers.ours(), prepare_ours),
+        "stock": (lambda size: servers.stock(stock_prefixes[size]), prepare_stock),
+        "floor": (lambda size: servers.floor(floor_channel), prepare_floor),
     }
     with LoadClient(CLIENT_PROCESSES) as client:
         for size in sizes:
@@ -353,7 +358,7 @@ def measure_all(ctx, *, systems=("ours", "stock", "floor")) -> dict[tuple[str, i
                 started = time.monotonic()
                 make_stack, prepare = plans[system]
                 try:
-                    with make_stack() as stack:
+                    with make_stack(size) as stack:
                         results[(system, size)] = _session(
                             system, stack, client, sockets=size, publishes=publishes,
                             storm=storm if size == sizes[0] else 0, prepare=prepare, marks=marks, settle=settle,

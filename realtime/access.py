@@ -12,6 +12,7 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.core.exceptions import ValidationError
 from django.utils.crypto import constant_time_compare
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -28,6 +29,7 @@ class Refusal:
 class Grant:
     # What the user's sessions are signed with: it changes when the password does.
     auth_hash: str
+    user_id: object = None
 
 
 def session_digest(session_key: str | None) -> str | None:
@@ -114,21 +116,38 @@ def _judge(user, session_key: str | None, auth_hash: str | None, session_data: d
     permission = settings.REALTIME_VIEW_PERMISSION
     if permission and not user.has_perm(permission):
         return Refusal(CLOSE_FORBIDDEN, f"needs the {permission} permission")
-    return Grant(auth_hash=user.get_session_auth_hash())
+    return Grant(auth_hash=user.get_session_auth_hash(), user_id=user.pk)
+
+
+def _session_user_id(data: dict):
+    """The user a session signs in, or None (anonymous, or a value that is not a valid key)."""
+    try:
+        return get_user_model()._meta.pk.to_python(data[SESSION_KEY])
+    except (KeyError, ValidationError):
+        return None
 
 
 def verdicts(requests: list[tuple]) -> list[Refusal | Grant]:
-    """verdict() for many (user_id, session_key, auth_hash) at once: one query for the users, one for the
-    sessions (database engine), and a permission check per distinct user only when one is required."""
-    users = get_user_model()._default_manager.in_bulk({user_id for user_id, _, _ in requests})
+    """verdict() for many (user_id, session_key, auth_hash) at once: one query for the sessions (database
+    engine), one for the users, and a permission check per distinct user only when one is required.
+    A user_id of None means "whoever the session signs in" (a socket authenticated by its cookie alone):
+    a session that signs nobody in is refused with 4401 "authentication required"."""
     sessions = _load_sessions(session_key for _, session_key, _ in requests)
+    wanted = {user_id if user_id is not None else _session_user_id(sessions.get(session_key, {})) for user_id, session_key, _ in requests}
+    users = get_user_model()._default_manager.in_bulk(wanted - {None})
     answers: dict[tuple, Refusal | Grant] = {}
     result = []
     for request in requests:
         answer = answers.get(request)
         if answer is None:
             user_id, session_key, auth_hash = request
-            user = users.get(user_id)
-            answer = answers[request] = _judge(user, session_key, auth_hash, sessions.get(session_key, {}))
+            data = sessions.get(session_key, {})
+            if user_id is None:
+                user_id = _session_user_id(data)
+                if user_id is None:
+                    answer = Refusal(CLOSE_UNAUTHENTICATED, "authentication required")
+            if answer is None:
+                answer = _judge(users.get(user_id), session_key, auth_hash, data)
+            answers[request] = answer
         result.append(answer)
     return result

@@ -18,6 +18,7 @@ import time
 from collections import deque
 
 from django.conf import settings
+from django.http.cookie import parse_cookie
 
 from realtime.access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, Refusal
 from realtime.auth import BY_TICKET
@@ -55,6 +56,15 @@ def too_deep(text: str, limit: int = MAX_FRAME_DEPTH) -> bool:
 
 
 PONG = {"type": "websocket.send", "text": '{"type":"pong"}'}
+
+
+def session_cookie(scope) -> str | None:
+    """The session key the handshake's Cookie header carries (Channels' cookie parsing when it already ran)."""
+    cookies = scope.get("cookies")
+    if cookies is None:
+        header = b"; ".join(value for name, value in scope.get("headers", ()) if name == b"cookie")
+        cookies = parse_cookie(header.decode("latin-1")) if header else {}
+    return cookies.get(settings.SESSION_COOKIE_NAME) or None
 ACCEPT = {"type": "websocket.accept"}
 
 
@@ -125,16 +135,17 @@ class DashboardConsumer:
 
     # --- lifecycle ----------------------------------------------------------
     async def connect(self, scope):
-        user = scope.get("user")
-        if user is None or not user.is_authenticated:
-            # Accept first so the browser sees our close code, not a bare handshake failure.
-            await self.refuse(CLOSE_UNAUTHENTICATED, "authentication required")
-            return
-        self.user_id = user.pk
-        self.user_key = str(user.pk)
-        if scope.get("realtime_auth") != BY_TICKET:
-            self.session_key = getattr(scope.get("session"), "session_key", None)
+        if scope.get("realtime_auth") == BY_TICKET:
+            user = scope.get("user")  # the ticket's (realtime.auth.TicketAuthMiddleware)
+            if user is None or not user.is_authenticated:
+                await self.refuse(CLOSE_UNAUTHENTICATED, "authentication required")
+                return
+            self.user_id = user.pk
+        else:
+            # The session cookie alone: the hub finds its user with everyone else's in one batched query.
+            self.session_key = session_cookie(scope)
             if not self.session_key:
+                # Accept first so the browser sees our close code, not a bare handshake failure.
                 await self.refuse(CLOSE_UNAUTHENTICATED, "authentication required")
                 return
         hub = self.hub = await get_hub()
@@ -144,8 +155,14 @@ class DashboardConsumer:
             self.access_dirty = False
             verdict = await hub.check(self.access_request())
             if isinstance(verdict, Refusal):
-                await self.refuse(verdict.code, verdict.reason)
+                reason = verdict.reason
+                if self.user_id is None and verdict.code == CLOSE_UNAUTHENTICATED:
+                    reason = "authentication required"  # a cookie that signs nobody in (any more)
+                await self.refuse(verdict.code, reason)
                 return
+            if self.user_id is None:
+                self.user_id = verdict.user_id
+                hub.identify(self)
             if not self.access_dirty:
                 break
         if self.session_key is None:

@@ -82,6 +82,7 @@ class Hub:
         self.serial = itertools.count(1)
         self.sockets: set = set()  # registered sockets: live ones and those waiting for their snapshot
         self.by_user: dict[str, set] = {}
+        self.unknown: set = set()  # sockets in their handshake whose user is not known yet
         self.waiting: set = set()  # sockets whose next message is a snapshot
         self.ring: deque = deque(maxlen=RING_SIZE)  # (arrival, after, through, items), oldest first
         self.arrivals = 0  # batches received so far
@@ -177,14 +178,25 @@ class Hub:
 
     # --- sockets ----------------------------------------------------------------------
     def register(self, socket) -> None:
-        """Route access changes to the socket from now on (before its first access check)."""
+        """Route access changes to the socket from now on (before its first access check). A socket
+        whose user is not known yet (its cookie's session is being read) hears every user's changes."""
         socket.member = f"{self.id}.{next(self.serial)}"
         self.sockets.add(socket)
+        self.identify(socket)
+
+    def identify(self, socket) -> None:
+        """File the socket under its user (once the access check has said who that is)."""
+        self.unknown.discard(socket)
+        if socket.user_id is None:
+            self.unknown.add(socket)
+            return
+        socket.user_key = str(socket.user_id)
         self.by_user.setdefault(socket.user_key, set()).add(socket)
 
     def unregister(self, socket) -> None:
         self.sockets.discard(socket)
         self.waiting.discard(socket)
+        self.unknown.discard(socket)
         users = self.by_user.get(socket.user_key)
         if users is not None:
             users.discard(socket)
@@ -308,6 +320,8 @@ class Hub:
 
     # --- access -------------------------------------------------------------------------
     def on_access_changed(self, user_key: str, ended_session: str | None) -> None:
+        for socket in self.unknown:
+            socket.access_dirty = True  # it checks again once it knows its user
         sockets = [s for s in self.by_user.get(user_key, ()) if not s.closing]
         recheck = []
         for socket in sockets:

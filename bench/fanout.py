@@ -69,6 +69,7 @@ class Fanout:
     rss_per_socket: float | None = None  # bytes
     cpu_per_delivery: float | None = None  # seconds
     client_cpu_per_delivery: float | None = None  # seconds, the load client's own
+    messages_per_delivery: float | None = None  # data messages a socket got per publish (1 unless the server sends more)
     storm: OpenResult | None = None
     profile: str | None = None  # a py-spy flame graph of the web processes while publishing
     error: str | None = None
@@ -241,7 +242,7 @@ class Servers:
 # --- one scenario run ----------------------------------------------------------------------------
 def _measure(client: LoadClient, publish, result: Fanout, publishes: int, pids: list[int], marks) -> None:
     deliveries = 0
-    cpu_before, client_before = cpu_seconds(pids), client.cpu_seconds()
+    cpu_before, (client_before, messages_before) = cpu_seconds(pids), client.counters()
     budget_ends = time.monotonic() + MEASURE_BUDGET_S
     for done in range(publishes):
         if done >= MIN_PUBLISHES and time.monotonic() > budget_ends:
@@ -255,8 +256,10 @@ def _measure(client: LoadClient, publish, result: Fanout, publishes: int, pids: 
         result.missing += max(0, live - len(times))
         deliveries += len(times)
         time.sleep(GAP)
-    cpu, client_cpu = cpu_seconds(pids) - cpu_before, client.cpu_seconds() - client_before
+    cpu, (client_after, messages_after) = cpu_seconds(pids) - cpu_before, client.counters()
+    client_cpu = client_after - client_before
     if deliveries:
+        result.messages_per_delivery = (messages_after - messages_before) / deliveries
         result.cpu_per_delivery = cpu / deliveries
         result.client_cpu_per_delivery = client_cpu / deliveries
 

@@ -158,6 +158,7 @@ class Socket(asyncio.Protocol):
             self.buffer = data[at:]
 
     def _message(self, payload: bytes, now: float) -> None:
+        self.owner.messages += 1
         if self.compressed and self.inflater is not None:
             if self.fresh_inflater:
                 self.inflater = zlib.decompressobj(-15)
@@ -188,6 +189,7 @@ class Worker:
         self.arrivals: dict[int, list[float]] = collections.defaultdict(list)
         self.drops = 0
         self.deflated = 0  # handshakes that negotiated permessage-deflate
+        self.messages = 0  # data messages received, marked or not
         self.expect_hello = True
         self.waiters: list[tuple[int, asyncio.Future]] = []
 
@@ -265,7 +267,7 @@ class Worker:
         return {"times": self.arrivals.pop(mark, []), "live": len(self.live), "drops": self.drops}
 
     async def cpu(self):
-        return {"cpu": time.process_time()}
+        return {"cpu": time.process_time(), "messages": self.messages}
 
     async def close_all(self):
         for sock in list(self.live):
@@ -377,9 +379,10 @@ class LoadClient:
         times = [t for reply in replies for t in reply["times"]]
         return times, sum(reply["live"] for reply in replies)
 
-    def cpu_seconds(self) -> float:
-        """CPU time the client processes have used so far (to show the client is not the bottleneck)."""
-        return sum(reply["cpu"] for reply in self._all([dict(op="cpu")] * len(self.pipes), 30))
+    def counters(self) -> tuple[float, int]:
+        """(CPU seconds the client processes have used, data messages they received) so far."""
+        replies = self._all([dict(op="cpu")] * len(self.pipes), 30)
+        return sum(reply["cpu"] for reply in replies), sum(reply["messages"] for reply in replies)
 
     def close_all(self) -> int:
         return sum(reply["closed"] for reply in self._all([dict(op="close")] * len(self.pipes), 60))

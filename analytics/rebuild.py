@@ -70,12 +70,15 @@ _PROBE_QUERY = f"SELECT {_COLUMNS} FROM core_event WHERE position BETWEEN %(low)
 
 @dataclass
 class Chunk:
-    position: np.ndarray
-    instant: np.ndarray
-    currency: np.ndarray  # 3-byte codes as uint32
-    amount_e4: np.ndarray
-    week: np.ndarray  # days since 2000-01-01; 0 where the instant is out of range
-    bad_instant: np.ndarray
+    """One block range's approvals, checked and converted: everything but the amounts that need core.money."""
+
+    position: np.ndarray  # int64
+    week: np.ndarray  # int32 days since 2000-01-01
+    currency: np.ndarray  # int16 index into Decoder.codes
+    high: np.ndarray  # minor units = high * 10^8 + low
+    low: np.ndarray
+    flagged: np.ndarray  # row indices whose amount the query could not scale exactly
+    problems: list[tuple[int, BaseException]]
 
 
 @dataclass
@@ -95,18 +98,47 @@ class _SnapshotRead(Exception):
         super().__init__(str(cause))
 
 
-def _decode(row, *, time_zone: str, week_start: str) -> Chunk:
-    positions, instants, currencies, amounts, count = row
-    position = np.frombuffer(positions or b"", ">i8").astype("int64")
-    instant = np.frombuffer(instants or b"", ">i8").astype("int64")
-    letters = np.frombuffer(currencies or b"", "u1").reshape(-1, 3).astype("uint32")
-    amount = np.frombuffer(amounts or b"", ">i8").astype("int64")
-    if not len(position) == len(instant) == len(letters) == len(amount) == count:
-        raise RuntimeError(f"a chunk's columns disagree: {count} rows, {len(position)}/{len(instant)}/{len(letters)}/{len(amount)} values")
-    bad = rf.out_of_range(instant)
-    week = rf.local_week_starts(np.where(bad, 0, instant), time_zone=time_zone, week_start=week_start)
-    currency = (letters[:, 0] << 16) | (letters[:, 1] << 8) | letters[:, 2]
-    return Chunk(position, instant, currency, amount, week, bad)
+class Decoder:
+    """Turns a chunk's four byte strings into checked integer columns (runs in the reader threads, beside the database's work)."""
+
+    def __init__(self, *, time_zone: str, week_start: str):
+        self.time_zone, self.week_start = time_zone, week_start
+        self.codes = sorted(CURRENCY_EXPONENTS)
+        self.lookup = np.full(1 << 24, -1, dtype="int16")
+        self.lookup[[(ord(c[0]) << 16) | (ord(c[1]) << 8) | ord(c[2]) for c in self.codes]] = np.arange(len(self.codes))
+        self.exponents = np.array([CURRENCY_EXPONENTS[c] for c in self.codes], dtype="int64")
+
+    def __call__(self, row) -> Chunk:
+        positions, instants, currencies, amounts, count = row
+        position = np.frombuffer(positions or b"", ">i8").astype("int64")
+        instant = np.frombuffer(instants or b"", ">i8").astype("int64")
+        letters = np.frombuffer(currencies or b"", "u1").reshape(-1, 3).astype("uint32")
+        amount = np.frombuffer(amounts or b"", ">i8").astype("int64")
+        if not len(position) == len(instant) == len(letters) == len(amount) == count:
+            raise RuntimeError(f"a chunk's columns disagree: {count} rows, {len(position)}/{len(instant)}/{len(letters)}/{len(amount)} values")
+        problems: list[tuple[int, BaseException]] = []
+
+        def first(mask: np.ndarray, make) -> None:
+            hits = np.flatnonzero(mask)
+            if len(hits):
+                row = hits[np.argmin(position[hits])]
+                problems.append((int(position[row]), make(row)))
+
+        bad_instant = rf.out_of_range(instant)
+        first(bad_instant, lambda row: rf.OutOfRange("occurred_at is not an instant between 1678 and 2261 that can be placed in a week"))
+        week = rf.local_week_starts(np.where(bad_instant, 0, instant), time_zone=self.time_zone, week_start=self.week_start)
+        packed = (letters[:, 0] << 16) | (letters[:, 1] << 8) | letters[:, 2]
+        currency = self.lookup[packed]
+        known = currency >= 0
+        first(~known, lambda row: MoneyError(f"{_code(packed[row])!r} is not an ISO 4217 currency code"))
+        exponent = self.exponents[np.maximum(currency, 0)]
+        flagged = amount == rf.FLAGGED
+        minor, rounds = rf.to_minor_units(amount, exponent)
+        first(known & ~flagged & (amount < 0), lambda row: rf.OutOfRange("amounts must not be negative"))
+        first(known & ~flagged & rounds, lambda row: MoneyError(
+            f"the amount has more than {exponent[row]} decimal places for {self.codes[currency[row]]}"))
+        high, low = np.divmod(np.maximum(minor, 0), rf.SPLIT)
+        return Chunk(position, week, currency, high, low, np.flatnonzero(flagged & known), problems)
 
 
 def _reader_params() -> dict:
@@ -116,15 +148,17 @@ def _reader_params() -> dict:
     return params
 
 
-def _read_parallel(*, snapshot: str, through: int, blocks: int, readers: int, chunk_blocks: int) -> list[Chunk]:
-    """Each reader imports the snapshot and takes block ranges from a shared queue until none are left."""
+def _read_parallel(*, decode: Decoder, snapshot: str, through: int, blocks: int, readers: int, chunk_blocks: int) -> list[Chunk]:
+    """Each reader imports the snapshot and takes block ranges from a shared queue until none are left.
+
+    Readers only fetch, so their backends never wait on Python: this thread decodes
+    each chunk as it arrives.
+    """
     ranges: queue.Queue = queue.Queue()
     for index, first in enumerate(range(0, blocks, chunk_blocks)):
         ranges.put((index, first, min(first + chunk_blocks, blocks)))
-    results: dict[int, Chunk] = {}
-    failures: list[BaseException] = []
+    fetched: queue.Queue = queue.Queue()
     stop = threading.Event()
-    zone, week_start = settings.ANALYTICS_TIME_ZONE, settings.ANALYTICS_WEEK_START
     params = _reader_params()
 
     def work():
@@ -144,25 +178,42 @@ def _read_parallel(*, snapshot: str, through: int, blocks: int, readers: int, ch
                             cursor.execute(_CHUNK_QUERY, {"first": first, "end": end, "type": txn_events.APPROVED, "through": through})
                         except psycopg.DataError as exc:
                             raise _SnapshotRead(first, end, exc) from exc
-                        results[index] = _decode(cursor.fetchone(), time_zone=zone, week_start=week_start)
+                        fetched.put((index, cursor.fetchone()))
         except BaseException as exc:  # handed to the caller, which raises it
-            failures.append(exc)
             stop.set()
+            fetched.put((None, exc))
+        finally:
+            fetched.put((None, None))  # this reader is done
 
     threads = [threading.Thread(target=work, name=f"rebuild-reader-{n}", daemon=True) for n in range(readers)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
+    results: dict[int, Chunk] = {}
+    failure, running = None, readers
+    try:
+        while running:
+            index, item = fetched.get()
+            if index is not None:
+                if failure is None:
+                    results[index] = decode(item)
+            elif item is None:
+                running -= 1
+            elif failure is None:
+                failure = item
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+    if failure is not None:
+        raise failure
     return [results[index] for index in sorted(results)]
 
 
-def _read_here(*, through: int, blocks: int, chunk_blocks: int) -> list[Chunk]:
+def _read_here(*, decode: Decoder, through: int, blocks: int, chunk_blocks: int) -> list[Chunk]:
     """The same chunks on this connection: inside a caller's transaction that has written, no other session could see those rows."""
     chunks = []
-    zone, week_start = settings.ANALYTICS_TIME_ZONE, settings.ANALYTICS_WEEK_START
     with connection.cursor() as cursor:
         for first in range(0, blocks, chunk_blocks):
             end = min(first + chunk_blocks, blocks)
@@ -172,7 +223,7 @@ def _read_here(*, through: int, blocks: int, chunk_blocks: int) -> list[Chunk]:
                     row = cursor.fetchone()
             except DatabaseError as exc:
                 raise _SnapshotRead(first, end, exc) from exc
-            chunks.append(_decode(row, time_zone=zone, week_start=week_start))
+            chunks.append(decode(row))
     return chunks
 
 
@@ -218,39 +269,17 @@ def _poison(position: int, cause: BaseException, before: int) -> ProjectionFaile
     return ProjectionFailed(after=before, first=position, through=position, cause=cause)
 
 
-def _columns(chunks: list[Chunk], *, before: int) -> _Columns:
-    """Concatenate the chunks, check every row, and convert amounts to exact minor units split at 10^8."""
-    position = np.concatenate([c.position for c in chunks]) if chunks else np.zeros(0, "int64")
-    week = np.concatenate([c.week for c in chunks]) if chunks else np.zeros(0, "int32")
-    letters = np.concatenate([c.currency for c in chunks]) if chunks else np.zeros(0, "uint32")
-    amount = np.concatenate([c.amount_e4 for c in chunks]) if chunks else np.zeros(0, "int64")
-    bad_instant = np.concatenate([c.bad_instant for c in chunks]) if chunks else np.zeros(0, bool)
+def _columns(chunks: list[Chunk], codes: list[str], *, before: int) -> _Columns:
+    """Concatenate the chunks, convert the flagged amounts with core.money, and refuse any poison (the lowest position is named)."""
 
-    codes = sorted(CURRENCY_EXPONENTS)
-    packed = [(ord(c[0]) << 16) | (ord(c[1]) << 8) | ord(c[2]) for c in codes]
-    lookup = np.full(1 << 24, -1, dtype="int16")
-    lookup[packed] = np.arange(len(codes), dtype="int16")
-    currency = lookup[letters & 0xFFFFFF]
-    exponent = np.array([CURRENCY_EXPONENTS[c] for c in codes], dtype="int64")[np.maximum(currency, 0)]
+    def joined(name: str, dtype: str) -> np.ndarray:
+        return np.concatenate([getattr(c, name) for c in chunks]) if chunks else np.zeros(0, dtype)
 
-    flagged = amount == rf.FLAGGED
-    minor, rounds = rf.to_minor_units(amount, exponent)
-    problems: list[tuple[int, BaseException]] = []
-
-    def first(mask: np.ndarray, make) -> None:
-        hits = np.flatnonzero(mask)
-        if len(hits):
-            row = hits[np.argmin(position[hits])]
-            problems.append((int(position[row]), make(row)))
-
-    first(bad_instant, lambda row: rf.OutOfRange("occurred_at is not an instant between 1678 and 2261 that can be placed in a week"))
-    first(currency < 0, lambda row: MoneyError(f"{_code(letters[row])!r} is not an ISO 4217 currency code"))
-    ok_currency = currency >= 0
-    first(ok_currency & ~flagged & (amount < 0), lambda row: rf.OutOfRange("amounts must not be negative"))
-    first(ok_currency & ~flagged & rounds, lambda row: MoneyError(f"the amount has more than {exponent[row]} decimal places for {codes[currency[row]]}"))
-
-    high, low = np.divmod(np.maximum(minor, 0), rf.SPLIT)
-    exceptional = np.flatnonzero(flagged & ok_currency)
+    position, week, currency = joined("position", "int64"), joined("week", "int32"), joined("currency", "int16")
+    high, low = joined("high", "int64"), joined("low", "int64")
+    problems = [problem for chunk in chunks for problem in chunk.problems]
+    offsets = np.cumsum([0] + [len(c.position) for c in chunks])
+    exceptional = np.concatenate([c.flagged + offset for c, offset in zip(chunks, offsets)]) if chunks else np.zeros(0, "int64")
     if len(exceptional):
         by_position = {int(position[row]): row for row in exceptional}
         for stored, data in StoredEvent.objects.filter(position__in=list(by_position)).values_list("position", "data").iterator():
@@ -296,7 +325,7 @@ def _totals(columns: _Columns) -> rf.RunningTotals:
     return rf.running_totals(columns.position, bucket, columns.high, columns.low)
 
 
-def _write(columns: _Columns, totals: rf.RunningTotals) -> int:
+def _write(columns: _Columns, totals: rf.RunningTotals, lap) -> int:
     """Replace rows and history. TRUNCATE: readers of both tables wait for this transaction from here on.
 
     The history is loaded with its secondary indexes dropped and built again afterwards
@@ -313,6 +342,7 @@ def _write(columns: _Columns, totals: rf.RunningTotals) -> int:
         indexes = _secondary_indexes(cursor, history_table)
         for drop, _ in indexes:
             cursor.execute(drop)
+        lap("truncate")
         raw = getattr(cursor, "cursor", cursor)
         statement = f'COPY "{history_table}" (week_start, currency, position, total_minor, count) FROM STDIN (FORMAT binary)'
         # A background thread sends each slice while the next one is built.
@@ -330,8 +360,10 @@ def _write(columns: _Columns, totals: rf.RunningTotals) -> int:
                 )
                 copy.write(rows.tobytes())
             copy.write(rf.PGCOPY_TRAILER)
+        lap("copy")
         for _, create in indexes:
             cursor.execute(create)
+        lap("indexes")
     rows = [
         WeeklyIncome(
             week_start=_PG_EPOCH + timedelta(days=int(totals.bucket[i] // ncodes)),
@@ -389,6 +421,7 @@ def rebuild_weekly_income(*, readers: int | None = None, chunk_blocks: int = CHU
     # Inside a caller's transaction (a test case, say) the readers could not see what it
     # wrote, and a savepoint cannot export a snapshot: read on this connection instead.
     parallel = readers > 1 and not connection.in_atomic_block
+    decode = Decoder(time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START)
     with transaction.atomic():
         checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
         before = checkpoint.position
@@ -404,15 +437,17 @@ def rebuild_weekly_income(*, readers: int | None = None, chunk_blocks: int = CHU
         try:
             if parallel:
                 stats.readers = readers
-                chunks = _read_parallel(snapshot=snapshot, through=through, blocks=blocks, readers=readers, chunk_blocks=chunk_blocks)
+                chunks = _read_parallel(
+                    decode=decode, snapshot=snapshot, through=through, blocks=blocks, readers=readers, chunk_blocks=chunk_blocks
+                )
             else:
                 stats.readers = 1
-                chunks = _read_here(through=through, blocks=blocks, chunk_blocks=chunk_blocks)
+                chunks = _read_here(decode=decode, through=through, blocks=blocks, chunk_blocks=chunk_blocks)
         except _SnapshotRead as failure:
             raise _poison(_locate(failure, through=through), failure.cause, before) from failure.cause
         lap("read")
         try:
-            columns = _columns(chunks, before=before)
+            columns = _columns(chunks, decode.codes, before=before)
         except OverflowError:
             logger.warning("weekly income rebuild: amounts too large for the int64 path, replaying in Python instead")
             return replay_in_batches()
@@ -420,9 +455,9 @@ def rebuild_weekly_income(*, readers: int | None = None, chunk_blocks: int = CHU
         lap("check")
         totals = _totals(columns)
         lap("totals")
-        stats.buckets = _write(columns, totals)
+        stats.buckets = _write(columns, totals, lap)
         stats.approvals = len(columns.position)
-        lap("write")
+        lap("rows")
         checkpoint.position = through
         checkpoint.config = current_config()
         checkpoint.save()

@@ -105,7 +105,12 @@ def running_totals(position: np.ndarray, bucket: np.ndarray, high: np.ndarray, l
         by_position = np.argsort(position, kind="stable")
     else:
         by_position = np.arange(len(position))
-    order = by_position[np.argsort(bucket[by_position], kind="stable")]
+    # Buckets are few (weeks x currencies): numbered by a hash pass, they sort as int16 keys,
+    # which numpy's stable sort handles as a radix sort (linear) instead of a merge sort.
+    keys, uniques = pd.factorize(bucket[by_position])
+    if len(uniques) < 2**15:
+        keys = keys.astype("int16")
+    order = by_position[np.argsort(keys, kind="stable")]
     b, p = bucket[order], position[order]
     h, lo = high[order], low[order]
     n = len(order)
@@ -164,3 +169,4 @@ def history_copy_rows(week: np.ndarray, currency: np.ndarray, position: np.ndarr
     rows["digits"] = numeric_digits(high, low)
     rows["count"] = count
     return rows
+

@@ -171,6 +171,9 @@ class Context:
     work_dir: Path
     name: str = "scenario"
     stacks: list[Stack] = field(default_factory=list)
+    # One channel-layer prefix for this process and every stack it starts: a message published here
+    # reaches their sockets (a stack given CHANNELS_PREFIX=... in its env has its own).
+    prefix: str = field(default_factory=lambda: f"lp-bench-{uuid.uuid4().hex[:6]}")
 
     @property
     def database_url(self) -> str:
@@ -183,7 +186,8 @@ class Context:
     def stack_env(self, **env: str) -> dict[str, str]:
         """The environment of this scenario's stack processes (production settings, logs at WARNING)."""
         defaults = {"LOG_LEVEL": "WARNING"}
-        return stack_env(database_url=self.database_url, redis_url=self.redis_url, secret=SECRET, **{**defaults, **env})
+        return stack_env(database_url=self.database_url, redis_url=self.redis_url, secret=SECRET, prefix=self.prefix,
+                         **{**defaults, **env})
 
     @contextlib.contextmanager
     def stack(
@@ -273,7 +277,6 @@ def prepare(ctx: Context, template: str | None = None) -> None:
 
     os.environ.update(
         {key: value for key, value in ctx.stack_env().items() if key not in {"PATH"}},
-        CHANNELS_PREFIX=f"lp-bench-{uuid.uuid4().hex[:6]}",
         QUICK="1" if ctx.quick else "0",
     )
     recreate_database(ctx.db_name, template)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import date
 
 import pandas as pd
 from django.conf import settings
@@ -101,39 +102,58 @@ def _apply(running: pd.DataFrame) -> list[WeeklyIncome]:
     """Add a batch's per-approval running totals to the stored rows and record their history.
 
     Returns the changed rows. Totals are Python ints end to end: they cannot wrap.
+    Two statements, however many buckets: the rows are upserted with their increments
+    (the new totals come back), and the history rows are inserted.
     """
     if running.empty:
         return []
-    keys = set(zip(running["week_start"], running["currency"]))
-    existing = {
-        (row.week_start, row.currency): row
-        for row in WeeklyIncome.objects.filter(
-            week_start__in={k[0] for k in keys}, currency__in={k[1] for k in keys}
-        )
-    }
-    base = {key: (int(existing[key].total_minor), existing[key].count) if key in existing else (0, 0) for key in keys}
-    history, latest = [], {}
+    # Per bucket: the batch's own total and count, and its last position (rows are in position order).
+    batch_totals: dict[tuple, tuple[int, int, int]] = {}
+    entries = []
     for ws, cur, position, total, count in running.itertuples(index=False, name=None):
-        prior_total, prior_count = base[(ws, cur)]
-        entry = WeeklyIncomeHistory(
-            week_start=ws, currency=cur, position=int(position), total_minor=prior_total + int(total), count=prior_count + int(count)
-        )
-        history.append(entry)
-        latest[(ws, cur)] = entry
-    changed = []
-    for key, entry in sorted(latest.items()):
-        row = existing.get(key) or WeeklyIncome(week_start=key[0], currency=key[1])
-        row.total_minor, row.count = int(entry.total_minor), entry.count
-        row.last_position = max(row.last_position, entry.position)
-        changed.append(row)
+        entry = (ws, cur, int(position), int(total), int(count))
+        entries.append(entry)
+        batch_totals[(ws, cur)] = entry[2:]
+    stored = _add_to_rows(batch_totals)
+    history, changed = [], []
+    for ws, cur, position, total, count in entries:
+        new_total, new_count, _ = stored[(ws, cur)]
+        batch_position, batch_total, batch_count = batch_totals[(ws, cur)]
+        # What the row held before this batch, plus the batch's running total up to this approval.
+        history.append(WeeklyIncomeHistory(
+            week_start=ws, currency=cur, position=position,
+            total_minor=new_total - batch_total + total, count=new_count - batch_count + count,
+        ))
+    for (ws, cur), (total, count, last_position) in sorted(stored.items()):
+        changed.append(WeeklyIncome(week_start=ws, currency=cur, total_minor=total, count=count, last_position=last_position))
     WeeklyIncomeHistory.objects.bulk_create(history, batch_size=5000)
-    WeeklyIncome.objects.bulk_create(
-        changed,
-        update_conflicts=True,
-        unique_fields=["week_start", "currency"],
-        update_fields=["total_minor", "count", "last_position"],
-    )
     return changed
+
+
+def _add_to_rows(batch_totals: dict[tuple, tuple[int, int, int]]) -> dict[tuple, tuple[int, int, int]]:
+    """Upsert each bucket's increment in one statement; its stored (total, count, last_position) after it."""
+    table = connection.ops.quote_name(WeeklyIncome._meta.db_table)
+    values, params = [], []
+    for (ws, cur), (position, total, count) in batch_totals.items():
+        values.append("(%s, %s, %s, %s, %s)")
+        params += [ws, cur, total, count, position]
+    sql = f"""
+        INSERT INTO {table} AS t (week_start, currency, total_minor, count, last_position)
+        VALUES {", ".join(values)}
+        ON CONFLICT (week_start, currency) DO UPDATE SET
+            total_minor = t.total_minor + excluded.total_minor,
+            count = t.count + excluded.count,
+            last_position = CASE WHEN excluded.last_position > t.last_position THEN excluded.last_position ELSE t.last_position END
+        RETURNING week_start, currency, total_minor, count, last_position
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        returned = cursor.fetchall()
+    return {
+        # SQLite hands dates back as text.
+        (ws if isinstance(ws, date) else date.fromisoformat(ws), cur): (int(total), int(count), int(last))
+        for ws, cur, total, count, last in returned
+    }
 
 
 def _commit_without_waiting_for_disk() -> None:

@@ -5,7 +5,7 @@ import pytest
 from django.test import override_settings
 
 from analytics import projection, selectors
-from analytics.models import ProjectionCheckpoint, WeeklyIncome
+from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
 from analytics.projection import ProjectionConfigChanged, project_next_batch, rebuild_weekly_income
 from analytics.verification import verify_weekly_income
 from core import eventstore
@@ -106,6 +106,29 @@ def test_it_sends_each_transaction_as_the_rest_api_shows_it(api):
     assert decided == shown
     # The submission as it stood then: the REST body of a pending transaction at version 1.
     assert submitted == {**shown, "status": "pending", "version": 1, "decided_at": None, "decided_by": "", "decision_reason": ""}
+
+
+def test_it_writes_a_batch_in_two_statements_however_many_buckets_it_touches():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    approved("10.00", "EUR", MON)
+    project_all()
+    approved("5.00", "EUR", MON)
+    approved("7.00", "USD", MON)
+    approved("1500", "JPY", NEXT_MON)
+    with CaptureQueriesContext(connection) as queries:
+        project_next_batch()
+    # The rows get their increments in one upsert (new totals returned), the history one insert.
+    writes = [q["sql"] for q in queries.captured_queries if "analytics_weeklyincome" in q["sql"]]
+    assert len(writes) == 2
+    assert totals() == {
+        (date(2026, 11, 16), "EUR"): (1500, 2), (date(2026, 11, 16), "USD"): (700, 1), (date(2026, 11, 23), "JPY"): (1500, 1),
+    }
+    approvals = [e.position for e in eventstore.read_all() if e.type == "TransactionApproved"]
+    assert [(h.currency, h.position, h.total_minor, h.count) for h in WeeklyIncomeHistory.objects.order_by("position")] == [
+        ("EUR", approvals[0], 1000, 1), ("EUR", approvals[1], 1500, 2), ("USD", approvals[2], 700, 1), ("JPY", approvals[3], 1500, 1),
+    ]
 
 
 def test_the_projection_refuses_to_mix_week_definitions():

@@ -4,7 +4,8 @@
 WEB_CONCURRENCY processes (like the product's web command); each process holds one Redis
 subscription to FLOOR_CHANNEL on REDIS_URL and hands every message to `websockets.broadcast`
 for all of its connections. No compression (the floor is the least work a server can do), no
-authentication, no snapshot. GET /healthz answers 200 for the readiness check.
+authentication, no snapshot; uvloop when it is installed, as the product's web line uses it.
+GET /healthz answers 200 for the readiness check.
 """
 from __future__ import annotations
 
@@ -49,7 +50,12 @@ async def _serve(fd: int) -> None:
 
 
 def _worker(fd: int) -> None:
-    asyncio.run(_serve(fd))
+    try:  # the event loop the product's web line runs on (--loop uvloop), when installed
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(fd))
+    else:
+        uvloop.run(_serve(fd))
 
 
 def main() -> None:

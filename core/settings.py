@@ -227,7 +227,8 @@ HTTP_HEADER_TIMEOUT_SECONDS = env_int("HTTP_HEADER_TIMEOUT_SECONDS", 10, minimum
 HTTP_BODY_TIMEOUT_SECONDS = env_int("HTTP_BODY_TIMEOUT_SECONDS", 30, minimum=1, maximum=3600)
 # Read by the Procfile's uvicorn command; parsed here too, so a bad value stops every process naming it.
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1, maximum=256)
-WEB_LIMIT_CONCURRENCY = env_int("WEB_LIMIT_CONCURRENCY", 1000, minimum=1, maximum=1_000_000)
+# Open connections per web process, websockets included (uvicorn counts both): thousands of dashboards.
+WEB_LIMIT_CONCURRENCY = env_int("WEB_LIMIT_CONCURRENCY", 10_000, minimum=1, maximum=1_000_000)
 WEB_BACKLOG = env_int("WEB_BACKLOG", 1024, minimum=1, maximum=65_535)
 # Threads per web process that run Django's WSGI handler for plain HTTP requests (core/asgi.py).
 # Each holds at most one database connection, so the pool (DATABASE_POOL_SIZE) must not be smaller.

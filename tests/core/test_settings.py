@@ -53,6 +53,7 @@ GARBAGE = {
     "WEB_CONCURRENCY": "auto",
     "WEB_LIMIT_CONCURRENCY": "-1",
     "WEB_BACKLOG": "100000",
+    "WEB_THREADS": "0",
     "LOGIN_FAILURE_LIMIT": "0",
     "LOGIN_LOCKOUT_MINUTES": "15m",
     "TRUSTED_PROXIES": "proxy.internal",

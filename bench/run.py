@@ -1,6 +1,6 @@
 """`make bench`: every scenario module in bench/, one after another, into one table in bench/RESULTS.md.
 
-    .venv/bin/python -m bench.run [--quick] [--only NAME ...]
+    .venv/bin/python -m bench.run [--quick] [--only NAME ...] [--db-prefix P] [--redis-db N]
 
 Each scenario (bench/<name>.py, `run(ctx) -> list[Row]`, bench/harness.py) runs in a process of its own
 (`python -m bench.harness bench.<name>`), on its own recreated database and Redis database, so one
@@ -33,19 +33,19 @@ from bench.harness import PG, REDIS_DBS, REDIS_HOST, Row, format_rows, migrate, 
 # In order: the fan-out first (the heaviest on memory), the long data loads last.
 SCENARIOS = ("fanout", "approvals", "latency", "rebuild", "time_travel")
 RESULTS = ROOT / "bench" / "RESULTS.md"
-# Migrated once per run; every scenario's database starts as a copy of it.
-TEMPLATE = "ledgerpulse_bench_template"
 # A scenario that runs longer than this is stopped and reported as crashed.
 TIMEOUT_S = {True: 300, False: 3600}
 
 
-def run_scenario(name: str, *, quick: bool, work_root: Path) -> tuple[list[Row], str | None, float]:
+def run_scenario(name: str, *, quick: bool, work_root: Path, db_prefix: str, redis_db: int | None, template: str
+                 ) -> tuple[list[Row], str | None, float]:
     """(rows, why it failed or None, seconds) for bench/<name>.py run in its own process."""
     work_dir = work_root / name
     work_dir.mkdir(parents=True, exist_ok=True)
     rows_json = work_dir / "rows.json"
     command = [sys.executable, "-m", "bench.harness", f"bench.{name}", "--rows-json", str(rows_json),
-               "--work-dir", str(work_dir), "--redis-db", str(REDIS_DBS.get(name, 10)), "--template", TEMPLATE]
+               "--work-dir", str(work_dir), "--redis-db", str(REDIS_DBS.get(name, 10) if redis_db is None else redis_db),
+               "--template", template, "--db", f"{db_prefix}_{name}"]
     if quick:
         command.append("--quick")
     print(f"\n== bench {name}{' (quick)' if quick else ''}", file=sys.stderr, flush=True)
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run just these scenarios (the table has only them)")
+    parser.add_argument("--db-prefix", default="ledgerpulse_bench",
+                        help="scenario databases are <prefix>_<name>, the template <prefix>_template (all recreated)")
+    parser.add_argument("--redis-db", type=int, default=None, help="one Redis database for every scenario (default: one each)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -126,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     work_root = Path(os.environ.get("BENCH_WORK") or tempfile.mkdtemp(prefix="ledgerpulse-bench-"))
     work_root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    recreate_database(TEMPLATE)
-    migrate(f"{PG}/{TEMPLATE}")
+    template = f"{args.db_prefix}_template"
+    recreate_database(template)
+    migrate(f"{PG}/{template}")
     rows: list[Row] = []
     failed: list[str] = []
     for name in args.only or SCENARIOS:
@@ -135,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== bench {name}: bench/{name}.py does not exist yet: skipped", file=sys.stderr, flush=True)
             rows.append(Row(name, "skipped", "", "", "", None, f"bench/{name}.py does not exist yet"))
             continue
-        scenario_rows, failure, seconds = run_scenario(name, quick=args.quick, work_root=work_root)
+        scenario_rows, failure, seconds = run_scenario(
+            name, quick=args.quick, work_root=work_root, db_prefix=args.db_prefix, redis_db=args.redis_db, template=template
+        )
         if failure is not None:
             failed.append(name)
             rows.append(Row(name, "crashed", "", "", "", False, f"{failure} after {seconds:.0f} s; logs in {work_root / name}"))

@@ -42,7 +42,10 @@ logger = logging.getLogger(__name__)
 # 32 MB of heap per query: small enough that two readers finish together, large
 # enough that a query's fixed cost (planning, a round trip) is noise.
 CHUNK_BLOCKS = 4096
-DEFAULT_READERS = max(1, min(4, os.cpu_count() or 1))
+# One more reader than cores, as PostgreSQL's parallel query runs a leader beside its workers:
+# while one reader's chunk is on the wire or its next query is being planned, the others
+# keep every core busy. (10M events, 2 cores: 3 readers read in 19.6 s where 2 took 28-33 s.)
+DEFAULT_READERS = max(2, min(4, (os.cpu_count() or 1) + 1))
 HISTORY_COPY_ROWS = 1_000_000
 _MAX_HIGH_SUM = 2**62
 _PG_EPOCH = date(2000, 1, 1)

@@ -12,7 +12,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--readers", type=int, default=DEFAULT_READERS,
-            help=f"database connections reading the log side by side (default {DEFAULT_READERS}: this machine's cores, at most 4)",
+            help=f"database connections reading the log side by side (default {DEFAULT_READERS}: one more than this machine's cores, at most 4)",
         )
 
     def handle(self, *args, **options):

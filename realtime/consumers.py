@@ -72,6 +72,38 @@ def _frame(payload: dict) -> dict:
     return {"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))}
 
 
+async def _finish(step, blocked_on):
+    """Drive a coroutine that push() started and that suspended, as its task would have: wait for what it
+    is blocked on (an asyncio future, or None for a bare yield), then resume it, until it returns."""
+    while True:
+        try:
+            if blocked_on is None:
+                await asyncio.sleep(0)
+            else:
+                # What a task does with a future its coroutine yields: it is now ours to wait on.
+                blocked_on._asyncio_future_blocking = False
+                await blocked_on
+        except asyncio.CancelledError as exc:
+            if asyncio.current_task().cancelling():
+                step.close()  # the writer itself is cancelled (the socket is gone)
+                raise
+            try:
+                blocked_on = step.throw(exc)  # only what it awaited was cancelled: the coroutine decides
+            except StopIteration:
+                return
+            continue
+        except BaseException as exc:  # noqa: BLE001 - the coroutine sees what it awaited raise
+            try:
+                blocked_on = step.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            blocked_on = step.send(None)
+        except StopIteration:
+            return
+
+
 class DashboardConsumer:
     """One dashboard websocket. Slots keep an idle socket small: its state is little more than `applied`."""
 
@@ -200,11 +232,29 @@ class DashboardConsumer:
         self._start_writer()
 
     def push(self, messages: list) -> bool:
-        """Queue ASGI messages for the client. False when its outbox overflowed: the queue is dropped
-        and the caller sends it a snapshot instead."""
+        """Send ASGI messages to the client, or queue them behind what it has not taken yet. False when
+        its outbox overflowed: the queue is dropped and the caller sends it a snapshot instead."""
         if self.closing:
             return True
         outbox = self.outbox
+        if outbox is None and self.writer is None:
+            # Nothing queued: write now, on this stack. The server's send normally completes without
+            # suspending (the transport takes the bytes), so the common case costs no task at all.
+            send = self.send_raw
+            for index, message in enumerate(messages):
+                step = send(message)
+                try:
+                    blocked_on = step.send(None)
+                except StopIteration:
+                    continue
+                except Exception:  # noqa: BLE001 - the connection is gone; the receive loop sees the disconnect
+                    self.closing = True
+                    return True
+                # The client is not reading (flow control): finish this send and the rest in a writer task.
+                self.outbox = deque(messages[index + 1:])
+                self.writer = asyncio.get_running_loop().create_task(self._drain(step, blocked_on))
+                return True
+            return True
         if outbox is None:
             outbox = self.outbox = deque(messages)
         elif outbox and len(outbox) + len(messages) > OUTBOX_LIMIT:
@@ -219,9 +269,11 @@ class DashboardConsumer:
         if self.writer is None:
             self.writer = asyncio.get_running_loop().create_task(self._drain())
 
-    async def _drain(self):
+    async def _drain(self, step=None, blocked_on=None):
         outbox = self.outbox
         try:
+            if step is not None:
+                await _finish(step, blocked_on)
             while outbox:
                 message = outbox.popleft()
                 await self.send_raw(message)

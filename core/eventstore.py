@@ -94,7 +94,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from core.errors import Conflict, DomainError
@@ -102,6 +102,7 @@ from core.models import StoredEvent
 from core.signals import events_committed
 
 _LOCK_NOT_AVAILABLE = "55P03"
+_READ_ONLY_TRANSACTION = "25006"
 
 
 class ConcurrencyConflict(Conflict):
@@ -307,9 +308,11 @@ def _prove(*, wait_ms: int | None) -> int | None:
     with (nullcontext() if connection.in_atomic_block else transaction.atomic()), connection.cursor() as cursor:
         try:
             cursor.execute(sql)
-        except OperationalError as exc:
+        except DatabaseError as exc:
             cursor.execute("ROLLBACK TO SAVEPOINT lp_hole_proof; RELEASE SAVEPOINT lp_hole_proof")
-            if _is_lock_timeout(exc):
+            # Not granted in time, or a hot standby (which may not take SHARE): nothing is
+            # proved, and the caller's transaction goes on as before.
+            if getattr(exc.__cause__, "sqlstate", None) in (_LOCK_NOT_AVAILABLE, _READ_ONLY_TRANSACTION):
                 return None
             raise
         while cursor.description is None and cursor.nextset():

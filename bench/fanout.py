@@ -45,7 +45,7 @@ COLLECT_TIMEOUT_S = 20.0  # a publish whose last socket is later than this count
 PROFILE_SECONDS = 10  # ours at the largest size (full runs): where the time goes
 CLIENT_PROCESSES = 2
 # What the servers need for thousands of sockets: uvicorn's --limit-concurrency counts open
-# websockets (1,000 per process by default: the 1,001st gets HTTP 503), the product's per-user cap.
+# websockets (past it a handshake gets HTTP 503), and the product's per-user cap (one user here).
 SERVER_ENV = {"WEB_LIMIT_CONCURRENCY": "20000", "REALTIME_MAX_SOCKETS_PER_USER": "10000", "LOG_LEVEL": "WARNING"}
 STOCK_GROUP = "bench_fanout"
 

@@ -208,3 +208,14 @@ def test_a_repeatable_read_reader_does_not_pass_a_hole_its_snapshot_cannot_see_f
             # P is final now, but committed after this snapshot: still not passed.
             assert eventstore.read_all(after=start) == []
     assert [e.type for e in eventstore.read_all(after=start)] == ["P", "P+1"]
+
+
+def test_a_hole_proved_final_once_is_passed_later_without_a_new_proof():
+    start = eventstore.last_position()
+    with open_append(type="RolledBack") as doomed:
+        committed("Kept")
+        doomed.end(commit=False)
+    assert [e.type for e in eventstore.read_all(after=start)] == ["Kept"]  # proved here (nothing in flight)
+    with open_append(type="InFlight"):
+        # Now a proof could not be had (an append is in flight and the hole is young), but none is needed.
+        assert [e.type for e in eventstore.read_all(after=start)] == ["Kept"]

@@ -70,7 +70,8 @@ def client_for():
 
 @pytest.fixture
 def live_stack(request, transactional_db, tmp_path):
-    """uvicorn + one Celery worker on the test database and Redis. Torn down before the DB is flushed."""
+    """The Procfile's web line + one Celery worker on the test database and Redis (scripts/stack.py), booting
+    side by side. Torn down before the DB is flushed."""
     from tests.services import redis_available
     from tests.stack import LiveStack, flush_test_redis, stack_env
 
@@ -79,8 +80,7 @@ def live_stack(request, transactional_db, tmp_path):
     flush_test_redis()
     stack = LiveStack(env=stack_env(), log_dir=tmp_path)
     try:
-        stack.start_worker()
-        stack.start_server()
+        stack.wait_ready(stack.start_worker(wait=False), stack.start_server(wait=False), timeout=60)
         yield stack
     finally:
         stack.stop()

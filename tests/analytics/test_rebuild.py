@@ -199,3 +199,21 @@ def test_approvals_committed_during_a_rebuild_are_projected_once_afterwards(monk
     row = WeeklyIncome.objects.get()
     assert (row.count, int(row.total_minor), checkpoint()) == (5, 4500, during[0])
     assert verify_weekly_income() == []
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db
+@override_settings(EVENT_STORE_LOCK_TIMEOUT_MS=100)
+def test_an_append_that_never_ends_makes_the_rebuild_give_up_with_a_clear_error_and_change_nothing():
+    import psycopg
+
+    approved("10.00", "EUR", MON)
+    project_all()
+    before = rows_and_history(), checkpoint()
+    params = {k: v for k, v in connection.get_connection_params().items() if k not in ("context", "cursor_factory", "prepare_threshold")}
+    with psycopg.connect(**params) as appender:
+        appender.execute("LOCK TABLE core_event IN ROW EXCLUSIVE MODE")  # what an append in flight holds
+        with pytest.raises(rebuild.EventStoreBusy, match="appends kept core_event busy for 3 waits of 50 ms"):
+            rebuild.rebuild_weekly_income()
+        appender.rollback()
+    assert (rows_and_history(), checkpoint()) == before

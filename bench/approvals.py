@@ -1,0 +1,459 @@
+"""Approvals under wrk (32 connections) against a plain DRF status update served the same way, same run.
+
+`run(ctx) -> list[Row]` for bench/run.py; alone: `.venv/bin/python -m bench.approvals [--quick]`.
+Measures, on the real stack (ctx.stack: the Procfile's `web:` and `worker:` lines):
+- POST /api/transactions/{id}/approve/ (JWT bearer, every id approved once): requests/s and p99;
+- that every approved transaction was projected exactly once (weekly totals and counts per week and
+  currency equal the approved rows' own sums, once the worker has caught up);
+- the baseline (bench/baselines/status_site/): a minimal Django + DRF project whose endpoint only
+  updates a status column, started with the same server command shape and worker count, on the same
+  PostgreSQL; and GET /healthz on both, for calibration.
+The product and the baseline alternate (A, B, A, B): the machine is shared and noisy. The server's own
+CPU per request (all its processes, from /proc) is in the note: it holds still when the machine is busy.
+BENCH_APPROVALS_VARIANTS adds more product servers to the same rounds (before/after; see variants_from_env).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_DIR = ROOT / "bench" / "baselines" / "status_site"
+BIN = ROOT / ".venv" / "bin"
+CURRENCIES = (("EUR", 2), ("USD", 2), ("JPY", 0))
+CONNECTIONS = 32
+TARGET_RPS = 500
+TARGET_P99_MS = 250
+TARGET_RATIO = 0.6
+
+
+def approve_script(ids: list[str], *, path: str, headers: dict[str, str], threads: int = 2) -> str:
+    """Lua for wrk: POST `path` % id, each id once (thread t takes ids t, t+threads, ...)."""
+    ids_lua = ",".join(f'"{i}"' for i in ids)
+    header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    return f"""
+local ids = {{{ids_lua}}}
+local n = 0
+local count = 0
+setup = function(thread)
+  thread:set("me", count)
+  count = count + 1
+end
+wrk.method = "POST"
+wrk.body = "{{}}"
+wrk.headers["Content-Type"] = "application/json"
+{header_lines}
+request = function()
+  local i = n * {threads} + me + 1
+  n = n + 1
+  if i > #ids then i = ((i - 1) % #ids) + 1 end
+  return wrk.format("POST", string.format("{path}", ids[i]))
+end
+"""
+
+
+# --- processes (until ctx.stack exists: the Procfile's own lines, an inherited listening socket) ----------
+
+
+def procfile_command(name: str, procfile: Path = ROOT / "Procfile") -> str:
+    for line in procfile.read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise LookupError(f"no {name}: line in {procfile}")
+
+
+@contextmanager
+def listening_socket():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+@contextmanager
+def process(command: str, *, env: dict[str, str], cwd: Path, log: Path, ready=None, pass_fds=(), timeout: float = 60, wait: bool = True):
+    """`sh -c command` in a process group of its own; SIGTERM (then SIGKILL) to the group on exit.
+
+    Yields the Popen; with wait=False its `.wait_ready()` waits for `ready` later (boot side by side)."""
+    with log.open("ab") as handle:
+        popen = subprocess.Popen(
+            ["sh", "-c", command], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + timeout
+
+    def wait_ready() -> None:
+        while ready is not None and not _probe(ready):
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command[:60]}... not ready:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+
+    popen.wait_ready = wait_ready
+    try:
+        if wait:
+            wait_ready()
+        yield popen
+    finally:
+        _stop(popen)
+
+
+def _probe(ready) -> bool:
+    try:
+        return bool(ready())
+    except OSError:
+        return False
+
+
+def _stop(popen: subprocess.Popen) -> None:
+    try:
+        os.killpg(popen.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        popen.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)  # stragglers of the group (worker children)
+    except ProcessLookupError:
+        pass
+    popen.wait(timeout=5)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its descendants (from /proc): cost per request, whatever else runs."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        stats[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, 0.0)
+        todo.extend(children.get(current, []))
+    return total
+
+
+def http_ok(url: str) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
+
+
+@contextmanager
+def web_server(*, env: dict[str, str], cwd: Path, log: Path, procfile: Path = ROOT / "Procfile", wait: bool = True):
+    """The Procfile's web: line on an inherited socket (LISTEN_FD); yields the base URL and the Popen."""
+    with listening_socket() as sock:
+        port = sock.getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        with process(
+            procfile_command("web", procfile), env={**env, "LISTEN_FD": str(sock.fileno())}, cwd=cwd, log=log,
+            pass_fds=(sock.fileno(),), ready=lambda: http_ok(f"{base}/healthz"), wait=wait,
+        ) as popen:
+            yield base, popen
+
+
+# --- the product's data ----------------------------------------------------------------------------------
+
+
+def fill_pending(count: int) -> list[str]:
+    """`count` pending transactions (events and read-model rows, written in bulk: bench data, not the append path)."""
+    import random
+
+    from core.models import StoredEvent
+    from transactions import events
+    from transactions.models import Transaction, TransactionStatus
+    from decimal import Decimal
+
+    rng = random.Random(10)
+    now = datetime.now(timezone.utc)
+    rows, txns = [], []
+    for i in range(count):
+        tid = uuid.uuid4()
+        currency, digits = CURRENCIES[i % 3]
+        amount = Decimal(rng.randint(100, 999_999)).scaleb(-digits)
+        occurred = now - timedelta(seconds=rng.randint(0, 12 * 7 * 86400))
+        event = events.submitted(transaction_id=tid, amount=amount, currency=currency, occurred_at=occurred, reference="", description="")
+        rows.append(StoredEvent(stream_id=tid, version=1, type=event.type, data=event.data, metadata={"actor": "bench"}, recorded_at=now))
+        txns.append((tid, amount, currency, occurred))
+    StoredEvent.objects.bulk_create(rows, batch_size=2000)
+    Transaction.objects.bulk_create(
+        [
+            Transaction(id=tid, amount=amount, currency=currency, occurred_at=occurred, status=TransactionStatus.PENDING, version=1,
+                        created_at=now, last_position=row.position)
+            for (tid, amount, currency, occurred), row in zip(txns, rows)
+        ],
+        batch_size=2000,
+    )
+    return [str(t[0]) for t in txns]
+
+
+def bench_user() -> tuple[str, str]:
+    from django.contrib.auth import get_user_model
+
+    username, password = "bench-approver", "bench-password-" + uuid.uuid4().hex[:8]
+    user, _ = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": True, "is_superuser": True})
+    user.set_password(password)
+    user.save()
+    return username, password
+
+
+def access_token(base: str, username: str, password: str) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{base}/api/auth/token/", data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["access"]
+
+
+def projection_check(timeout: float = 60) -> tuple[bool, str]:
+    """Weekly totals and counts (per week and currency) equal the approved rows' own sums, once caught up."""
+    from django.db import connection
+
+    expected_sql = """
+        SELECT date_trunc('week', occurred_at AT TIME ZONE 'UTC')::date, currency,
+               sum(amount * CASE currency WHEN 'JPY' THEN 1 ELSE 100 END)::numeric(38, 0), count(*)
+        FROM transactions_transaction WHERE status = 'approved' GROUP BY 1, 2"""
+    actual_sql = "SELECT week_start, currency, total_minor, count FROM analytics_weeklyincome WHERE count > 0"
+    deadline = time.monotonic() + timeout
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(expected_sql)
+            expected = {(w, c): (int(t), n) for w, c, t, n in cursor.fetchall()}
+            cursor.execute(actual_sql)
+            actual = {(w, c): (int(t), n) for w, c, t, n in cursor.fetchall()}
+        if expected == actual:
+            return True, f"{sum(n for _, n in expected.values())} approvals, {len(expected)} buckets exact"
+        if time.monotonic() > deadline:
+            wrong = [k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k)]
+            return False, f"{len(wrong)} of {len(expected)} buckets differ after {timeout:.0f} s (first {sorted(wrong)[:3]})"
+        time.sleep(0.5)
+
+
+# --- the baseline ----------------------------------------------------------------------------------------
+
+
+def baseline_env(db_name: str) -> dict[str, str]:
+    env = {
+        key: value for key, value in os.environ.items()
+        if key in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "WEB_CONCURRENCY", "VIRTUAL_ENV")
+    }
+    env.update(
+        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+        PYTHONPATH=str(BASELINE_DIR),
+        DJANGO_SETTINGS_MODULE="status_site.settings",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db_name}",
+        WEB_CONCURRENCY=os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)),
+    )
+    return env
+
+
+def baseline_prepare(db_name: str, count: int) -> list[int]:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    subprocess.run([str(BIN / "python"), "manage.py", "migrate", "-v", "0"], cwd=BASELINE_DIR, env=baseline_env(db_name), check=True)
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{db_name}") as conn:
+        conn.execute("INSERT INTO items_item (status) SELECT 'pending' FROM generate_series(1, %s)", (count,))
+        return [row[0] for row in conn.execute("SELECT id FROM items_item ORDER BY id")]
+
+
+# --- the scenario ----------------------------------------------------------------------------------------
+
+
+def variants_from_env() -> dict[str, tuple[Path, Path]]:
+    """BENCH_APPROVALS_VARIANTS="name=/path/Procfile[@/path/checkout],...": more product servers measured in the
+    same rounds (a before/after comparison: an older checkout's Procfile and code on the same database)."""
+    found = {}
+    for spec in filter(None, os.environ.get("BENCH_APPROVALS_VARIANTS", "").split(",")):
+        name, _, rest = spec.partition("=")
+        procfile, _, checkout = rest.partition("@")
+        found[name] = (Path(procfile), Path(checkout) if checkout else ROOT)
+    return found
+
+
+def _measured(web_pid: int, load):
+    before = tree_cpu_seconds(web_pid)
+    result = load()
+    result.cpu_ms_per_request = (tree_cpu_seconds(web_pid) - before) * 1000 / max(1, result.requests)
+    return result
+
+
+def run(ctx) -> list:
+    """Approvals (ours, then the baseline, alternating), /healthz on both, then the projection check."""
+    import statistics
+    import threading
+    from contextlib import ExitStack
+
+    seconds = 2 if ctx.quick else 10
+    rounds = int(os.environ.get("BENCH_APPROVALS_ROUNDS", "1" if ctx.quick else "3"))
+    variants = variants_from_env()
+    # Enough ids that no request repeats one, even at thousands a second.
+    per_round = 3000 if ctx.quick else 15_000
+    ids = iter(fill_pending(per_round * rounds * (1 + len(variants))))
+    username, password = bench_user()
+    baseline_db = f"{ctx.db_name}_status_site"
+    base_ids = iter(baseline_prepare(baseline_db, per_round * rounds))
+    names = ["ours", *variants]
+    results: dict[str, list] = {name: [] for name in [*names, "baseline", *(f"{n}_healthz" for n in names), "baseline_healthz"]}
+    profiles = []
+    with ExitStack() as running:
+        # The baseline and any variants boot while the stack does.
+        booting = []
+        baseline_base, baseline_web = running.enter_context(
+            web_server(env=baseline_env(baseline_db), cwd=BASELINE_DIR, log=Path(ctx.work_dir) / "baseline.log",
+                       procfile=BASELINE_DIR / "Procfile", wait=False)
+        )
+        booting.append(baseline_web)
+        env = ctx.stack_env()
+        others = {}
+        for name, (procfile, checkout) in variants.items():
+            base, popen = running.enter_context(
+                web_server(env={**env, "PYTHONPATH": str(checkout)}, cwd=checkout, log=Path(ctx.work_dir) / f"web-{name}.log",
+                           procfile=procfile, wait=False)
+            )
+            others[name] = (base, popen.pid)
+            booting.append(popen)
+        stack = running.enter_context(ctx.stack())
+        for popen in booting:
+            popen.wait_ready()
+        servers = {"ours": (stack.base_url, stack.processes["web"].pid), **others}
+        token = access_token(stack.base_url, username, password)
+        for round_ in range(rounds):
+            for name, (base, pid) in servers.items():
+                chunk = [next(ids) for _ in range(per_round)]
+                script = approve_script(chunk, path="/api/transactions/%s/approve/", headers={"Authorization": f"Bearer {token}"})
+                profiler = None
+                if name == "ours" and round_ == rounds - 1 and not ctx.quick:
+                    # Where the time goes, kept next to the results (bench/profiles/approvals.svg).
+                    profiler = threading.Thread(target=lambda: profiles.append(ctx.profile(pid, seconds - 1, "approvals")))
+                    profiler.start()
+                results[name].append(_measured(pid, lambda: ctx.wrk(base, connections=CONNECTIONS, seconds=seconds, script=script, threads=2)))
+                if profiler is not None:
+                    profiler.join()
+            base_chunk = [str(next(base_ids)) for _ in range(per_round)]
+            script = approve_script(base_chunk, path="/items/%s/approve/", headers={})
+            results["baseline"].append(
+                _measured(baseline_web.pid, lambda: ctx.wrk(baseline_base, connections=CONNECTIONS, seconds=seconds, script=script, threads=2))
+            )
+            for name, (base, pid) in servers.items():
+                results[f"{name}_healthz"].append(
+                    _measured(pid, lambda: ctx.wrk(f"{base}/healthz", connections=CONNECTIONS, seconds=max(1, seconds / 2), threads=2))
+                )
+            results["baseline_healthz"].append(
+                _measured(baseline_web.pid, lambda: ctx.wrk(f"{baseline_base}/healthz", connections=CONNECTIONS, seconds=max(1, seconds / 2), threads=2))
+            )
+        projected, projection_note = projection_check()
+
+    for name, runs in results.items():
+        print(f"[approvals] {name}: " + ", ".join(
+            f"{r.requests_per_s:.0f}/s p50 {r.p50_ms:.0f} p99 {r.p99_ms:.0f} ms non-2xx {r.non_2xx} errors {r.errors}"
+            + (f" cpu {getattr(r, 'cpu_ms_per_request', 0):.2f} ms/req" if hasattr(r, "cpu_ms_per_request") else "")
+            for r in runs), file=sys.stderr)
+
+    def median(name: str, field: str) -> float:
+        return statistics.median(getattr(r, field) for r in results[name])
+
+    m = {
+        "ours_rps": median("ours", "requests_per_s"),
+        "ours_p99": median("ours", "p99_ms"),
+        "ours_cpu": median("ours", "cpu_ms_per_request"),
+        "ours_non_2xx": sum(r.non_2xx + r.errors for r in results["ours"]),
+        "baseline_rps": median("baseline", "requests_per_s"),
+        "baseline_p99": median("baseline", "p99_ms"),
+        "baseline_cpu": median("baseline", "cpu_ms_per_request"),
+        "baseline_non_2xx": sum(r.non_2xx + r.errors for r in results["baseline"]),
+        "ours_healthz": median("ours_healthz", "requests_per_s"),
+        "ours_healthz_cpu": median("ours_healthz", "cpu_ms_per_request"),
+        "baseline_healthz": median("baseline_healthz", "requests_per_s"),
+        "baseline_healthz_cpu": median("baseline_healthz", "cpu_ms_per_request"),
+        "projected": projected,
+        "projection_note": projection_note,
+        "seconds": seconds,
+        "rounds": rounds,
+        "workers": stack.env.get("WEB_CONCURRENCY") or str(os.cpu_count()),
+        "profile": profiles[0] if profiles else None,
+    }
+    from bench.harness import Row
+
+    return _rows(m, Row)
+
+
+def _rows(m: dict, Row) -> list:
+    ratio = m["ours_rps"] / m["baseline_rps"] if m["baseline_rps"] else 0.0
+    shape = f"wrk -c{CONNECTIONS}, medians of {m['rounds']} x {m['seconds']} s interleaved with the baseline, {m['workers']} web processes"
+    profile = f"; profile {Path(m['profile']).relative_to(ROOT)}" if m.get("profile") and str(m["profile"]).startswith(str(ROOT)) else ""
+    return [
+        Row(
+            "approve: requests/s (wrk -c32, JWT)",
+            f"{m['ours_rps']:,.0f} req/s",
+            f"plain DRF status update: {m['baseline_rps']:,.0f} req/s",
+            f"{ratio:.2f}x",
+            f">= {TARGET_RPS}/s and >= {TARGET_RATIO}x",
+            m["ours_rps"] >= TARGET_RPS and ratio >= TARGET_RATIO and m["ours_non_2xx"] == 0,
+            f"{shape}; server CPU {m['ours_cpu']:.2f} vs {m['baseline_cpu']:.2f} ms/request; "
+            f"non-2xx/errors ours {m['ours_non_2xx']}, baseline {m['baseline_non_2xx']}{profile}",
+        ),
+        Row(
+            "approve: p99 latency (wrk -c32)",
+            f"p99 {m['ours_p99']:.0f} ms",
+            f"plain DRF status update: p99 {m['baseline_p99']:.0f} ms",
+            f"{m['ours_p99'] / m['baseline_p99']:.2f}x" if m["baseline_p99"] else "-",
+            f"<= {TARGET_P99_MS} ms",
+            m["ours_p99"] <= TARGET_P99_MS,
+            shape,
+        ),
+        Row(
+            "approve: every approval projected exactly once",
+            "exact" if m["projected"] else "WRONG",
+            "-",
+            "-",
+            "weekly totals = sum of approved",
+            m["projected"],
+            m["projection_note"],
+        ),
+        Row(
+            "GET /healthz (calibration)",
+            f"{m['ours_healthz']:,.0f} req/s",
+            f"minimal Django project: {m['baseline_healthz']:,.0f} req/s",
+            f"{m['ours_healthz'] / m['baseline_healthz']:.2f}x" if m["baseline_healthz"] else "-",
+            "-",
+            None,
+            f"same server command shape and worker count, wrk -c{CONNECTIONS}; server CPU {m['ours_healthz_cpu']:.2f} vs "
+            f"{m['baseline_healthz_cpu']:.2f} ms/request",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    from bench.harness import main
+
+    sys.exit(main(run))

@@ -1,0 +1,1 @@
+"""One model with a status column, and the endpoint that updates it."""

@@ -1,0 +1,1 @@
+"""The approvals benchmark's baseline: a minimal Django + DRF project whose endpoint only updates a status column."""

@@ -166,7 +166,14 @@ def _read_parallel(*, decode: Decoder, snapshot: str, through: int, blocks: int,
 
     def work():
         try:
-            with psycopg.connect(**params) as conn:
+            try:
+                conn = psycopg.connect(**params)
+            except psycopg.OperationalError as exc:
+                # No connection to spare (max_connections): the others, or this thread's
+                # caller, read the ranges this reader would have taken.
+                logger.warning("weekly income rebuild: a reader could not connect (%s); reading with fewer", exc)
+                return
+            with conn:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
                 # Naive timestamps are UTC, as for pandas; a JIT compile per chunk costs more than it saves.
@@ -211,15 +218,24 @@ def _read_parallel(*, decode: Decoder, snapshot: str, through: int, blocks: int,
             thread.join()
     if failure is not None:
         raise failure
+    if not ranges.empty():  # no reader could connect: read the rest here, below the same checkpoint
+        left = []
+        while not ranges.empty():
+            left.append(ranges.get_nowait())
+        for (index, first, end), chunk in zip(left, _read_ranges(decode=decode, through=through, ranges=[(f, e) for _, f, e in left])):
+            results[index] = chunk
     return [results[index] for index in sorted(results)]
 
 
 def _read_here(*, decode: Decoder, through: int, blocks: int, chunk_blocks: int) -> list[Chunk]:
     """The same chunks on this connection: inside a caller's transaction that has written, no other session could see those rows."""
+    return _read_ranges(decode=decode, through=through, ranges=[(first, min(first + chunk_blocks, blocks)) for first in range(0, blocks, chunk_blocks)])
+
+
+def _read_ranges(*, decode: Decoder, through: int, ranges: list[tuple[int, int]]) -> list[Chunk]:
     chunks = []
     with connection.cursor() as cursor:
-        for first in range(0, blocks, chunk_blocks):
-            end = min(first + chunk_blocks, blocks)
+        for first, end in ranges:
             try:
                 with transaction.atomic():
                     cursor.execute(_CHUNK_QUERY, {"first": first, "end": end, "type": txn_events.APPROVED, "through": through})

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import numpy as np
+import psycopg
 import pytest
 from django.db import connection, connections, transaction
 from django.test import override_settings
@@ -160,6 +161,15 @@ def test_parallel_readers_split_by_block_ranges_lose_and_double_nothing_and_name
     assert rows_and_history() == incremental
     assert verify_weekly_income() == []
 
+    # No connection to spare (max_connections reached): this connection reads every range itself.
+    def refused(**params):
+        raise psycopg.OperationalError("sorry, too many clients already")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rebuild.psycopg, "connect", refused)
+        rebuild.rebuild_weekly_income(readers=2, chunk_blocks=1)
+    assert rows_and_history() == incremental
+
     with no_wake_up():
         poison = append_approval({"occurred_at": "2026-02-30T00:00:00+00:00"})
         approved("2.00", "USD", MON)
@@ -205,8 +215,6 @@ def test_approvals_committed_during_a_rebuild_are_projected_once_afterwards(monk
 @pytest.mark.django_db
 @override_settings(EVENT_STORE_LOCK_TIMEOUT_MS=100)
 def test_an_append_that_never_ends_makes_the_rebuild_give_up_with_a_clear_error_and_change_nothing():
-    import psycopg
-
     approved("10.00", "EUR", MON)
     project_all()
     before = rows_and_history(), checkpoint()

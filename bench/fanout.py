@@ -71,6 +71,8 @@ class Fanout:
     messages_per_delivery: float | None = None  # data messages a socket got per publish (1 unless the server sends more)
     storm: OpenResult | None = None
     profile: str | None = None  # a py-spy flame graph of the web processes while publishing
+    live_min: int | None = None  # the fewest sockets still open at a publish (drops show here)
+    replaced: int = 0  # web processes that were gone by the end (uvicorn replaces a worker that misses its health check)
     error: str | None = None
 
     @property
@@ -255,6 +257,7 @@ def _measure(client: LoadClient, publish, result: Fanout, publishes: int, pids: 
             # A socket still waiting at the timeout puts this publish at the timeout (a lower bound).
             result.lasts.append(max(max(times, default=started) - started, COLLECT_TIMEOUT_S if missing else 0.0))
         result.missing += missing
+        result.live_min = live if result.live_min is None else min(result.live_min, live)
         deliveries += len(times)
         time.sleep(GAP)
     cpu, (client_after, messages_after) = cpu_seconds(pids) - cpu_before, client.counters()
@@ -279,7 +282,7 @@ def _session(system: str, stack, client: LoadClient, *, sockets: int, publishes:
     rss_before = rss_bytes(pids)
     result.opened = client.open(count=sockets, inflight=WAVE, **common)
     time.sleep(settle)
-    if result.opened.ok:
+    if result.opened.ok and set(_proc_tree(stack.processes["web"].pid)) == set(pids):  # else a worker was replaced: RSS means nothing
         result.rss_per_socket = (rss_bytes(pids) - rss_before) / result.opened.ok
     publisher = make_publisher()
     recorder = None
@@ -301,6 +304,7 @@ def _session(system: str, stack, client: LoadClient, *, sockets: int, publishes:
         close = getattr(publisher, "close", None)
         if close:
             close()
+    result.replaced = len(set(pids) - set(_proc_tree(stack.processes["web"].pid)))
     client.close_all()
     if storm:
         time.sleep(settle)
@@ -410,6 +414,10 @@ def _opened_note(result: Fanout) -> str:
              + (" (permessage-deflate)" if result.opened.deflated else "")]
     if result.opened.failed:
         parts.append(f"refused {result.opened.failed}")
+    if result.live_min is not None and result.live_min < result.opened.ok:
+        parts.append(f"only {result.live_min} still open at a publish")
+    if result.replaced:
+        parts.append(f"{result.replaced} web process(es) replaced (uvicorn kills a worker that misses its health check)")
     if result.missing:
         parts.append(f"{result.missing} deliveries not in within {COLLECT_TIMEOUT_S:.0f} s (counted as {COLLECT_TIMEOUT_S:.0f} s)")
     return ", ".join(parts)

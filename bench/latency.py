@@ -451,8 +451,9 @@ def approve_to_socket_paced(stack, client, *, rate: float, seconds: float) -> di
         listen.wait(15)
     frames = sorted(json.loads((work / "frames.json").read_text())["frames"], key=lambda f: f[1])
     seqs = [seq for _, seq in frames]
-    latencies, missing = [], 0
-    for due, _answered, status, position in sent:
+    latencies, answers, missing = [], [], 0
+    for due, answered, status, position in sent:
+        answers.append(answered - due)
         if status != 200 or position is None:
             missing += 1
             continue
@@ -464,6 +465,7 @@ def approve_to_socket_paced(stack, client, *, rate: float, seconds: float) -> di
     span = max(a for _, a, *_ in sent) - min(d for d, *_ in sent)
     return {
         "latencies": latencies,
+        "answers": answers,
         "missing": missing,
         "sent": len(sent),
         "rate": len(sent) / span,
@@ -540,7 +542,8 @@ def run(ctx: Context) -> list[Row]:
             "approve -> weekly_income.updated at 200 approvals/s, p99", f"p99 {ms(p99)}", "", "", "<= 250 ms",
             p99 <= 0.250 and not paced["missing"] and paced["rate"] >= 190,
             f"{paced['sent']} sent at {paced['rate']:.0f}/s (latency from each one's scheduled time), "
-            f"p50 {ms(pct(lat, 50)) if lat else '-'}, {paced['missing']} not seen, statuses {paced['statuses']}, "
+            f"p50 {ms(pct(lat, 50)) if lat else '-'}; approve answered p50 {ms(pct(paced['answers'], 50))}, "
+            f"p99 {ms(pct(paced['answers'], 99))}; {paced['missing']} not seen, statuses {paced['statuses']}, "
             f"{paced['batches']} projected batches",
         ))
 

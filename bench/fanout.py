@@ -76,6 +76,12 @@ class Fanout:
     error: str | None = None
 
     @property
+    def intact(self) -> bool:
+        """Every socket opened, stayed open and got every publish, and no web process was replaced."""
+        return (self.opened is not None and self.opened.ok == self.sockets and not self.missing and not self.replaced
+                and (self.live_min is None or self.live_min == self.opened.ok))
+
+    @property
     def p50(self) -> float:
         return pct(self.lasts, 50) if self.lasts else float("nan")
 
@@ -437,7 +443,7 @@ def rows_from(results: dict[tuple[str, int], Fanout], *, quick: bool) -> list[Ro
         ratio = f"stock / ours = {s / o:.1f}x" if o and s else "n/a"
         met = None
         if o is not None:
-            met = o <= limit and (size == small or (s is not None and s / o >= 5))
+            met = o <= limit and (size == small or (s is not None and s / o >= 5)) and ours.intact
             if quick:
                 met = None  # tiny sizes: the targets are for the full sizes
         other = lambda r: r.summary().split(": ", 1)[1] if r is not None else "not run"  # noqa: E731

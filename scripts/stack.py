@@ -178,16 +178,21 @@ def group_members(pgid: int) -> list[int]:
 
 def kill_group(popen: subprocess.Popen, timeout: float = 10) -> None:
     """SIGKILL a process group started with start_new_session=True (its leader and anything left of
-    its children), and reap the leader. A group already gone is left alone."""
+    its children), reap the leader, and wait until no member is left. A group already gone is left alone."""
     if popen.poll() is None or group_members(popen.pid):
         try:
             os.killpg(popen.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + timeout
     try:
         popen.wait(timeout)
     except subprocess.TimeoutExpired:
         pass
+    # SIGKILL is delivered asynchronously: a member (say multiprocessing's resource tracker, which
+    # outlives uvicorn's master for a moment) can still be running right after killpg returns.
+    while group_members(popen.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def http_ok(url: str, timeout: float = 1) -> bool:

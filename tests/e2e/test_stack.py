@@ -94,10 +94,11 @@ def test_it_serves_the_procfile_web_line_on_an_inherited_socket_and_a_restart_ge
         secret="stack-test-secret-" + "k" * 40, DJANGO_ENV_FILE="/dev/null", LOG_LEVEL="WARNING",
     )
     stack = Stack(env=env, log_dir=tmp_path)
+    assert stack.commands == procfile()  # read from the Procfile when the stack is made
     try:
         port = stack.port
         first = stack.start_server(concurrency=2)
-        assert first.popen.args[:2] == ["sh", "-c"] and first.popen.args[2] == procfile()["web"]
+        assert first.popen.args[:2] == ["sh", "-c"] and first.popen.args[2] == stack.commands["web"]
         # The Procfile's web line with two worker processes: more than one process in the group.
         assert len(group_members(first.pid)) >= 3
         first.stop()

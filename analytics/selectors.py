@@ -80,10 +80,14 @@ def resolve_range(start: date | None, end: date | None) -> list[date]:
 
 def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tuple, tuple[int, int]]) -> WeeklyIncomeReport:
     rows = []
+    # Zero-filled weeks are most rows of a long range: format each currency's zero once.
+    zero = {cur: format_minor_units(0, cur) for cur in currencies}
     for week in weeks:
+        week_text = week.isoformat()
         for cur in currencies:
             total, count = found.get((week, cur), (0, 0))
-            rows.append({"week_start": week.isoformat(), "currency": cur, "total": format_minor_units(total, cur), "count": count})
+            text = format_minor_units(total, cur) if total else zero[cur]
+            rows.append({"week_start": week_text, "currency": cur, "total": text, "count": count})
     return WeeklyIncomeReport(
         as_of=as_of, time_zone=settings.ANALYTICS_TIME_ZONE, week_start_day=settings.ANALYTICS_WEEK_START, rows=rows
     )

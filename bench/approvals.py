@@ -318,10 +318,11 @@ def run(ctx) -> list:
     variants = variants_from_env()
     # Enough ids that no request repeats one, even at thousands a second.
     per_round = 3000 if ctx.quick else 15_000
-    ids = iter(fill_pending(per_round * rounds * (1 + len(variants))))
+    warm_up = 1500  # ids approved in a 1-second run per server before measuring (imports, pools, caches)
+    ids = iter(fill_pending((per_round * rounds + warm_up) * (1 + len(variants))))
     username, password = bench_user()
     baseline_db = f"{ctx.db_name}_status_site"
-    base_ids = iter(baseline_prepare(baseline_db, per_round * rounds))
+    base_ids = iter(baseline_prepare(baseline_db, per_round * rounds + warm_up))
     names = ["ours", *variants]
     results: dict[str, list] = {name: [] for name in [*names, "baseline", *(f"{n}_healthz" for n in names), "baseline_healthz"]}
     profiles = []
@@ -347,12 +348,26 @@ def run(ctx) -> list:
             popen.wait_ready()
         servers = {"ours": (stack.base_url, stack.processes["web"].pid), **others}
         token = access_token(stack.base_url, username, password)
+        for name, (base, pid) in servers.items():
+            chunk = [next(ids) for _ in range(warm_up)]
+            script = approve_script(chunk, path="/api/transactions/%s/approve/", headers={"Authorization": f"Bearer {token}"})
+            ctx.wrk(base, connections=CONNECTIONS, seconds=1, script=script, threads=2)
+        script = approve_script([str(next(base_ids)) for _ in range(warm_up)], path="/items/%s/approve/", headers={})
+        ctx.wrk(baseline_base, connections=CONNECTIONS, seconds=1, script=script, threads=2)
         for round_ in range(rounds):
             for name, (base, pid) in servers.items():
                 chunk = [next(ids) for _ in range(per_round)]
                 script = approve_script(chunk, path="/api/transactions/%s/approve/", headers={"Authorization": f"Bearer {token}"})
                 profiler = None
-                if name == "ours" and round_ == rounds - 1 and not ctx.quick:
+                raw_dir = os.environ.get("BENCH_APPROVALS_PROFILE_RAW")
+                if raw_dir and round_ == rounds - 1:
+                    # By hand: collapsed stacks of every product server (before/after top frames).
+                    subprocess.Popen(
+                        [str(BIN / "py-spy"), "record", "--subprocesses", "--pid", str(pid), "--duration", str(seconds - 1),
+                         "--rate", "97", "--format", "raw", "--output", str(Path(raw_dir) / f"approvals-{name}.txt")],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                    )
+                elif name == "ours" and round_ == rounds - 1 and not ctx.quick:
                     # Where the time goes, kept next to the results (bench/profiles/approvals.svg).
                     profiler = threading.Thread(target=lambda: profiles.append(ctx.profile(pid, seconds - 1, "approvals")))
                     profiler.start()

@@ -119,7 +119,10 @@ class Hub:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self._unsubscribe()
+        try:
+            await asyncio.wait_for(self._unsubscribe(), SUBSCRIBE_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            logger.info("leaving the dashboard groups timed out (Redis away); the membership ends with the connection")
 
     async def _subscribe(self) -> None:
         self.channel = await self.layer.new_channel(prefix=f"hub.{self.id}.")
@@ -204,7 +207,7 @@ class Hub:
                 del self.by_user[socket.user_key]
         if not self.sockets and not self.stopped:
             _forget(self)
-            self.loop.create_task(self.stop(), name=f"realtime-hub-stop {self.id}")
+            _stopping[self.loop] = self.loop.create_task(self.stop(), name=f"realtime-hub-stop {self.id}")
 
     def join(self, socket) -> None:
         """Start the socket's stream: a snapshot, then every batch after it."""
@@ -417,6 +420,9 @@ def _messages_after(items: list, applied: int) -> list:
 
 
 _hubs: dict = {}
+# A hub leaving its groups: the next one subscribes only after it has left, or the last unsubscribe
+# of the (shared) layer's group could land after the new hub's subscribe and leave it deaf.
+_stopping: dict = {}
 
 
 def _forget(hub: Hub) -> None:
@@ -432,8 +438,15 @@ async def get_hub() -> Hub:
         if hub.starting is not None:
             await asyncio.shield(hub.starting)
         return hub
-    for stale in [other for other in _hubs if other.is_closed()]:
-        del _hubs[stale]
+    for registry in (_hubs, _stopping):
+        for stale in [other for other in registry if other.is_closed()]:
+            del registry[stale]
+    stopping = _stopping.get(loop)
+    if stopping is not None:
+        await asyncio.shield(stopping)
+        if _stopping.get(loop) is stopping:
+            del _stopping[loop]
+        return await get_hub()  # another socket may have started one meanwhile
     hub = _hubs[loop] = Hub(loop)
     hub.starting = loop.create_task(hub.start())
     try:

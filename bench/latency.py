@@ -285,6 +285,29 @@ def approve_to_socket_idle(stack, client, count: int) -> dict:
     return {"total": total, "response": response, "after": after}
 
 
+def profiled(ctx: Context, pid: int, seconds: float, name: str, work) -> str:
+    """py-spy on `pid` (and its children) while `work()` runs, after the measurements (py-spy costs CPU):
+    the note that names the flame graph, or why there is none."""
+    if ctx.quick:
+        return ""
+    result: dict = {}
+
+    def record():
+        try:
+            result["path"] = ctx.profile(pid, seconds, name)
+        except Exception as exc:  # noqa: BLE001 - a missing profile must not lose the measurements
+            result["error"] = str(exc)[:200]
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    time.sleep(0.5)  # py-spy attaches
+    try:
+        work()
+    finally:
+        thread.join()
+    return f"; profile: bench/profiles/{name}.svg" if "path" in result else f"; no profile ({result.get('error')})"
+
+
 # --- the floor: a bare Redis PUBLISH to a plain websockets server ---------------------------------
 
 
@@ -527,6 +550,8 @@ def run(ctx: Context) -> list[Row]:
         p50, p99 = pct(idle["total"], 50), pct(idle["total"], 99)
         note = (f"{len(idle['total'])} sequential; approve answered p50 {ms(pct(idle['response'], 50))}, "
                 f"answer -> frame p50 {ms(pct(idle['after'], 50))}, p99 {ms(pct(idle['after'], 99))}")
+        note += profiled(ctx, stack.processes["worker"].pid, 4, "latency-idle-worker",
+                         lambda: approve_to_socket_idle(stack, client, 100))
         rows.append(Row("approve -> weekly_income.updated on a socket, idle, p50", f"p50 {ms(p50)}",
                         f"bare Redis PUBLISH -> websockets server -> client: p50 {ms(pct(floor, 50))}",
                         compare(p50, pct(floor, 50)), "<= 15 ms", p50 <= 0.015, note))
@@ -536,6 +561,8 @@ def run(ctx: Context) -> list[Row]:
 
         # 3. Approve -> socket at 200 approvals a second (open loop, sender and listener in processes of their own).
         paced = approve_to_socket_paced(stack, client, rate=200, seconds=1 if quick else 10)
+        paced_profile = profiled(ctx, stack.processes["web"].pid, 4, "latency-200ps-web",
+                                 lambda: approve_to_socket_paced(stack, client, rate=200, seconds=5))
         lat = paced["latencies"]
         p99 = pct(lat, 99) if lat else float("inf")
         rows.append(Row(
@@ -544,7 +571,7 @@ def run(ctx: Context) -> list[Row]:
             f"{paced['sent']} sent at {paced['rate']:.0f}/s (latency from each one's scheduled time), "
             f"p50 {ms(pct(lat, 50)) if lat else '-'}; approve answered p50 {ms(pct(paced['answers'], 50))}, "
             f"p99 {ms(pct(paced['answers'], 99))}; {paced['missing']} not seen, statuses {paced['statuses']}, "
-            f"{paced['batches']} projected batches",
+            f"{paced['batches']} projected batches{paced_profile}",
         ))
 
         # 4. Weekly income, 52 weeks x 3 currencies, at 200 requests a second (wrk).
@@ -555,11 +582,15 @@ def run(ctx: Context) -> list[Row]:
             headers={"Cookie": client.cookie_header}, connections=8, rate=200, seconds=2 if quick else 10,
         )
         raw = weekly_income_raw_sql(first_week, last_week, 50 if quick else 500)
+        wrk_profile = profiled(ctx, stack.processes["web"].pid, 4, "latency-weekly-income-web", lambda: ctx.wrk(
+            f"{stack.base_url}/api/analytics/weekly-income/?from={first_week}&to={last_week}",
+            headers={"Cookie": client.cookie_header}, connections=8, rate=200, seconds=5,
+        ))
         rows.append(Row(
             f"GET weekly income ({WEEKS} weeks x {len(CURRENCIES)} currencies) at 200 req/s, p99", f"p99 {wrk.p99_ms:.1f} ms",
             f"raw SQL of the same rows: p99 {ms(pct(raw, 99))}", compare(wrk.p99_ms / 1000, pct(raw, 99)), "<= 10 ms",
             wrk.p99_ms <= 10 and not wrk.non_2xx and not wrk.errors and wrk.requests_per_s >= 190,
-            f"wrk {wrk.requests_per_s:.0f} req/s, p50 {wrk.p50_ms:.1f} ms, non-2xx {wrk.non_2xx}, errors {wrk.errors}",
+            f"wrk {wrk.requests_per_s:.0f} req/s, p50 {wrk.p50_ms:.1f} ms, non-2xx {wrk.non_2xx}, errors {wrk.errors}{wrk_profile}",
         ))
     return rows
 

@@ -225,3 +225,22 @@ def test_an_append_that_never_ends_makes_the_rebuild_give_up_with_a_clear_error_
             rebuild.rebuild_weekly_income()
         appender.rollback()
     assert (rows_and_history(), checkpoint()) == before
+
+
+@pytest.mark.django_db
+def test_events_stored_out_of_position_order_are_summed_in_position_order():
+    """Concurrent appends can land in blocks out of position order: running totals follow positions, not blocks."""
+    from core.models import StoredEvent
+
+    rows = []
+    for n in range(90):
+        stream = uuid.uuid4()
+        event = events.approved(transaction_id=stream, amount=Decimal(f"{n + 1}.00"), currency="EUR", occurred_at=MON, reason="")
+        rows.append(StoredEvent(position=1000 - n, stream_id=stream, version=1, type=event.type, data=event.data,
+                                metadata={}, recorded_at=MON))
+    StoredEvent.objects.bulk_create(rows)  # the highest position is stored first
+    project_all()
+    incremental = rows_and_history()
+    rebuild.rebuild_weekly_income(chunk_blocks=1)
+    assert rows_and_history() == incremental
+    assert verify_weekly_income() == []

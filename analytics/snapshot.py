@@ -15,7 +15,9 @@ def dashboard_snapshot() -> dict:
         pending_count, latest = pending_transactions(limit=PENDING_LATEST)
         # The read model is written with its events, so it can be ahead of `seq` (the
         # projection's position): this says exactly which events the pending list reflects.
-        pending_as_of = eventstore.last_position()
+        # Not last_position(): appends commit out of order, and an event still in flight below
+        # the newest one is not in this snapshot, so its message must still be sent after it.
+        pending_as_of = eventstore.contiguous_through(report.as_of)
     return {
         "type": "snapshot",
         "seq": report.as_of,

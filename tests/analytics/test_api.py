@@ -139,6 +139,48 @@ def test_the_snapshot_matches_the_websocket_snapshot_shape(api):
     assert [t["id"] for t in body["pending"]["latest"]] == [str(pending.id)]
 
 
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_snapshots_pending_list_claims_no_position_past_an_event_still_in_flight(monkeypatch):
+    from analytics.snapshot import dashboard_snapshot
+    from transactions import services
+
+    monkeypatch.setattr("analytics.tasks.publish", lambda messages, **_: None)
+    slow, fast = submit("7.00", "EUR", MON), submit("5.00", "EUR", MON)
+    before = eventstore.last_position()
+    appended, release = threading.Event(), threading.Event()
+    real_append = eventstore.append
+
+    def append_then_hold(**kwargs):
+        recorded = real_append(**kwargs)
+        if kwargs["stream_id"] == slow.id:  # A's approval keeps its position, uncommitted
+            appended.set()
+            release.wait(10)
+        return recorded
+
+    monkeypatch.setattr(eventstore, "append", append_then_hold)
+
+    def approve_slowly():
+        try:
+            services.transaction_approve(transaction_id=slow.id, actor="a", reason="slow")
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=approve_slowly)
+    holder.start()
+    try:
+        assert appended.wait(10)
+        services.transaction_approve(transaction_id=fast.id, actor="b", reason="fast")  # commits above A's hole
+        snapshot = dashboard_snapshot()
+        # The list shows B decided and A still pending; it reflects every event up to A's hole, not B's.
+        assert eventstore.last_position() > before + 1
+        assert snapshot["pending"]["as_of"] == before
+        assert [t["id"] for t in snapshot["pending"]["latest"]] == [str(slow.id)]
+    finally:
+        release.set()
+        holder.join(10)
+
+
 def test_the_snapshot_shows_each_pending_transaction_exactly_as_the_rest_api_does(api):
     first = submit("3.00", "USD", MON)
     second = submit("1500", "JPY", MON)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.db import connection
 from django.utils import timezone
 
 from core import eventstore
@@ -153,11 +154,9 @@ def _decide(*, transaction_id, actor, reason, expected_version, request_id, clie
     with _command(command):
         # The row lock makes concurrent decisions on one transaction queue up:
         # the first wins, the rest then see a decided transaction and get 409.
-        try:
-            # get(), not first(): no ORDER BY for a primary-key lookup.
-            txn = Transaction.objects.select_for_update().get(pk=transaction_id)
-        except Transaction.DoesNotExist:
-            raise TransactionNotFound(f"no transaction {transaction_id}") from None
+        txn = _lock_row(transaction_id)
+        if txn is None:
+            raise TransactionNotFound(f"no transaction {transaction_id}")
         if expected_version is not None and expected_version != txn.version:
             raise StaleVersion(f"transaction {txn.id} is at version {txn.version}, not {expected_version}")
         if txn.status != TransactionStatus.PENDING:
@@ -179,8 +178,48 @@ def _decide(*, transaction_id, actor, reason, expected_version, request_id, clie
             "decision_reason": reason,
             "last_position": recorded.position,
         }
-        # One UPDATE of the locked row; a queryset update skips save()'s signals and field bookkeeping.
-        Transaction.objects.filter(pk=txn.pk).update(**decided)
+        _write_decision(txn.pk, decided)
         for field, value in decided.items():
             setattr(txn, field, value)
     return Decision(transaction=txn, position=recorded.position)
+
+
+# The two statements of a decision on the read model, in SQL built once from the model: the ORM's
+# query compilation cost about 1.2 ms of CPU per approval for these two (2.0 vs 0.8 ms measured),
+# a fifth of the request. Only _decide() runs them, inside its command (read_model_writes_allowed).
+_FIELDS = Transaction._meta.concrete_fields
+_DECIDED = ("status", "version", "decided_at", "decided_by", "decision_reason", "last_position")
+
+
+def _sql(statement: str) -> str:
+    quote = connection.ops.quote_name
+    table = quote(Transaction._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in _FIELDS)
+    assignments = ", ".join(f"{quote(Transaction._meta.get_field(name).column)} = %s" for name in _DECIDED)
+    pk = quote(Transaction._meta.pk.column)
+    if statement == "lock":
+        return f"SELECT {columns} FROM {table} WHERE {pk} = %s FOR UPDATE"
+    return f"UPDATE {table} SET {assignments} WHERE {pk} = %s"
+
+
+def _lock_row(transaction_id) -> Transaction | None:
+    """The transaction, its row locked until the command ends (SELECT ... FOR UPDATE), or None."""
+    if connection.vendor != "postgresql":
+        # SQLite (embedded mode) needs Django's value converters (decimals, datetimes) and has no
+        # row locks (its IMMEDIATE transaction admits one writer): the ORM it is.
+        return Transaction.objects.filter(pk=transaction_id).first()
+    pk = Transaction._meta.pk.to_python(transaction_id)  # a malformed id fails as the ORM's lookup would
+    with connection.cursor() as cursor:
+        cursor.execute(_sql("lock"), [pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Transaction.from_db(connection.alias, [field.attname for field in _FIELDS], list(row))
+
+
+def _write_decision(pk, decided: dict) -> None:
+    if connection.vendor != "postgresql":
+        Transaction.objects.filter(pk=pk).update(**decided)  # SQLite: Django adapts the values (uuid as hex)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_sql("update"), [decided[name] for name in _DECIDED] + [pk])

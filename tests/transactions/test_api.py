@@ -281,3 +281,16 @@ def test_an_empty_approval_body_means_what_the_input_serializer_says(api):
     assert response.status_code == 200, response.content
     assert Transaction.objects.get(pk=txn.id).decision_reason == ""
     assert_problem(api.post(f"/api/transactions/{submit().id}/approve/", {"reason": 5}, format="json"), 400, "reason")
+
+
+@pytest.mark.parametrize("decide", ["approve", "reject"])
+def test_the_decided_transaction_a_command_returns_is_the_stored_row(decide):
+    from transactions import services
+
+    txn = submit(amount="99.99", currency="EUR", reference="R-2")
+    command = services.transaction_approve if decide == "approve" else services.transaction_reject
+    decision = command(transaction_id=str(txn.id), actor="tester", reason="checked")
+    stored = Transaction.objects.get(pk=txn.id)
+    fields = [field.attname for field in Transaction._meta.concrete_fields]
+    assert {f: getattr(decision.transaction, f) for f in fields} == {f: getattr(stored, f) for f in fields}
+    assert stored.status == ("approved" if decide == "approve" else "rejected") and stored.last_position == decision.position

@@ -528,8 +528,8 @@ def run(ctx: Context) -> list[Row]:
     rows: list[Row] = []
 
     # 1. Projection cost per approval, short vs long history (in this process, before any worker runs).
-    short, long = (1_000, 5_000) if quick else (10_000, 1_000_000)
-    cost = projection_cost(ctx, short=short, long=long, samples=6 if quick else 40)
+    short, long = (500, 2_000) if quick else (10_000, 1_000_000)
+    cost = projection_cost(ctx, short=short, long=long, samples=4 if quick else 40)
     for kind, label in (("single", "one approval per batch (idle)"), ("batch", "1,000 approvals per batch")):
         ratio = cost["long"][kind] / cost["short"][kind]
         rows.append(Row(
@@ -545,8 +545,8 @@ def run(ctx: Context) -> list[Row]:
         client = ctx.client(stack)
 
         # 2. Idle approve -> socket, against the floor (a bare PUBLISH to a plain websockets server).
-        idle = approve_to_socket_idle(stack, client, 15 if quick else 200)
-        floor = publish_floor(15 if quick else 200)
+        idle = approve_to_socket_idle(stack, client, 10 if quick else 200)
+        floor = publish_floor(10 if quick else 200)
         p50, p99 = pct(idle["total"], 50), pct(idle["total"], 99)
         note = (f"{len(idle['total'])} sequential; approve answered p50 {ms(pct(idle['response'], 50))}, "
                 f"answer -> frame p50 {ms(pct(idle['after'], 50))}, p99 {ms(pct(idle['after'], 99))}")
@@ -581,7 +581,7 @@ def run(ctx: Context) -> list[Row]:
             f"{stack.base_url}/api/analytics/weekly-income/?from={first_week}&to={last_week}",
             headers={"Cookie": client.cookie_header}, connections=8, rate=200, seconds=2 if quick else 10,
         )
-        raw = weekly_income_raw_sql(first_week, last_week, 50 if quick else 500)
+        raw = weekly_income_raw_sql(first_week, last_week, 20 if quick else 500)
         wrk_profile = profiled(ctx, stack.processes["web"].pid, 4, "latency-weekly-income-web", lambda: ctx.wrk(
             f"{stack.base_url}/api/analytics/weekly-income/?from={first_week}&to={last_week}",
             headers={"Cookie": client.cookie_header}, connections=8, rate=200, seconds=5,

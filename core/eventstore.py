@@ -16,27 +16,33 @@ in milliseconds) or final (its transaction rolled back, lost a version race, or
 the sequence skipped values after a crash: rare, and permanent). The reader
 never passes a hole until it has proved it final:
 
-1. Every transaction that draws a position holds ROW EXCLUSIVE on core_event
-   from before the draw until it ends (the INSERT locks the table before it
-   evaluates the column default; append() even takes the lock explicitly
-   first). Positions come only from that default, and the sequence never hands
-   out a value twice.
-2. SHARE mode conflicts with ROW EXCLUSIVE. So once a reader holds SHARE on
-   core_event, every transaction that drew a position before that moment has
-   ended, and every position at or below the highest one drawn so far is final:
-   committed (and visible to any later statement) or never going to exist. The
-   reader takes SHARE inside a savepoint and rolls the savepoint back at once,
-   which releases it: the lock is held for one statement, never for the rest of
-   the reader's transaction. A hole below the highest position seen under SHARE
-   is final; the reader reads again (a new statement, a new snapshot) and passes
+1. Every append holds the append lock (an advisory lock keyed by core_event's
+   oid) in SHARED mode from before it draws a position until its transaction
+   ends: append() takes it in the same round trip, before its INSERT. Shared
+   holders never wait for each other. Positions come only from append() at run
+   time (seeding scripts that insert directly run before any reader), and the
+   sequence (CACHE 1, no CYCLE) never hands out a value twice or out of order.
+2. So once a reader holds the append lock EXCLUSIVELY, every append that drew a
+   position before that moment has ended, and every position at or below the
+   highest one now visible is final: committed (and visible to any later
+   statement) or never going to exist. The reader takes the lock inside a
+   savepoint and rolls the savepoint back in the same round trip, which releases
+   it: it is held for one statement, never for the rest of the reader's
+   transaction. A hole below the highest position seen under the lock is final;
+   the reader reads the rest again (a new statement, a new snapshot) and passes
    it. The proven position is remembered per process (positions at or below it
    are final forever), so old holes cost nothing the next time; a reader only
-   trusts a value it read *before* its query took its snapshot.
-3. Cost control. SHARE is first tried with NOWAIT: when no other append is in
-   flight (idle, or a rolled-back append and nothing else) the proof is
-   immediate and blocks nobody. Under load some append is always in flight and
-   NOWAIT fails; then a young hole (the event just above it was recorded less
-   than EVENT_STORE_HOLE_GRACE_MS ago) is almost surely in flight, so the reader
+   trusts a value it read *before* its query took its snapshot. Why not a table
+   lock (SHARE waits for every INSERT's ROW EXCLUSIVE just as well): every mode
+   that conflicts with ROW EXCLUSIVE also conflicts with the SHARE UPDATE
+   EXCLUSIVE that VACUUM and ANALYZE hold, so autovacuum on core_event would
+   keep readers from passing a final hole for as long as it runs.
+3. Cost control. The lock is first only tried (pg_try_advisory_xact_lock): when
+   no other append is in flight (idle, or a rolled-back append and nothing else)
+   the proof is immediate and blocks nobody. Under load some append is always in
+   flight and the try fails; then a young hole (the event just above it was
+   recorded less than EVENT_STORE_HOLE_GRACE_MS ago) is almost surely in
+   flight, so the reader
    simply stops before it: that transaction's commit wakes the projector again,
    and a feed client pages again. Only a hole older than the grace is proved by
    waiting, at most EVENT_STORE_HOLE_WAIT_MS. While it waits, new appends queue
@@ -67,11 +73,16 @@ What else each reader gets:
   checkpoint read in it). A frozen snapshot cannot see a late commit, so it
   passes no hole; read_all in such a transaction likewise stops at any hole.
 
-Writers. append() takes ROW EXCLUSIVE explicitly, with lock_timeout
+Writers. append() takes ROW EXCLUSIVE on core_event explicitly (what its INSERT
+takes anyway) and the append lock shared, with lock_timeout
 EVENT_STORE_LOCK_TIMEOUT_MS, so a session holding a conflicting lock (an
 operator's LOCK TABLE, a TRUNCATE) still turns into a retryable 503
-`event_store_busy`; appenders never wait for each other there. Optimistic
-concurrency: the INSERT inserts only if the stream is at the expected version
+`event_store_busy`; appenders never wait for each other there. Because every
+append holds ROW EXCLUSIVE until it ends, a SHARE table lock is also a valid
+(if vacuum-sensitive) way to wait for all appends in flight: analytics.rebuild
+uses it once per rebuild. Inserting into core_event at run time other than
+through append() would break point 1 above. Optimistic concurrency: the INSERT
+inserts only if the stream is at the expected version
 (lock, check and insert are one round trip: the ORM's version query and
 bulk_create cost 1.3 ms of CPU per append, this 0.8); two appenders that both
 pass the check insert the same (stream_id, version), the unique index makes the
@@ -145,6 +156,20 @@ class RecordedEvent:
         return cls(row.position, row.stream_id, row.version, row.type, row.data, row.metadata, row.recorded_at)
 
 
+# The "appending" lock: every append holds it shared (appenders never wait for each other)
+# from before it draws a position until its transaction ends; a reader proving a hole final
+# takes it exclusively for an instant. An advisory lock rather than a table lock because
+# VACUUM and ANALYZE (autovacuum) hold SHARE UPDATE EXCLUSIVE on core_event, which every
+# table lock mode that conflicts with an INSERT's ROW EXCLUSIVE also conflicts with.
+_APPEND_LOCK_KEY = "'core_event'::regclass::oid::bigint"
+
+
+def _move_to_result(cursor, index: int) -> None:
+    """Make the `index`-th statement's result (0-based) of a multi-statement execute the current one."""
+    for _ in range(index):
+        cursor.nextset()
+
+
 def _is_lock_timeout(exc: OperationalError) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE
 
@@ -169,6 +194,7 @@ def _insert_checked(rows: list[StoredEvent], stream_id, expected_version: int) -
     sql = (
         f"SET LOCAL lock_timeout = '{timeout_ms}ms'; "
         "LOCK TABLE core_event IN ROW EXCLUSIVE MODE; "
+        f"SELECT pg_advisory_xact_lock_shared({_APPEND_LOCK_KEY}); "
         "SET LOCAL lock_timeout TO DEFAULT; "
         "INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at) "
         "SELECT * FROM (VALUES " + ", ".join(values) + ") AS new (stream_id, version, type, data, metadata, recorded_at) "
@@ -178,8 +204,7 @@ def _insert_checked(rows: list[StoredEvent], stream_id, expected_version: int) -
     try:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            while cursor.description is None and cursor.nextset():  # skip to the INSERT's result
-                pass
+            _move_to_result(cursor, 4)  # the INSERT's
             inserted = dict((version, position) for position, version in cursor.fetchall())
     except OperationalError as exc:
         if _is_lock_timeout(exc):
@@ -286,7 +311,8 @@ def _unbroken(positions: list[int], after: int, proven: int) -> int:
 
 _PROOF_SQL = (
     "SAVEPOINT lp_hole_proof; {timeout}"
-    "LOCK TABLE core_event IN SHARE MODE{nowait}; "
+    "SELECT {take}(" + _APPEND_LOCK_KEY + "); "
+    # A statement of its own: its snapshot is taken after the lock was granted.
     "SELECT (SELECT coalesce(max(position), 0) FROM core_event), "
     "EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' "
     "AND relation = 'core_event'::regclass AND mode = 'RowExclusiveLock'); "
@@ -297,27 +323,30 @@ _PROOF_SQL = (
 def _prove(*, wait_ms: int | None) -> int | None:
     """The highest position at or below which every hole is final, or None if that was not proved in time.
 
-    Takes SHARE on core_event in a savepoint (NOWAIT, or waiting at most `wait_ms`) and
-    rolls the savepoint back in the same round trip, which releases the lock.
+    Takes the append lock exclusively in a savepoint (at once or not at all, or waiting at
+    most `wait_ms`) and rolls the savepoint back in the same round trip, which releases it.
     """
     sql = _PROOF_SQL.format(
         timeout="" if wait_ms is None else f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'; ",
-        nowait=" NOWAIT" if wait_ms is None else "",
+        take="pg_try_advisory_xact_lock" if wait_ms is None else "pg_advisory_xact_lock",
     )
-    # LOCK needs a transaction block; a caller without one gets a short one of its own.
+    # A savepoint needs a transaction block; a caller without one gets a short one of its own.
     with (nullcontext() if connection.in_atomic_block else transaction.atomic()), connection.cursor() as cursor:
         try:
             cursor.execute(sql)
         except DatabaseError as exc:
             cursor.execute("ROLLBACK TO SAVEPOINT lp_hole_proof; RELEASE SAVEPOINT lp_hole_proof")
-            # Not granted in time, or a hot standby (which may not take SHARE): nothing is
-            # proved, and the caller's transaction goes on as before.
+            # Not granted in time, or a hot standby (no locks there): nothing is proved,
+            # and the caller's transaction goes on as before.
             if getattr(exc.__cause__, "sqlstate", None) in (_LOCK_NOT_AVAILABLE, _READ_ONLY_TRANSACTION):
                 return None
             raise
-        while cursor.description is None and cursor.nextset():
-            pass
+        _move_to_result(cursor, 1 if wait_ms is None else 2)
+        (granted,) = cursor.fetchone()
+        cursor.nextset()
         highest, appended_here = cursor.fetchone()
+    if wait_ms is None and not granted:
+        return None
     if not appended_here:
         # This transaction's own uncommitted appends are visible to it alone: a value
         # that counts them must not be shared with the rest of the process.

@@ -122,6 +122,19 @@ def test_a_rolled_back_append_leaves_a_hole_that_readers_pass_at_once():
     assert eventstore.read_all(after=above.position) == []
 
 
+def test_a_vacuum_of_the_event_table_does_not_keep_readers_from_passing_a_final_hole():
+    from tests.core.test_eventstore import raw_connection
+
+    start = eventstore.last_position()
+    with open_append(type="RolledBack") as doomed:
+        committed("Kept")
+        doomed.end(commit=False)
+    with raw_connection() as vacuum:
+        vacuum.execute("LOCK TABLE core_event IN SHARE UPDATE EXCLUSIVE MODE")  # what VACUUM and ANALYZE hold
+        assert [e.type for e in eventstore.read_all(after=start)] == ["Kept"]
+        vacuum.rollback()
+
+
 def test_a_reader_that_meets_an_old_hole_waits_for_the_appends_in_flight_and_then_passes_it(settings):
     start = eventstore.last_position()
     with open_append(type="RolledBack") as doomed:

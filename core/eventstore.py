@@ -79,8 +79,8 @@ EVENT_STORE_LOCK_TIMEOUT_MS, so a session holding a conflicting lock (an
 operator's LOCK TABLE, a TRUNCATE) still turns into a retryable 503
 `event_store_busy`; appenders never wait for each other there. Because every
 append holds ROW EXCLUSIVE until it ends, a SHARE table lock is also a valid
-(if vacuum-sensitive) way to wait for all appends in flight: analytics.rebuild
-uses it once per rebuild. Inserting into core_event at run time other than
+(if vacuum-sensitive) way to wait for all appends in flight (analytics.rebuild
+does, once per rebuild); final_position() is the vacuum-proof one. Inserting into core_event at run time other than
 through append() would break point 1 above. Optimistic concurrency: the INSERT
 inserts only if the stream is at the expected version
 (lock, check and insert are one round trip: the ORM's version query and
@@ -352,6 +352,17 @@ def _prove(*, wait_ms: int | None) -> int | None:
         # that counts them must not be shared with the rest of the process.
         _remember_proven(highest)
     return highest
+
+
+def final_position(*, wait_ms: int) -> int | None:
+    """Wait at most `wait_ms` until no append that drew a position before now is in flight.
+
+    Returns the highest committed position then (every position at or below it is
+    final: committed or never going to be), or None if appends stayed in flight. For a
+    reader that needs one gap-free cut of the whole log (a rebuild); appends queue
+    behind the wait, so keep it short.
+    """
+    return _prove(wait_ms=wait_ms)
 
 
 def _hole_is_young(event: StoredEvent) -> bool:

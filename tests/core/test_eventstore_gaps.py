@@ -232,3 +232,12 @@ def test_a_hole_proved_final_once_is_passed_later_without_a_new_proof():
     with open_append(type="InFlight"):
         # Now a proof could not be had (an append is in flight and the hole is young), but none is needed.
         assert [e.type for e in eventstore.read_all(after=start)] == ["Kept"]
+
+
+def test_final_position_waits_for_the_appends_in_flight_and_gives_up_in_time():
+    with open_append() as open_one:
+        started = time.monotonic()
+        assert eventstore.final_position(wait_ms=100) is None
+        assert time.monotonic() - started < 2
+        open_one.end(commit=True)
+    assert eventstore.final_position(wait_ms=100) == eventstore.last_position() == open_one.recorded.position

@@ -101,33 +101,32 @@ def running_totals(position: np.ndarray, bucket: np.ndarray, high: np.ndarray, l
 
     The caller guarantees no int64 wraps: sum(high) + sum(low) / 10^8 < 2^63.
     """
-    if len(position) and not (np.diff(position) > 0).all():
-        by_position = np.argsort(position, kind="stable")
-    else:
-        by_position = np.arange(len(position))
+    n = len(position)
+    in_order = n == 0 or bool((position[1:] > position[:-1]).all())
+    by_position = None if in_order else np.argsort(position, kind="stable")
     # Buckets are few (weeks x currencies): numbered by a hash pass, they sort as int16 keys,
     # which numpy's stable sort handles as a radix sort (linear) instead of a merge sort.
-    keys, uniques = pd.factorize(bucket[by_position])
+    keys, uniques = pd.factorize(bucket if in_order else bucket[by_position])
     if len(uniques) < 2**15:
         keys = keys.astype("int16")
-    order = by_position[np.argsort(keys, kind="stable")]
-    b, p = bucket[order], position[order]
-    h, lo = high[order], low[order]
-    n = len(order)
-    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]]) if n else np.zeros(0, dtype="int64")
-    sizes = np.diff(np.r_[starts, n])
-    ends = starts + sizes - 1
+    by_key = np.argsort(keys, kind="stable")
+    order = by_key if in_order else by_position[by_key]
+    sizes = np.bincount(keys, minlength=len(uniques))
+    starts = np.cumsum(sizes) - sizes
 
     def grouped_cumsum(values: np.ndarray) -> np.ndarray:
         total = np.cumsum(values)
-        before = np.r_[0, total[:-1]][starts] if n else np.zeros(0, dtype="int64")
-        return total - np.repeat(before, sizes)
+        before = np.concatenate(([0], total[starts[1:] - 1])) if len(starts) else np.zeros(0, dtype="int64")
+        total -= np.repeat(before, sizes)
+        return total
 
-    hs, ls = grouped_cumsum(h), grouped_cumsum(lo)
+    hs, ls = grouped_cumsum(high[order]), grouped_cumsum(low[order])
     hs += ls // SPLIT
     ls %= SPLIT
     count = np.arange(1, n + 1) - np.repeat(starts, sizes)
-    return RunningTotals(order=order, bucket=b, position=p, high=hs, low=ls, count=count, last=ends)
+    return RunningTotals(
+        order=order, bucket=np.repeat(uniques, sizes), position=position[order], high=hs, low=ls, count=count, last=starts + sizes - 1
+    )
 
 
 def joined(high: int, low: int) -> int:

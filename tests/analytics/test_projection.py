@@ -207,8 +207,8 @@ def test_it_commits_a_batch_without_waiting_for_the_disk_and_only_that_transacti
             return cursor.fetchone()[0]
 
     seen = []
-    real_apply = projection._apply
-    monkeypatch.setattr(projection, "_apply", lambda running: seen.append(synchronous_commit()) or real_apply(running))
+    real_messages = projection.transaction_messages  # runs after the checkpoint moved, before COMMIT
+    monkeypatch.setattr(projection, "transaction_messages", lambda batch: seen.append(synchronous_commit()) or real_messages(batch))
     monkeypatch.setattr("analytics.tasks.publish", lambda messages, **_: None)
     approved("10.00", "EUR", MON)  # committed: the embedded-mode wake-up projects it in this process
     # The projector's own transaction skips the WAL flush; the connection's later work (a command, in

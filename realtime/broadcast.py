@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 
-from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
@@ -86,9 +85,21 @@ def _group_send(event: dict, timeout: float, group: str | None = None) -> None:
     layer = get_channel_layer()
     group = group or settings.REALTIME_GROUP
     if isinstance(layer, InMemoryChannelLayer):
-        # In-process layer: must run on the ASGI server's own loop, which
-        # async_to_sync finds when we are called from a sync view's thread.
-        async_to_sync(layer.group_send)(group, event)
+        # In-process layer (embedded mode): its queues belong to the loop of this process's hub. The
+        # caller is a WSGI worker thread or a test's thread, with no loop of the server's to borrow.
+        from realtime.hub import serving_loop
+
+        loop = serving_loop()
+        if loop is None:
+            return  # no socket open in this process: nobody to tell
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:  # sync code on the loop itself: waiting here would block the send for ever
+            loop.create_task(layer.group_send(group, event))
+        else:
+            asyncio.run_coroutine_threadsafe(layer.group_send(group, event), loop).result(timeout)
     else:
         _background_loop().run(layer.group_send(group, event), timeout)
 

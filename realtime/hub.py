@@ -456,6 +456,14 @@ async def get_hub() -> Hub:
     return hub
 
 
+def serving_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of a running hub in this process (embedded mode has one), for publishing from a thread."""
+    for loop, hub in list(_hubs.items()):
+        if not loop.is_closed() and not hub.stopped:
+            return loop
+    return None
+
+
 def current_hub() -> Hub | None:
     """The running loop's hub, if one is started (tests, metrics)."""
     try:

@@ -244,3 +244,17 @@ async def test_a_batch_goes_through_the_redis_pub_sub_layer_once_per_process(adm
             assert (await ws.receive_json_from(timeout=3))["total"] == "4.00"
             assert await ws.receive_nothing(timeout=0.05)
         assert hub.layer_messages == 1
+
+
+async def test_in_embedded_mode_a_batch_published_from_a_plain_thread_reaches_the_sockets(admin_cookie_user, fresh_layer):
+    """HTTP runs on WSGI worker threads (core/asgi.py): no event loop of the server's is theirs to borrow."""
+    import threading
+
+    async with AsyncExitStack() as stack:
+        (ws, seq), = await open_many(stack, 1, ORIGIN, admin_cookie_user)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (publish([weekly(seq + 1, "2.00")], after=seq, through=seq + 1), done.set()))
+        worker.start()
+        assert (await ws.receive_json_from(timeout=3))["total"] == "2.00"
+        await asyncio.get_running_loop().run_in_executor(None, worker.join, 5)
+        assert done.is_set()

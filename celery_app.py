@@ -2,9 +2,27 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
 app = Celery("ledgerpulse")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["analytics", "core", "realtime"])
+
+
+@task_prerun.connect
+@task_postrun.connect
+def return_connections(sender=None, **kwargs):
+    """Around every task in a worker: its database connections back to Django's pool, broken ones dropped.
+
+    What Celery's Django fixup would do, minus closing the pool itself (CELERY_DB_REUSE_MAX).
+    An eager task (embedded mode) runs inside a request, whose connection is left alone.
+    """
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()

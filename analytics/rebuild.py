@@ -1,12 +1,11 @@
 """Full rebuild of the weekly income projection: the log read as binary integer columns by parallel readers, summed in numpy, written back with binary COPY.
 
 How it stays correct while approvals continue. One transaction locks the projector's
-checkpoint (the projector waits, as for any batch of its own). It then takes SHARE on
-core_event for one statement inside a savepoint: SHARE conflicts with the ROW EXCLUSIVE
-every appender holds from drawing a position until it ends (core.eventstore), so at that
-moment no append is in flight and every position up to the highest one is final. That
-highest position is the new checkpoint; rolling the savepoint back releases SHARE at once
-(appends wait a few milliseconds at most). Only then is a snapshot taken and exported:
+checkpoint (the projector waits, as for any batch of its own). It then asks the event
+store for a moment when no append is in flight (core.eventstore.final_position: the
+append lock taken exclusively for one statement, then released; appends wait a few
+milliseconds at most), when every position up to the highest one is final. That highest
+position is the new checkpoint. Only then is a snapshot taken and exported:
 it sees every event up to the checkpoint. Each reader imports that same snapshot and
 reads only positions up to the checkpoint, split by block ranges (ACCESS SHARE, held to
 the end, keeps VACUUM FULL and CLUSTER from moving rows meanwhile), so together they
@@ -34,6 +33,7 @@ from analytics import rebuild_frames as rf
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
 from analytics.projection import CHECKPOINT, ProjectionFailed, current_config
 from core.money import CURRENCY_EXPONENTS, MoneyError, to_minor_units
+from core import eventstore
 from core.models import StoredEvent
 from transactions import events as txn_events
 
@@ -401,25 +401,15 @@ class EventStoreBusy(RuntimeError):
     """Appends kept the event table busy: the rebuild could not find a final position to stop at."""
 
 
-def _final_through(cursor, *, attempts: int = 3) -> int:
-    """The highest position, taken while no append is in flight (SHARE for one statement, then released)."""
+def _final_through(*, attempts: int = 3) -> int:
+    """The highest position, taken at a moment when no append is in flight (core.eventstore.final_position)."""
     wait_ms = max(1, int(settings.EVENT_STORE_LOCK_TIMEOUT_MS) // 2)
     for _ in range(attempts):
-        cursor.execute("SAVEPOINT lp_rebuild_through")
-        try:
-            # Appends that arrive while this waits queue behind it: the wait stays well
-            # inside their own lock timeout.
-            cursor.execute(f"SET LOCAL lock_timeout = '{wait_ms}ms'")
-            cursor.execute("LOCK TABLE core_event IN SHARE MODE")
-            cursor.execute("SELECT coalesce(max(position), 0) FROM core_event")
-            (through,) = cursor.fetchone()
-        except DatabaseError as exc:
-            cursor.execute("ROLLBACK TO SAVEPOINT lp_rebuild_through; RELEASE SAVEPOINT lp_rebuild_through")
-            if getattr(exc.__cause__, "sqlstate", None) == "55P03":  # lock_not_available
-                continue
-            raise
-        cursor.execute("ROLLBACK TO SAVEPOINT lp_rebuild_through; RELEASE SAVEPOINT lp_rebuild_through")
-        return through
+        # Appends that arrive while this waits queue behind it: the wait stays well
+        # inside their own lock timeout.
+        through = eventstore.final_position(wait_ms=wait_ms)
+        if through is not None:
+            return through
     raise EventStoreBusy(f"appends kept core_event busy for {attempts} waits of {wait_ms} ms; try the rebuild again")
 
 
@@ -446,7 +436,8 @@ def rebuild_weekly_income(*, readers: int | None = None, chunk_blocks: int = CHU
         before = checkpoint.position
         with connection.cursor() as cursor:
             cursor.execute("LOCK TABLE core_event IN ACCESS SHARE MODE")
-            through = _final_through(cursor)
+        through = _final_through()
+        with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {'pg_export_snapshot()' if parallel else 'NULL'}, "
                 "(pg_relation_size('core_event') / current_setting('block_size')::int)::bigint"

@@ -218,12 +218,36 @@ def test_an_append_that_never_ends_makes_the_rebuild_give_up_with_a_clear_error_
     approved("10.00", "EUR", MON)
     project_all()
     before = rows_and_history(), checkpoint()
-    params = {k: v for k, v in connection.get_connection_params().items() if k not in ("context", "cursor_factory", "prepare_threshold")}
-    with psycopg.connect(**params) as appender:
-        appender.execute("LOCK TABLE core_event IN ROW EXCLUSIVE MODE")  # what an append in flight holds
+    appended, release = threading.Event(), threading.Event()
+
+    class RollBack(Exception):
+        pass
+
+    def append_and_hold():
+        try:
+            with transaction.atomic():
+                stream = uuid.uuid4()
+                event = events.submitted(transaction_id=stream, amount=Decimal("1.00"), currency="EUR", occurred_at=MON,
+                                         reference="", description="")
+                eventstore.append(stream_id=stream, expected_version=0, events=[event], metadata={"actor": "slow"})
+                appended.set()
+                release.wait(timeout=30)
+                raise RollBack
+        except RollBack:
+            pass
+        finally:
+            appended.set()
+            connections.close_all()
+
+    holder = threading.Thread(target=append_and_hold)
+    holder.start()
+    try:
+        assert appended.wait(timeout=30)
         with pytest.raises(rebuild.EventStoreBusy, match="appends kept core_event busy for 3 waits of 50 ms"):
             rebuild.rebuild_weekly_income()
-        appender.rollback()
+    finally:
+        release.set()
+        holder.join(timeout=30)
     assert (rows_and_history(), checkpoint()) == before
 
 

@@ -18,7 +18,6 @@ django_asgi_app = get_asgi_application()
 
 from a2wsgi import WSGIMiddleware  # noqa: E402
 from asgiref.sync import SyncToAsync  # noqa: E402
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
@@ -111,6 +110,9 @@ application = ProtocolTypeRouter(
         ),
         # The Origin must be exactly (scheme, host, port) an allowed one, so a page on another
         # port or scheme of the same host cannot ride an admin's cookie (realtime/auth.py).
-        "websocket": OriginCheck(AuthMiddlewareStack(TicketAuthMiddleware(URLRouter(websocket_urlpatterns)))),
+        # No AuthMiddlewareStack: the consumer reads the session cookie itself and the hub checks the
+        # sessions of handshakes arriving together in one batch (realtime/access.py verdicts), which also
+        # keeps Channels' lazy session wrapper out of every send.
+        "websocket": OriginCheck(TicketAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -1,6 +1,7 @@
 """The websocket handshake's guards: the Origin check, then authentication by `?ticket=` or the session.
 
-Order (core/asgi.py): OriginCheck -> AuthMiddlewareStack (session user) -> TicketAuthMiddleware.
+Order (core/asgi.py): OriginCheck -> TicketAuthMiddleware -> the consumer, which reads the session
+cookie itself (its user comes from the hub's batched access check, realtime/access.py).
 
 * OriginCheck: the Origin header must equal, exactly (scheme, host and port), one of
   WEBSOCKET_ALLOWED_ORIGINS or the origin the server itself was reached at (the handshake's Host

@@ -398,7 +398,7 @@ def test_a_burst_of_1000_approvals_is_projected_by_far_fewer_task_runs_and_the_l
         watcher.close()
 
 
-def test_a_dashboard_cut_off_by_a_redis_restart_reconnects_promptly_and_converges_again(stack, own_redis, pg):
+def test_a_dashboard_open_through_a_redis_restart_stays_open_and_converges_without_reconnecting(stack, own_redis, pg):
     stack.wait_ready(*start(stack, "worker", beat=True))
     admin = logged_in(stack)
     payments = random_payments(20, seed=7, currencies=("EUR",), days=3)
@@ -411,26 +411,16 @@ def test_a_dashboard_cut_off_by_a_redis_restart_reconnects_promptly_and_converge
         expected = {key: total for key, (total, _) in ledger.expected().items()}
         wait_for(lambda: watcher.totals() == expected, 10, "updates before the restart", interval=0.05)
 
-        own_redis.restart(down_for=2)  # everything in Redis is lost, group memberships included
-        # The server must not leave the socket open and silent: its group membership is gone.
-        wait_for(lambda: not watcher.alive, 10, "the server closing the socket whose channel layer failed")
-        # Reconnect as the dashboard does. Its WebSocket has no open timeout of its own, so a handshake
-        # that does not complete leaves it "reconnecting" for good.
-        started = time.monotonic()
-        try:
-            watcher.reconnect(timeout=5)
-        except TimeoutError as exc:
-            raise AssertionError(
-                f"the first websocket handshake after Redis restarted did not complete within 5 s ({exc})"
-            ) from None
-        print(f"\nreconnected {time.monotonic() - started:.2f} s after asking")
-
+        # Everything in Redis is lost. Each web process's hub subscribes again and resyncs its own
+        # sockets (realtime/hub.py), so the page keeps its socket: nothing per socket lived in Redis.
+        own_redis.restart(down_for=2)
         assert approve_all([admin], pairs[10:], ledger) == {200: 10}
         wait_caught_up(pg, timeout=30)
         as_of, rest = rest_weekly_income(admin)
         assert rest == ledger.expected()
         expected = {key: total for key, (total, _) in rest.items()}
-        wait_for(lambda: watcher.totals() == expected, 10, "the dashboard converging after the restart", interval=0.05)
+        wait_for(lambda: watcher.totals() == expected, 15, "the open dashboard converging after the restart", interval=0.05)
+        assert watcher.alive, "the server closed a socket whose updates it could have resynced"
         assert not watcher.backwards, watcher.backwards
     finally:
         watcher.close()

@@ -39,8 +39,9 @@ class EventFeedApi(APIView):
     @extend_schema(
         summary="Event feed",
         description=(
-            "Every stored event with position > `after`, oldest first, at most `limit`. Gap-safe: positions become "
-            "visible in order, so paging with `after=last_position` never skips an event."
+            "Every stored event with position > `after`, oldest first, at most `limit`. Gap-safe: a page never "
+            "goes past a position whose transaction may still commit, so paging with `after=last_position` never "
+            "skips an event; a short or empty page is not the end of the log."
         ),
         parameters=[EventFeedQuery],
         responses={200: EventFeedOutput, **PROBLEM_RESPONSES(400, 401, 403)},

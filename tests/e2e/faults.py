@@ -332,8 +332,8 @@ def random_payments(count: int, *, seed: int, currencies=("EUR", "USD", "JPY"), 
 def insert_transactions(payments: list[Payment], *, approve: bool, chunk: int = 500) -> list[uuid.UUID]:
     """Submitted (and, with `approve`, approved) transactions in the event log and the read model.
 
-    Every stream goes through the real event store, core.eventstore.append (its lock, its version
-    check, its positions), with the events transactions.events builds for the commands, and the
+    Every stream goes through the real event store, core.eventstore.append (its version check, its
+    positions), with the events transactions.events builds for the commands, and the
     read-model row is made from what the append recorded, as the commands make it. Unlike the
     commands, a chunk of streams shares one transaction (a backlog of thousands in seconds), and
     the commit wakes nobody: nothing tells the projector, so the caller decides when and how the

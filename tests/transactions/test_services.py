@@ -170,7 +170,7 @@ def test_a_command_inside_someone_elses_transaction_is_refused_and_appends_nothi
         "reject": lambda: services.transaction_reject(transaction_id=txn.id, actor="bo", reason="no"),
     }[command]
     with transaction.atomic():
-        # It would hold the event store's append lock until this block ends.
+        # Its events would stay uncommitted until this block ends, holding every log reader back.
         with pytest.raises(NestedCommandError, match="transaction_"):
             run()
     assert len(eventstore.read_all()) == 1

@@ -25,7 +25,8 @@ def small_pool_server(tmp_path):
     require("PostgreSQL", connection.vendor == "postgresql")
     require("Redis", redis_available())
     flush_test_redis()
-    stack = LiveStack(env=stack_env(DATABASE_POOL_SIZE="2"), log_dir=tmp_path)
+    # One web process: the thread count below is that process's (with several, they live in the children).
+    stack = LiveStack(env=stack_env(DATABASE_POOL_SIZE="2", WEB_CONCURRENCY="1"), log_dir=tmp_path)
     try:
         stack.start_server()
         yield stack

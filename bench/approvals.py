@@ -37,28 +37,11 @@ TARGET_RATIO = 0.6
 
 
 def approve_script(ids: list[str], *, path: str, headers: dict[str, str], threads: int = 2) -> str:
-    """Lua for wrk: POST `path` % id, each id once (thread t takes ids t, t+threads, ...)."""
-    ids_lua = ",".join(f'"{i}"' for i in ids)
-    header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    return f"""
-local ids = {{{ids_lua}}}
-local n = 0
-local count = 0
-setup = function(thread)
-  thread:set("me", count)
-  count = count + 1
-end
-wrk.method = "POST"
-wrk.body = "{{}}"
-wrk.headers["Content-Type"] = "application/json"
-{header_lines}
-request = function()
-  local i = n * {threads} + me + 1
-  n = n + 1
-  if i > #ids then i = ((i - 1) % #ids) + 1 end
-  return wrk.format("POST", string.format("{path}", ids[i]))
-end
-"""
+    """Lua for wrk: the harness's POST-each-id script, with this scenario's headers set first."""
+    from bench.harness import lua_string, post_each_script
+
+    header_lines = "\n".join(f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in headers.items())
+    return header_lines + "\n" + post_each_script(ids, path=path, threads=threads)
 
 
 # --- processes (until ctx.stack exists: the Procfile's own lines, an inherited listening socket) ----------

@@ -99,6 +99,33 @@ def lua_string(value: str) -> str:
     return f'"{escaped}"'
 
 
+def post_each_script(ids: list[str], *, path: str, threads: int = 1) -> str:
+    """wrk Lua: POST `path` % id for each id once (wrk thread t takes ids t, t+threads, ...), body `{}`.
+
+    Headers (auth, CSRF) come from ctx.wrk(headers=...). Past the last id it starts over: the
+    answers are then 409s, counted in non_2xx, so a run that outlasts its ids shows it.
+    """
+    ids_lua = ",".join(lua_string(i) for i in ids)
+    return f"""
+local ids = {{{ids_lua}}}
+local n = 0
+local count = 0
+setup = function(thread)
+  thread:set("me", count)
+  count = count + 1
+end
+wrk.method = "POST"
+wrk.body = "{{}}"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local i = n * {threads} + (me or 0) + 1
+  n = n + 1
+  if i > #ids then i = ((i - 1) % #ids) + 1 end
+  return wrk.format("POST", string.format({lua_string(path)}, ids[i]))
+end
+"""
+
+
 # Appended to every script: wrk calls done() once, in its main thread, with the merged latency
 # histogram (microseconds). Any done() of the scenario's script still runs, after this one.
 DONE_LUA = """

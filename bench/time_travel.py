@@ -19,7 +19,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from bench.harness import Context, Row, compare
+from bench.harness import Context, Row, compare, post_each_script
 
 CURRENCIES = ("EUR", "USD", "JPY")
 WEEKS = 104
@@ -110,27 +110,6 @@ def replay_baseline(last: int, samples: int) -> dict:
     return {"p50_ms": statistics.median(times), "max_ms": max(times), "samples": samples}
 
 
-def approve_script(ids: list[str]) -> str:
-    """wrk Lua: POST approve for each id once (each wrk thread takes every other id)."""
-    ids_lua = ",".join(f'"{i}"' for i in ids)
-    return f"""
-local ids = {{{ids_lua}}}
-local n = 0
-local threads = 0
-setup = function(thread)
-  thread:set("me", threads)
-  threads = threads + 1
-end
-wrk.method = "POST"
-wrk.body = "{{}}"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  n = n + 1
-  return wrk.format("POST", "/api/transactions/" .. ids[((2 * n + (me or 0)) % #ids) + 1] .. "/approve/")
-end
-"""
-
-
 def approve_latency(ctx: Context, stack, client, *, waiters: int, seconds: int):
     """wrk approving pending transactions (8 connections); optionally `waiters` more connections waiting on min_position."""
     from core import eventstore
@@ -151,7 +130,7 @@ def approve_latency(ctx: Context, stack, client, *, waiters: int, seconds: int):
         )
         time.sleep(settle)  # every reader connected and waiting before the approvals start
     try:
-        return ctx.wrk(stack.base_url, connections=8, seconds=seconds, script=approve_script(ids), headers=headers)
+        return ctx.wrk(stack.base_url, connections=8, seconds=seconds, script=post_each_script(ids, path="/api/transactions/%s/approve/"), headers=headers)
     finally:
         if background:
             background.wait(seconds + 30)

@@ -53,6 +53,19 @@ def timeouts() -> tuple[float, float]:
 class _Deadlines:
     """The head and body deadlines, shared by both protocols; `self.loop`, `self.transport`, `self.cycle` are uvicorn's."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_deadlines()
+
+    # --- uvicorn's protocol interface, the same for both parsers -------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm("head", self.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
     def _init_deadlines(self) -> None:
         # uvicorn decides by whether uvicorn.access has handlers, and Django's LOGGING gives it one after
         # uvicorn applied --no-access-log: honour the flag (websocket URLs can carry a ticket).
@@ -91,15 +104,6 @@ class _Deadlines:
 class SlowClientH11Protocol(_Deadlines, H11Protocol):
     """h11 (pure Python): the state machine says which deadline applies after each read."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_deadlines()
-
-    # --- uvicorn's protocol interface -------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm("head", self.header_timeout)
-
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._follow_state()
@@ -107,10 +111,6 @@ class SlowClientH11Protocol(_Deadlines, H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()  # arms uvicorn's keep-alive timer, may process a pipelined request
         self._follow_state()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         self._disarm()  # the websocket protocol takes the transport over
@@ -139,18 +139,6 @@ if HttpToolsProtocol is not None:
 
     class SlowClientHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
         """httptools (llhttp, C): the parser's callbacks say where a request is."""
-
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self._init_deadlines()
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm("head", self.header_timeout)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             # The first byte of a request (a new one on a kept-alive connection too): its head is due.

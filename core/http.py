@@ -12,21 +12,15 @@ Otherwise the client gets `408 Request Timeout` (when no answer has started) and
 closed; the application sees a disconnect. A websocket upgrade leaves both deadlines behind.
 Expiries are logged at DEBUG only: a flood of slow clients must not become a flood of log lines.
 
-SlowClientHttpToolsProtocol (the Procfile's) parses with httptools (llhttp, C): several times less CPU per
-request than SlowClientH11Protocol's pure-Python h11, which stays for hosts without httptools.
+SlowClientHttpToolsProtocol (the Procfile's) parses with httptools (llhttp, C, pinned in requirements.txt):
+several times less CPU per request than uvicorn's pure-Python h11 protocol, which an earlier version used.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # httptools is not installed: only the h11 protocol is offered
-    HttpToolsProtocol = None
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger("core.http")
 
@@ -101,64 +95,28 @@ class _Deadlines:
         self.transport.close()
 
 
-class SlowClientH11Protocol(_Deadlines, H11Protocol):
-    """h11 (pure Python): the state machine says which deadline applies after each read."""
+class SlowClientHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
+    """httptools (llhttp, C): the parser's callbacks say where a request is."""
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._follow_state()
+    def on_message_begin(self) -> None:
+        # The first byte of a request (a new one on a kept-alive connection too): its head is due.
+        super().on_message_begin()
+        if self._deadline_for != "head":
+            self._arm("head", self.header_timeout)
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()  # arms uvicorn's keep-alive timer, may process a pipelined request
-        self._follow_state()
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.transport.get_protocol() is self:
+            self._arm("body", self.body_timeout)
 
-    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+
+    def handle_websocket_upgrade(self) -> None:
         self._disarm()  # the websocket protocol takes the transport over
-        super().handle_websocket_upgrade(event)
+        super().handle_websocket_upgrade()
 
-    def _follow_state(self) -> None:
-        if self.transport is None or self.transport.is_closing() or self.transport.get_protocol() is not self:
-            self._disarm()
-            return
-        state = self.conn.their_state
-        if state is h11.IDLE:
-            if self.timeout_keep_alive_task is not None:
-                # Idle between requests with nothing received yet: uvicorn's keep-alive timer applies.
-                self._disarm()
-            elif self._deadline_for != "head":
-                # Bytes of a new request arrived: its head has the header timeout from now.
-                self._arm("head", self.header_timeout)
-        elif state is h11.SEND_BODY:
-            if self._deadline_for != "body":
-                self._arm("body", self.body_timeout)
-        else:  # DONE, MUST_CLOSE, CLOSED, ERROR: the request is in, nothing to wait for
-            self._disarm()
-
-
-if HttpToolsProtocol is not None:
-
-    class SlowClientHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
-        """httptools (llhttp, C): the parser's callbacks say where a request is."""
-
-        def on_message_begin(self) -> None:
-            # The first byte of a request (a new one on a kept-alive connection too): its head is due.
-            super().on_message_begin()
-            if self._deadline_for != "head":
-                self._arm("head", self.header_timeout)
-
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            if self.transport.get_protocol() is self:
-                self._arm("body", self.body_timeout)
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._disarm()
-
-        def handle_websocket_upgrade(self) -> None:
-            self._disarm()  # the websocket protocol takes the transport over
-            super().handle_websocket_upgrade()
-
-        def send_400_response(self, msg: str) -> None:
-            self._disarm()
-            super().send_400_response(msg)
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        super().send_400_response(msg)

@@ -1,16 +1,13 @@
 """JWT for REST clients: obtain, use, refresh, and a throttle against password guessing."""
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def fresh_throttle():
-    cache.clear()
-    yield
-    cache.clear()
+def _fresh_throttle(fresh_throttle):
+    """Every test here starts with no throttle or lockout counts (tests/core/conftest.py)."""
 
 
 def obtain(username="boss", password="boss-password-123"):

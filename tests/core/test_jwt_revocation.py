@@ -1,6 +1,5 @@
 """JWTs issued before a password change are refused: the access token on a request, the refresh token on refresh."""
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.django_db
@@ -8,10 +7,8 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(autouse=True)
-def fresh_throttle():
-    cache.clear()
-    yield
-    cache.clear()
+def _fresh_throttle(fresh_throttle):
+    """Every test here starts with no throttle or lockout counts (tests/core/conftest.py)."""
 
 
 def pair():

@@ -1,7 +1,6 @@
 """Password guessing is slowed on every login surface, per account and per client address (django-axes + core.clientip)."""
 import pytest
 from django.contrib.auth import authenticate
-from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -13,10 +12,8 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(autouse=True)
-def fresh_throttle():
-    cache.clear()
-    yield
-    cache.clear()
+def _fresh_throttle(fresh_throttle):
+    """Every test here starts with no throttle or lockout counts (tests/core/conftest.py)."""
 
 
 def obtain(username="boss", password="wrong", **extra):

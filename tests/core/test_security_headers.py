@@ -4,17 +4,14 @@ import hashlib
 import re
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def fresh_throttle():
-    cache.clear()
-    yield
-    cache.clear()
+def _fresh_throttle(fresh_throttle):
+    """Every test here starts with no throttle or lockout counts (tests/core/conftest.py)."""
 
 
 def policy(response) -> dict[str, list[str]]:

@@ -22,6 +22,9 @@ from typing import Callable
 SUMMARY_LOGGER = "core.logfilters"
 _SUMMARY_FLAG = "_lp_repeat_summary"
 _SEEN = "_lp_repeat_allowed"
+# extra= for a record of every occurrence (one line per projected batch, as an access log has one per
+# request): it shares its template with every other such record by design and is never summarized.
+EVERY = {"_lp_every": True}
 # Distinct templates remembered at once; the oldest is forgotten (and summarized) beyond this.
 MAX_KEYS = 2048
 
@@ -57,7 +60,10 @@ class RepeatThrottle(logging.Filter):
         atexit.register(self._flush_at_exit)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, _SUMMARY_FLAG, False) or getattr(self._local, "emitting", False) or record.name in self.exempt:
+        if (
+            getattr(record, _SUMMARY_FLAG, False) or getattr(self._local, "emitting", False) or record.name in self.exempt
+            or getattr(record, "_lp_every", False)
+        ):
             return True
         # Installed on a logger and on a handler, a record passes both: it is counted once.
         seen = getattr(record, _SEEN, None)

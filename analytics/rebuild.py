@@ -1,16 +1,22 @@
-"""Full rebuild of the weekly income projection: the log read as binary integer columns by parallel readers, summed in numpy, written back with binary COPY.
+"""Online rebuild of the weekly income projection: built beside the live tables while approvals and the projector go on, then swapped in.
 
-How it stays correct while approvals continue. One transaction locks the projector's
-checkpoint (the projector waits, as for any batch of its own). It then asks the event
-store for a moment when no append is in flight (core.eventstore.final_position: the
-append lock taken exclusively for one statement, then released; appends wait a few
-milliseconds at most), when every position up to the highest one is final. That highest
-position is the new checkpoint. Only then is a snapshot taken and exported:
-it sees every event up to the checkpoint. Each reader imports that same snapshot and
-reads only positions up to the checkpoint, split by block ranges (ACCESS SHARE, held to
-the end, keeps VACUUM FULL and CLUSTER from moving rows meanwhile), so together they
-read each of those events exactly once. Anything appended meanwhile has a higher
-position and is projected by the projector after the rebuild commits.
+The bulk of the log is read as binary integer columns by parallel readers, summed in
+numpy and written to shadow tables with binary COPY. The cut: the event store is asked
+for a moment when no append is in flight (core.eventstore.final_position: the append
+lock taken exclusively for one statement, then released; appends wait a few
+milliseconds at most), when every position up to the highest one is final. Only then is
+a snapshot taken and exported: it sees every event up to the cut. Each reader imports
+that same snapshot and reads only positions up to the cut, split by block ranges
+(ACCESS SHARE, held to the end, keeps VACUUM FULL and CLUSTER from moving rows
+meanwhile), so together they read each of those events exactly once.
+
+Meanwhile the projector keeps the live tables current. The shadow is then carried from
+the cut towards the head by the projector's own batch code (analytics.projection.
+apply_events pointed at the shadow), and finally one transaction that holds the
+projector's checkpoint lock applies the last few batches, renames the shadow tables
+(and their indexes and sequences) over the live ones and moves the checkpoint: readers
+see the old tables or the new ones, never an empty or half-built one, and no projector
+run interleaves. Why renames rather than a generation column: docs/runbook.md.
 """
 from __future__ import annotations
 
@@ -26,12 +32,14 @@ import numpy as np
 import psycopg
 import psycopg.copy
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from psycopg import sql
 
 from analytics import rebuild_frames as rf
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
-from analytics.projection import CHECKPOINT, ProjectionFailed, current_config
+from analytics.projection import (
+    BATCH_SIZE, CHECKPOINT, LIVE, ProjectionFailed, Tables, apply_events, current_config,
+)
 from core.money import CURRENCY_EXPONENTS, MoneyError, to_minor_units
 from core import eventstore
 from core.models import StoredEvent
@@ -49,6 +57,7 @@ DEFAULT_READERS = max(2, min(4, (os.cpu_count() or 1) + 1))
 HISTORY_COPY_ROWS = 1_000_000
 _MAX_HIGH_SUM = 2**62
 _PG_EPOCH = date(2000, 1, 1)
+_LOCK_NOT_AVAILABLE = "55P03"
 
 # One expression per column, each sent in PostgreSQL's binary format and concatenated
 # with string_agg: a chunk arrives as four byte strings, with no per-row work in Python.
@@ -89,6 +98,8 @@ class RebuildStats:
     """Where the time went, for the benchmark and the command's output."""
 
     through: int = 0
+    cut: int = 0  # the bulk phase read up to here; the catch-up read the rest
+    caught_up: int = 0
     approvals: int = 0
     buckets: int = 0
     readers: int = 0
@@ -324,46 +335,82 @@ def _code(packed) -> str:
     return bytes([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255]).decode("latin-1")
 
 
-def _secondary_indexes(cursor, table: str) -> list[tuple[str, str]]:
-    """(drop, create) statements for the table's unique constraints and indexes other than its primary key."""
-    cursor.execute(
-        "SELECT format('ALTER TABLE %%I DROP CONSTRAINT %%I', %s, conname), "
-        "format('ALTER TABLE %%I ADD CONSTRAINT %%I ', %s, conname) || pg_get_constraintdef(oid) "
-        "FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'u' "
-        "UNION ALL "
-        "SELECT format('DROP INDEX %%s', indexrelid::regclass), pg_get_indexdef(indexrelid) FROM pg_index i "
-        "WHERE indrelid = %s::regclass AND NOT indisprimary "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
-        [table, table, table, table],
-    )
-    return cursor.fetchall()
-
-
 def _totals(columns: _Columns) -> rf.RunningTotals:
     bucket = columns.week.astype("int64") * max(1, len(columns.codes)) + columns.currency
     return rf.running_totals(columns.position, bucket, columns.high, columns.low)
 
 
-def _write(columns: _Columns, totals: rf.RunningTotals, lap) -> int:
-    """Replace rows and history. TRUNCATE: readers of both tables wait for this transaction from here on.
+# ---------------------------------------------------------------------------------------------
+# The shadow tables: built beside the live ones, renamed over them in the swap.
 
-    The history is loaded with its secondary indexes dropped and built again afterwards
-    (a sort per index instead of one random insertion per row), all inside the
-    transaction: a failure rolls every bit of it back.
-    """
+
+def _shadow_name(table: str) -> str:
+    return f"{table}_rebuild"
+
+
+SHADOW = Tables(income=_shadow_name(LIVE.income), history=_shadow_name(LIVE.history))
+# One rebuild at a time (a session advisory lock): a second one would drop the first one's shadow.
+_REBUILD_LOCK_SQL = "hashtext('analytics.rebuild_weekly_income')::bigint"
+
+
+class RebuildRunning(RuntimeError):
+    """Another rebuild_projections holds the rebuild lock."""
+
+
+def _drop_shadow(cursor) -> None:
+    cursor.execute(f'DROP TABLE IF EXISTS "{SHADOW.history}", "{SHADOW.income}"')
+
+
+def _create_shadow() -> None:
+    """Empty copies of the live tables' columns, defaults, identity and CHECKs, without indexes (they are built after the load)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        _drop_shadow(cursor)  # a crashed earlier rebuild's leftovers
+        for live, shadow in ((LIVE.income, SHADOW.income), (LIVE.history, SHADOW.history)):
+            cursor.execute(
+                f'CREATE TABLE "{shadow}" (LIKE "{live}" INCLUDING DEFAULTS INCLUDING IDENTITY '
+                "INCLUDING CONSTRAINTS INCLUDING STORAGE)"
+            )
+
+
+def _live_indexes(cursor, live: str) -> list[tuple[str, str | None, str]]:
+    """(name, constraint definition or None, index definition) of every index of a live table."""
+    cursor.execute(
+        "SELECT i.indexrelid::regclass::text, pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid) "
+        "FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid "
+        "WHERE i.indrelid = %s::regclass ORDER BY 1",
+        [live],
+    )
+    return cursor.fetchall()
+
+
+def _shadow_index_name(name: str) -> str:
+    return f"{name[:50]}_rebuild"
+
+
+def _build_shadow_indexes() -> None:
+    """The live tables' indexes and unique constraints, built on the loaded shadow under temporary names (one sort each),
+    then ANALYZE: the swapped-in tables are planned well from their first query."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for live, shadow in ((LIVE.income, SHADOW.income), (LIVE.history, SHADOW.history)):
+            for name, constraint, index in _live_indexes(cursor, live):
+                temporary = connection.ops.quote_name(_shadow_index_name(name))
+                if constraint is not None:
+                    cursor.execute(f'ALTER TABLE "{shadow}" ADD CONSTRAINT {temporary} {constraint}')
+                else:
+                    unique = "UNIQUE " if index.startswith("CREATE UNIQUE") else ""
+                    cursor.execute(f'CREATE {unique}INDEX {temporary} ON "{shadow}" USING {index.split(" USING ", 1)[1]}')
+            cursor.execute(f'ANALYZE "{shadow}"')
+
+
+def _load_shadow(columns: _Columns, totals: rf.RunningTotals, lap) -> int:
+    """History rows by binary COPY and the rows by one INSERT, into the (empty, index-free) shadow tables."""
     ncodes = max(1, len(columns.codes))
     currency_bytes = np.array([c.encode("ascii") for c in columns.codes] or [b"???"], dtype="S3")
     cur_index = columns.currency[totals.order]
-    history_table, income_table = WeeklyIncomeHistory._meta.db_table, WeeklyIncome._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        cursor.execute(f'TRUNCATE "{history_table}", "{income_table}"')
-        indexes = _secondary_indexes(cursor, history_table)
-        for drop, _ in indexes:
-            cursor.execute(drop)
-        lap("truncate")
         raw = getattr(cursor, "cursor", cursor)
-        statement = f'COPY "{history_table}" (week_start, currency, position, total_minor, count) FROM STDIN (FORMAT binary)'
+        statement = f'COPY "{SHADOW.history}" (week_start, currency, position, total_minor, count) FROM STDIN (FORMAT binary)'
         # A background thread sends each slice while the next one is built.
         with raw.copy(statement, writer=psycopg.copy.QueuedLibpqWriter(raw)) as copy:
             copy.write(rf.PGCOPY_HEADER)
@@ -380,21 +427,19 @@ def _write(columns: _Columns, totals: rf.RunningTotals, lap) -> int:
                 copy.write(rows.tobytes())
             copy.write(rf.PGCOPY_TRAILER)
         lap("copy")
-        for _, create in indexes:
-            cursor.execute(create)
-        lap("indexes")
-    rows = [
-        WeeklyIncome(
-            week_start=_PG_EPOCH + timedelta(days=int(totals.bucket[i] // ncodes)),
-            currency=columns.codes[int(cur_index[i])],
-            total_minor=rf.joined(totals.high[i], totals.low[i]),
-            count=int(totals.count[i]),
-            last_position=int(totals.position[i]),
-        )
+    buckets = {
+        (_PG_EPOCH + timedelta(days=int(totals.bucket[i] // ncodes)), columns.codes[int(cur_index[i])]): (
+            int(totals.position[i]), rf.joined(totals.high[i], totals.low[i]), int(totals.count[i]))
         for i in totals.last
-    ]
-    WeeklyIncome.objects.bulk_create(rows, batch_size=5000)
-    return len(rows)
+    }
+    if buckets:  # a plain INSERT: the unique constraint the projector's upsert names comes with the indexes, later
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'INSERT INTO "{SHADOW.income}" (week_start, currency, total_minor, count, last_position) VALUES '
+                + ", ".join(["(%s, %s, %s, %s, %s)"] * len(buckets)),
+                [v for (week, cur), (position, total, count) in buckets.items() for v in (week, cur, total, count, position)],
+            )
+    return len(buckets)
 
 
 class EventStoreBusy(RuntimeError):
@@ -403,37 +448,24 @@ class EventStoreBusy(RuntimeError):
 
 def _final_through(*, attempts: int = 3) -> int:
     """The highest position, taken at a moment when no append is in flight (core.eventstore.final_position)."""
-    wait_ms = max(1, int(settings.EVENT_STORE_LOCK_TIMEOUT_MS) // 2)
-    for _ in range(attempts):
-        # Appends that arrive while this waits queue behind it: the wait stays well
-        # inside their own lock timeout.
-        through = eventstore.final_position(wait_ms=wait_ms)
-        if through is not None:
-            return through
-    raise EventStoreBusy(f"appends kept core_event busy for {attempts} waits of {wait_ms} ms; try the rebuild again")
+    try:
+        return eventstore.settled_position(attempts=attempts)
+    except eventstore.StillAppending as busy:
+        raise EventStoreBusy(f"appends kept core_event busy for {busy.attempts} waits of {busy.wait_ms} ms; try the rebuild again") from None
 
 
-def rebuild_weekly_income(*, readers: int | None = None, chunk_blocks: int = CHUNK_BLOCKS, stats: RebuildStats | None = None) -> int:
-    """Recompute rows and history from the whole log in one transaction; returns the new checkpoint."""
-    stats = stats if stats is not None else RebuildStats()
-    if connection.vendor != "postgresql":
-        return replay_in_batches()
-    readers = DEFAULT_READERS if readers is None else max(1, readers)
-    clock = time.perf_counter()
+def _bulk(*, readers: int, chunk_blocks: int, stats: RebuildStats, lap) -> int:
+    """The shadow filled from the whole log up to a gap-free cut (the store's final position), in one transaction; returns the cut.
 
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        stats.seconds[name] = stats.seconds.get(name, 0.0) + now - clock
-        clock = now
-
+    The projector is not held: it keeps the live tables current meanwhile. 0 when the
+    amounts are too large for the int64 path: the catch-up then replays the whole log.
+    """
     # Inside a caller's transaction (a test case, say) the readers could not see what it
     # wrote, and a savepoint cannot export a snapshot: read on this connection instead.
     parallel = readers > 1 and not connection.in_atomic_block
     decode = Decoder(time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START)
+    before = ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("position", flat=True).first() or 0
     with transaction.atomic():
-        checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
-        before = checkpoint.position
         with connection.cursor() as cursor:
             cursor.execute("LOCK TABLE core_event IN ACCESS SHARE MODE")
         through = _final_through()
@@ -460,27 +492,142 @@ def rebuild_weekly_income(*, readers: int | None = None, chunk_blocks: int = CHU
             columns = _columns(chunks, decode.codes, before=before)
         except OverflowError:
             logger.warning("weekly income rebuild: amounts too large for the int64 path, replaying in Python instead")
-            return replay_in_batches()
+            return 0
         del chunks
         lap("check")
         totals = _totals(columns)
         lap("totals")
-        stats.buckets = _write(columns, totals, lap)
+        stats.buckets = _load_shadow(columns, totals, lap)
         stats.approvals = len(columns.position)
         lap("rows")
-        checkpoint.position = through
-        checkpoint.config = current_config()
-        checkpoint.save()
     lap("commit")
-    stats.through = through
     return through
 
 
-def replay_in_batches(*, batch_size: int = 50_000) -> int:
-    """The projector's own code over the whole log, batch after batch: for SQLite and for sums beyond the int64 path."""
-    from analytics import projection
-    from core import eventstore
+def _catch_up(after: int, *, batch_size: int, before: int, stats: RebuildStats) -> int:
+    """The projector's own batches, written to the shadow, until a read comes back short; returns the position reached."""
+    position = after
+    while True:
+        with transaction.atomic():
+            batch = eventstore.read_all(after=position, limit=batch_size)
+            if batch:
+                try:
+                    apply_events(batch, tables=SHADOW)
+                except Exception as exc:
+                    raise ProjectionFailed(after=before, first=batch[0].position, through=batch[-1].position, cause=exc) from exc
+                position = batch[-1].position
+                stats.caught_up += len(batch)
+        if len(batch) < batch_size:
+            return position
 
+
+class SwapBlocked(RuntimeError):
+    """Long-running readers of the live tables kept the swap from taking its lock."""
+
+
+def _swap(after: int, *, batch_size: int, lock_timeout_ms: int, before: int, stats: RebuildStats) -> int | None:
+    """The last catch-up and the swap, in one transaction under the projector's lock; the new checkpoint, or None if the
+    tables' lock was not granted within `lock_timeout_ms` (nothing changed: the caller catches up again and retries).
+
+    Renames take ACCESS EXCLUSIVE on both tables, so queries queue behind the swap for its
+    few milliseconds and then read the new tables: never an empty or half table. The lock
+    wait is bounded because queries arriving meanwhile queue behind the waiting swap too.
+    """
+    try:
+        with transaction.atomic():
+            checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
+            position = _catch_up(after, batch_size=batch_size, before=before, stats=stats)
+            while position < checkpoint.position:  # cannot happen (both read the same log); never swap in a table behind
+                position = _catch_up(position, batch_size=batch_size, before=before, stats=stats)
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'")
+                cursor.execute(f'LOCK TABLE "{LIVE.income}", "{LIVE.history}" IN ACCESS EXCLUSIVE MODE')
+                cursor.execute("SET LOCAL lock_timeout = 0")
+                renames = []
+                for live, shadow in ((LIVE.income, SHADOW.income), (LIVE.history, SHADOW.history)):
+                    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id'), pg_get_serial_sequence(%s, 'id')", [live, shadow])
+                    live_sequence, shadow_sequence = cursor.fetchone()
+                    renames += [(_shadow_index_name(name), name) for name, _, _ in _live_indexes(cursor, live)]
+                    renames.append((shadow, live))
+                    if live_sequence and shadow_sequence:
+                        renames.append((shadow_sequence.split(".")[-1], live_sequence.split(".")[-1]))
+                cursor.execute(f'DROP TABLE "{LIVE.history}", "{LIVE.income}"')
+                quote = connection.ops.quote_name
+                for old, new in renames:
+                    # ALTER TABLE renames a table, an index (and the constraint it backs) or a sequence alike.
+                    cursor.execute(f"ALTER TABLE {quote(old)} RENAME TO {quote(new)}")
+            checkpoint.position = position
+            checkpoint.config = current_config()
+            checkpoint.save()
+        return position
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            return None
+        raise
+
+
+def rebuild_weekly_income(
+    *, readers: int | None = None, chunk_blocks: int = CHUNK_BLOCKS, stats: RebuildStats | None = None,
+    batch_size: int = BATCH_SIZE, swap_attempts: int = 10, lock_timeout_ms: int = 500,
+) -> int:
+    """Recompute rows and history beside the live ones while the projector goes on, then swap them in; the new checkpoint.
+
+    1. the shadow is filled from the log up to a gap-free cut (parallel binary readers, numpy sums, binary COPY);
+    2. the projector's own batches carry it from the cut towards the head, outside any lock;
+    3. one transaction holding the projector's checkpoint lock applies the last batches, renames the shadow over
+       the live tables and moves the checkpoint. The caller publishes a resync after it returns (after commit).
+    """
+    stats = stats if stats is not None else RebuildStats()
+    if connection.vendor != "postgresql":
+        return replay_in_batches()
+    readers = DEFAULT_READERS if readers is None else max(1, readers)
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stats.seconds[name] = stats.seconds.get(name, 0.0) + now - clock
+        clock = now
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_try_advisory_lock({_REBUILD_LOCK_SQL})")
+        if not cursor.fetchone()[0]:
+            raise RebuildRunning("another rebuild_projections is running; wait for it to finish")
+    try:
+        before = ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("position", flat=True).first() or 0
+        _create_shadow()
+        cut = stats.cut = _bulk(readers=readers, chunk_blocks=chunk_blocks, stats=stats, lap=lap)
+        _build_shadow_indexes()
+        lap("indexes")
+        position = _catch_up(cut, batch_size=batch_size, before=before, stats=stats)
+        lap("catch_up")
+        for _ in range(swap_attempts):
+            swapped = _swap(position, batch_size=batch_size, lock_timeout_ms=lock_timeout_ms, before=before, stats=stats)
+            if swapped is not None:
+                break
+            logger.warning("weekly income rebuild: readers held the tables for %d ms; catching up and trying the swap again",
+                           lock_timeout_ms)
+            position = _catch_up(position, batch_size=batch_size, before=before, stats=stats)
+        else:
+            raise SwapBlocked(f"readers held the weekly income tables through {swap_attempts} waits of {lock_timeout_ms} ms; "
+                              "the live tables are unchanged, try the rebuild again")
+        lap("swap")
+        stats.through = swapped
+        return swapped
+    except BaseException:
+        # The live tables were never touched: only the shadow goes.
+        if not connection.needs_rollback:
+            with connection.cursor() as cursor:
+                _drop_shadow(cursor)
+        raise
+    finally:
+        if not connection.needs_rollback:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT pg_advisory_unlock({_REBUILD_LOCK_SQL})")
+
+
+def replay_in_batches(*, batch_size: int = 50_000) -> int:
+    """The projector's own code over the whole log, batch after batch, in one transaction: for SQLite (no shadow tables there)."""
     with transaction.atomic():
         checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
         before = checkpoint.position
@@ -490,7 +637,7 @@ def replay_in_batches(*, batch_size: int = 50_000) -> int:
         position = 0
         while batch := eventstore.read_all(after=position, limit=batch_size):
             try:
-                projection._apply(projection._running_totals(batch))
+                apply_events(batch)
             except Exception as exc:
                 raise ProjectionFailed(after=before, first=batch[0].position, through=batch[-1].position, cause=exc) from exc
             position = batch[-1].position

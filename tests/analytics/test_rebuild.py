@@ -16,7 +16,7 @@ from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHis
 from analytics.projection import ProjectionFailed
 from analytics.verification import verify_weekly_income
 from core import eventstore
-from tests.factories import approved, no_wake_up, project_all, submit
+from tests.factories import append_held_open, approved, no_wake_up, project_all, submit
 from transactions import events, services
 
 MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
@@ -91,6 +91,82 @@ def test_it_replaces_rows_that_were_wrong_and_keeps_the_history_indexes():
         cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY 1", [WeeklyIncomeHistory._meta.db_table])
         names = [name for (name,) in cursor.fetchall()]
     assert "weekly_income_history_bucket_position" in names and "weekly_income_history_cur_pos" in names
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid IN (%s::regclass, %s::regclass) ORDER BY 1",
+            [WeeklyIncome._meta.db_table, WeeklyIncomeHistory._meta.db_table],
+        )
+        constraints = [name for (name,) in cursor.fetchall()]
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id'), to_regclass(%s), to_regclass(%s)",
+                       [WeeklyIncomeHistory._meta.db_table, rebuild.SHADOW.history, rebuild.SHADOW.income])
+        sequence, *leftovers = cursor.fetchone()
+    # The swapped-in tables carry the names migrations know, and no shadow is left behind.
+    assert {"weekly_income_week_currency_unique", "weekly_income_history_bucket_position",
+            "analytics_weeklyincome_pkey", "analytics_weeklyincomehistory_pkey"} <= set(constraints)
+    assert sequence == "public.analytics_weeklyincomehistory_id_seq" and leftovers == [None, None]
+    # The projector goes on writing into them.
+    approved("5.00", "EUR", MON)
+    project_all()
+    assert sorted(int(t) for t in WeeklyIncomeHistory.objects.values_list("total_minor", flat=True)) == [1000, 1500]
+    assert verify_weekly_income() == []
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_reader_holding_the_tables_delays_the_swap_and_past_the_last_attempt_the_live_rows_stay():
+    approved("10.00", "EUR", MON)
+    project_all()
+    WeeklyIncome.objects.update(total_minor=1)
+    holding, release = threading.Event(), threading.Event()
+
+    def long_report():
+        try:
+            with transaction.atomic():
+                list(WeeklyIncome.objects.all())  # ACCESS SHARE until this transaction ends
+                holding.set()
+                release.wait(timeout=30)
+        finally:
+            holding.set()
+            connections.close_all()
+
+    reader = threading.Thread(target=long_report)
+    reader.start()
+    try:
+        assert holding.wait(timeout=30)
+        with pytest.raises(rebuild.SwapBlocked, match="through 2 waits of 50 ms"):
+            rebuild.rebuild_weekly_income(swap_attempts=2, lock_timeout_ms=50)
+        assert [int(t) for t in WeeklyIncome.objects.values_list("total_minor", flat=True)] == [1]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass(%s), to_regclass(%s)", [rebuild.SHADOW.history, rebuild.SHADOW.income])
+            assert cursor.fetchone() == (None, None)
+        # The reader finishes while the swap waits: the next attempt goes through.
+        threading.Timer(0.3, release.set).start()
+        rebuild.rebuild_weekly_income(swap_attempts=50, lock_timeout_ms=50)
+    finally:
+        release.set()
+        reader.join(timeout=30)
+    assert [int(t) for t in WeeklyIncome.objects.values_list("total_minor", flat=True)] == [1000]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_second_rebuild_is_refused_while_one_runs_and_a_crashed_ones_leftovers_are_replaced():
+    approved("10.00", "EUR", MON)
+    project_all()
+    with connection.cursor() as cursor:  # what a rebuild killed half-way leaves behind
+        cursor.execute(f'CREATE TABLE "{rebuild.SHADOW.income}" (junk int)')
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(f"SELECT pg_advisory_lock({rebuild._REBUILD_LOCK_SQL})")
+        with pytest.raises(rebuild.RebuildRunning, match="another rebuild_projections is running"):
+            rebuild.rebuild_weekly_income()
+        with other.cursor() as cursor:  # released here: a closed connection's backend lets go a moment later
+            cursor.execute(f"SELECT pg_advisory_unlock({rebuild._REBUILD_LOCK_SQL})")
+    finally:
+        other.close()
+    assert rebuild.rebuild_weekly_income() == checkpoint()
+    assert verify_weekly_income() == []
 
 
 @pytest.mark.django_db
@@ -180,7 +256,7 @@ def test_parallel_readers_split_by_block_ranges_lose_and_double_nothing_and_name
 
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
-def test_approvals_committed_during_a_rebuild_are_projected_once_afterwards(monkeypatch):
+def test_approvals_committed_after_the_cut_are_caught_up_before_the_swap_and_counted_once(monkeypatch):
     with no_wake_up():
         for day in range(4):
             approved("10.00", "EUR", MON + timedelta(days=day))
@@ -188,7 +264,7 @@ def test_approvals_committed_during_a_rebuild_are_projected_once_afterwards(monk
     during = []
 
     def approve_meanwhile(**kwargs):
-        # Another session approves (and commits) after the rebuild fixed its checkpoint.
+        # Another session approves (and commits) after the rebuild fixed its cut.
         def approve():
             try:
                 with no_wake_up():
@@ -203,9 +279,10 @@ def test_approvals_committed_during_a_rebuild_are_projected_once_afterwards(monk
 
     monkeypatch.setattr(rebuild, "_read_parallel", approve_meanwhile)
     through = rebuild.rebuild_weekly_income(readers=2)
-    assert during and through < during[0]
-    assert WeeklyIncome.objects.get().count == 4
-    project_all()
+    assert during and through == during[0] == checkpoint()
+    row = WeeklyIncome.objects.get()
+    assert (row.count, int(row.total_minor)) == (5, 4500)
+    project_all()  # nothing is left for the projector: counted once
     row = WeeklyIncome.objects.get()
     assert (row.count, int(row.total_minor), checkpoint()) == (5, 4500, during[0])
     assert verify_weekly_income() == []
@@ -218,36 +295,9 @@ def test_an_append_that_never_ends_makes_the_rebuild_give_up_with_a_clear_error_
     approved("10.00", "EUR", MON)
     project_all()
     before = rows_and_history(), checkpoint()
-    appended, release = threading.Event(), threading.Event()
-
-    class RollBack(Exception):
-        pass
-
-    def append_and_hold():
-        try:
-            with transaction.atomic():
-                stream = uuid.uuid4()
-                event = events.submitted(transaction_id=stream, amount=Decimal("1.00"), currency="EUR", occurred_at=MON,
-                                         reference="", description="")
-                eventstore.append(stream_id=stream, expected_version=0, events=[event], metadata={"actor": "slow"})
-                appended.set()
-                release.wait(timeout=30)
-                raise RollBack
-        except RollBack:
-            pass
-        finally:
-            appended.set()
-            connections.close_all()
-
-    holder = threading.Thread(target=append_and_hold)
-    holder.start()
-    try:
-        assert appended.wait(timeout=30)
+    with append_held_open():
         with pytest.raises(rebuild.EventStoreBusy, match="appends kept core_event busy for 3 waits of 50 ms"):
             rebuild.rebuild_weekly_income()
-    finally:
-        release.set()
-        holder.join(timeout=30)
     assert (rows_and_history(), checkpoint()) == before
 
 
@@ -268,3 +318,160 @@ def test_events_stored_out_of_position_order_are_summed_in_position_order():
     rebuild.rebuild_weekly_income(chunk_blocks=1)
     assert rows_and_history() == incremental
     assert verify_weekly_income() == []
+
+
+# A log of `n` approved transactions (plus their submissions) written by SQL in one statement: enough rows
+# that the rebuild's bulk phase takes a while, generated in milliseconds. Weeks before the test's own.
+_FILL = """
+INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at)
+SELECT t.stream, v.version, CASE WHEN v.version = 1 THEN 'TransactionSubmitted' ELSE 'TransactionApproved' END,
+       jsonb_build_object('transaction_id', t.stream::text, 'amount', t.amount, 'currency', t.currency,
+                          'occurred_at', t.occurred, 'reference', 'FILL-' || t.i, 'description', '', 'reason', ''),
+       '{"actor": "fill"}'::jsonb, now()
+FROM (SELECT i, md5('fill' || i)::uuid AS stream, (ARRAY['EUR', 'USD', 'JPY'])[1 + i %% 3] AS currency,
+             CASE WHEN i %% 3 = 2 THEN (100 + i %% 997)::text ELSE (i %% 9973)::text || '.' || lpad((i %% 100)::text, 2, '0') END AS amount,
+             to_char(timestamptz '2026-01-05 00:00+00' + i * interval '7 minutes', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"') AS occurred
+      FROM generate_series(1, %s) AS i) AS t
+CROSS JOIN (VALUES (1), (2)) AS v(version)
+ORDER BY t.i, v.version
+"""
+GROUP_BY = """SELECT currency, sum(amount), count(*) FROM (
+    SELECT data->>'currency' AS currency, (data->>'amount')::numeric AS amount FROM core_event WHERE type = 'TransactionApproved'
+) AS approvals GROUP BY 1"""
+
+
+def totals_by_currency_from_the_log() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute(GROUP_BY)
+        return {currency: (Decimal(total), count) for currency, total, count in cursor.fetchall()}
+
+
+def totals_by_currency_from_the_rows() -> dict:
+    from core.money import format_minor_units
+
+    totals: dict = {}
+    for currency, total, count in WeeklyIncome.objects.values_list("currency", "total_minor", "count"):
+        before = totals.get(currency, (Decimal(0), 0))
+        totals[currency] = (before[0] + Decimal(format_minor_units(int(total), currency)), before[1] + count)
+    return totals
+
+
+@pytest.mark.e2e
+@pytest.mark.no_deadline
+@pytest.mark.needs_postgres
+@pytest.mark.needs_redis
+@pytest.mark.timeout(240)
+def test_it_rebuilds_online_while_approvals_flow_and_readers_and_an_open_dashboard_never_see_a_gap(live_stack):
+    import json
+    import time
+    from websockets.sync.client import connect
+
+    from analytics.selectors import projection_position
+    from tests.stack import Browserless, create_live_user
+
+    with connection.cursor() as cursor:
+        cursor.execute(_FILL, [20_000])
+    project_all()
+    create_live_user("rebuilder", "rebuilder-password-123")
+    browser = Browserless(live_stack.base_url).login("rebuilder", "rebuilder-password-123")
+    today = datetime.now(timezone.utc).date()
+    this_week = today - timedelta(days=today.weekday())
+    stop, failures, reads, approvals, frames = threading.Event(), [], [], [], []
+
+    def approve(client, currency):
+        try:
+            while not stop.is_set():
+                created = client.post("/api/transactions/", {"amount": "1.25", "currency": currency})
+                decided = client.post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "during"})
+                if decided.status_code != 200:
+                    failures.append(f"approve: {decided.status_code} {decided.text[:200]}")
+                approvals.append((time.monotonic(), decided.json()["position"]))
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            failures.append(f"approve: {exc!r}")
+
+    def read(client):
+        try:
+            while not stop.is_set():
+                answer = client.get("/api/analytics/weekly-income/", **{"from": "2026-01-05", "to": this_week.isoformat()})
+                if answer.status_code != 200:
+                    failures.append(f"read: {answer.status_code} {answer.text[:200]}")
+                    continue
+                body = answer.json()
+                sums: dict = {}
+                for row in body["results"]:
+                    total, count = sums.get(row["currency"], (Decimal(0), 0))
+                    sums[row["currency"]] = (total + Decimal(row["total"]), count + row["count"])
+                reads.append((body["as_of"], sums))
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"read: {exc!r}")
+
+    with connect(live_stack.ws_url, origin=live_stack.base_url, additional_headers={"Cookie": browser.cookie_header}) as ws:
+        def listen():
+            try:
+                while True:
+                    frames.append(json.loads(ws.recv()))
+            except Exception:  # noqa: BLE001 - closed at the end
+                pass
+
+        threads = [threading.Thread(target=approve, args=(browser.clone(), currency)) for currency in ("EUR", "USD")]
+        threads += [threading.Thread(target=read, args=(browser.clone(),)), threading.Thread(target=listen)]
+        for thread in threads:
+            thread.start()
+        try:
+            while len(approvals) < 4 and not failures:
+                time.sleep(0.05)
+            started = time.monotonic()
+            rebuilt = live_stack.manage("rebuild_projections", timeout=120)
+            ended = time.monotonic()
+            count_at_end = len(approvals)
+            while len(approvals) < count_at_end + 4 and not failures:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for thread in threads[:3]:
+                thread.join(timeout=30)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert not failures, failures[:5]
+        assert any(started < at < ended for at, _ in approvals), "no approval was committed while the rebuild ran"
+        last = max(position for _, position in approvals)
+        deadline = time.monotonic() + 30
+        while projection_position() < last and time.monotonic() < deadline:
+            time.sleep(0.1)
+        expected = totals_by_currency_from_the_log()
+
+        def dashboard_state():
+            state, snapshots = None, 0
+            for frame in list(frames):
+                if frame["type"] == "snapshot":
+                    snapshots += 1
+                    state = {(r["week_start"], r["currency"]): Decimal(r["total"]) for r in frame["weekly_income"]}
+                elif frame["type"] == "weekly_income.updated" and state is not None:
+                    state[(frame["week_start"], frame["currency"])] = Decimal(frame["total"])
+            return state, snapshots
+
+        # This week's buckets hold exactly the approvals made over HTTP.
+        during = {"EUR": Decimal(0), "USD": Decimal(0)}
+        rows = WeeklyIncome.objects.filter(week_start=this_week)
+        for row in rows:
+            during[row.currency] = Decimal(int(row.total_minor)) / 100
+        while time.monotonic() < deadline:
+            state, snapshots = dashboard_state()
+            if state and all(state.get((this_week.isoformat(), c)) == during[c] for c in during) and snapshots >= 2:
+                break
+            time.sleep(0.1)
+        ws.close()
+    state, snapshots = dashboard_state()
+    assert snapshots >= 2, "the open dashboard was not resynced after the swap"
+    assert {c: state.get((this_week.isoformat(), c)) for c in during} == during
+    assert sum(during.values()) == Decimal("1.25") * len(approvals)
+
+    # Readers never saw an error, an empty projection, or totals going backwards.
+    assert len(reads) > 3
+    for (as_of, sums), (later_as_of, later_sums) in zip(reads, reads[1:]):
+        assert later_as_of >= as_of
+        for currency, (total, count) in sums.items():
+            assert later_sums[currency][0] >= total and later_sums[currency][1] >= count, (as_of, later_as_of, currency)
+    assert all(sums.get("JPY", (0, 0))[1] > 0 for _, sums in reads)
+    assert totals_by_currency_from_the_rows() == expected
+    verified = live_stack.manage("verify_projections")
+    assert verified.returncode == 0, verified.stderr

@@ -1,13 +1,14 @@
-"""Replay the whole event log into fresh projections."""
+"""Rebuild the weekly income projection from the whole event log, online: built beside the live rows, then swapped in."""
 from django.core.management.base import BaseCommand, CommandError
 
+from analytics import waiting
 from analytics.projection import ProjectionFailed
-from analytics.rebuild import DEFAULT_READERS, EventStoreBusy, RebuildStats, rebuild_weekly_income
+from analytics.rebuild import DEFAULT_READERS, EventStoreBusy, RebuildRunning, RebuildStats, SwapBlocked, rebuild_weekly_income
 from realtime.broadcast import publish_resync
 
 
 class Command(BaseCommand):
-    help = "Replay the whole event log into a fresh weekly income projection."
+    help = "Rebuild the weekly income projection from the whole event log while approvals go on, and swap it in."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -21,12 +22,15 @@ class Command(BaseCommand):
         stats = RebuildStats()
         try:
             position = rebuild_weekly_income(readers=options["readers"], stats=stats)
-        except (ProjectionFailed, EventStoreBusy) as exc:
-            # Nothing was written: the old rows stay until the log can be projected.
+        except (ProjectionFailed, EventStoreBusy, RebuildRunning, SwapBlocked) as exc:
+            # The live rows were not touched: they stay until the log can be projected.
             raise CommandError(str(exc)) from exc
-        # Every open dashboard holds values from the old rows: have them start over.
+        # After commit. Every open dashboard holds values from the old rows: have them start over;
+        # read-your-writes waiters learn that the projection moved.
         publish_resync()
+        waiting.announce_position(position)
         timing = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stats.seconds.items())
         self.stdout.write(self.style.SUCCESS(
-            f"weekly_income rebuilt through position {position}: {stats.approvals} approvals, {stats.buckets} rows ({timing})"
+            f"weekly_income rebuilt through position {position}: {stats.approvals} approvals read in bulk up to "
+            f"position {stats.cut}, {stats.caught_up} events caught up after it, {stats.buckets} rows ({timing})"
         ))

@@ -111,8 +111,23 @@ def last_seq(page: Page):
     return page.locator('[data-testid="last-seq"]')
 
 
+def show_currency(page: Page, currency: str) -> None:
+    """Pick `currency` in the chart's switcher (when there is a choice) and wait until the chart draws it."""
+    option = page.locator(f'[data-testid="currency-option"][value="{currency}"]')
+    if option.count() and not option.is_checked():
+        option.check()
+    page.wait_for_function(
+        """(currency) => {
+            const chart = window.Chart && window.Chart.getChart(document.querySelector('[data-testid="income-chart"]'));
+            return chart && chart.data.datasets.length === 1 && chart.data.datasets[0].label === currency;
+        }""",
+        arg=currency,
+    )
+
+
 def chart_value(page: Page, currency: str, week: date | str):
-    """The number the chart draws for (week, currency); None when there is no such series or point."""
+    """The number the chart draws for (week, currency), showing that currency first; None when there is no such point."""
+    show_currency(page, currency)
     return page.evaluate(
         """([currency, week]) => {
             const chart = window.Chart && window.Chart.getChart(document.querySelector('[data-testid="income-chart"]'));

@@ -50,7 +50,10 @@ def test_the_dashboard_reads_well_at_1280x800_and_390x844_and_screenshots_are_wr
     as_of = caught_up(rest)
     for page in (wide, narrow):
         expect(last_seq(page)).to_have_attribute("data-value", str(as_of))
-        expect(page.locator('[data-testid="feed-item"]')).to_have_count(3)
+        # The feed was filled from the events API on load (the seeded history), then got the 3 decisions live.
+        expect(page.locator('[data-testid="feed-item"]')).to_have_count(50)
+        for txn, kind in zip(pending, ("approved", "approved", "rejected")):
+            expect(page.locator(f'[data-testid="feed-item"][data-type="transaction.{kind}"][data-id="{txn["id"]}"]')).to_have_count(1)
         expect(status(page)).to_have_attribute("data-state", "connected")
         page.wait_for_function("() => document.querySelector('#chart-box').dataset.drawn === 'true'")
     wide.wait_for_timeout(1800)  # let the update flashes and chart animation settle
@@ -83,7 +86,7 @@ def test_the_dashboard_reads_well_at_1280x800_and_390x844_and_screenshots_are_wr
     assert overflowing == []
     canvas = narrow.locator('[data-testid="income-chart"]').bounding_box()
     assert canvas["width"] >= 320 and canvas["height"] >= 220
-    buttons = narrow.locator('[data-testid="pending-row"] button')
+    buttons = narrow.locator('[data-testid="pending-row"] td.actions button')
     assert buttons.count() > 0
     for index in range(min(buttons.count(), 6)):
         box = buttons.nth(index).bounding_box()

@@ -88,9 +88,20 @@ def test_money_is_displayed_with_the_servers_digits_grouped_and_never_rounded(pa
         ["0.00", "USD"],
         ["1000.5", "CHF"],
         ["12.30", "CAD"],
+        ["1.234", "KWD"],
+        ["5", "KWD"],
     ]
     got = run(page, "return arg.map(([v, c]) => money.formatMoney(v, c));", cases)
-    assert got == ["€90,071,992,547,409.94", "¥1,234", "$0.00", "CHF\u00a01,000.5", "CA$12.30"]
+    # Padded to the currency's minor digits (never rounded), the code or symbol shown once.
+    assert got == [
+        "€90,071,992,547,409.94",
+        "¥1,234",
+        "$0.00",
+        "CHF\u00a01,000.50",
+        "CA$12.30",
+        "KWD\u00a01.234",
+        "KWD\u00a05.000",
+    ]
     assert run(page, "return money.sumDecimals(['45035996273704.97', '45035996273704.97', '0.10']);") == "90071992547410.04"
     assert run(page, "return money.sumDecimals([], 2);") == "0.00"
     assert run(page, "return [money.formatPercent('12.3'), money.formatPercent('-4.0'), money.formatPercent(null)];") == [

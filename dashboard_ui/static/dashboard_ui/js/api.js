@@ -23,7 +23,7 @@ export function csrfToken() {
   return match ? decodeURIComponent(match[1]) : "";
 }
 
-export async function request(path, { method = "GET", body, params } = {}) {
+export async function request(path, { method = "GET", body, params, keepalive = false } = {}) {
   const url = new URL(path, window.location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null) url.searchParams.set(key, value);
@@ -40,6 +40,7 @@ export async function request(path, { method = "GET", body, params } = {}) {
       method,
       headers,
       credentials: "same-origin",
+      keepalive,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (error) {
@@ -59,6 +60,14 @@ export const api = {
     const url = new URL(next, window.location.origin); // same path and cursor, on this page's origin
     return request(url.pathname + url.search);
   },
-  approve: (id, reason) => request(`/api/transactions/${id}/approve/`, { method: "POST", body: reason ? { reason } : {} }),
+  /** The weekly income as it stood right after event `at` (time travel, see docs/api.md). */
+  weeklyIncomeAt: (from, to, at) => request("/api/analytics/weekly-income/", { params: { from, to, at } }),
+  weeklyCsvUrl: (from, to) => `/api/analytics/weekly-income/?${new URLSearchParams({ from, to, format: "csv" })}`,
+  /** The gap-safe event feed: events with position > after, oldest first. */
+  events: (after, limit) => request("/api/events/", { params: { after, limit } }),
+  transaction: (id) => request(`/api/transactions/${id}/`),
+  transactionEvents: (id) => request(`/api/transactions/${id}/events/`),
+  approve: (id, reason, { keepalive = false } = {}) =>
+    request(`/api/transactions/${id}/approve/`, { method: "POST", body: reason ? { reason } : {}, keepalive }),
   reject: (id, reason) => request(`/api/transactions/${id}/reject/`, { method: "POST", body: { reason } }),
 };

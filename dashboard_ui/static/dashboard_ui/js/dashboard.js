@@ -3,8 +3,8 @@
 
 import { api } from "./api.js";
 import { LiveSocket } from "./live.js";
-import { formatCompact, formatMoney, formatPercent, percentChange, sumDecimals } from "./money.js";
-import { DashboardState } from "./store.js";
+import { formatCompact, formatMoney, formatPercent, percentChange, sumDecimals, zeroWithDigits } from "./money.js";
+import { DashboardState, FEED_LIMIT } from "./store.js";
 import { addWeeks, longWeekLabel, MONTHS, shortWeekLabel, weekLabel } from "./weeks.js";
 
 const RANGES = [12, 26, 52];
@@ -63,7 +63,7 @@ const partFormats = new Map();
 function partsOf(iso) {
   const zone = state.timeZone;
   if (!partFormats.has(zone)) {
-    const options = { year: "numeric", month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+    const options = { weekday: "short", year: "numeric", month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
     let format;
     try {
       format = new Intl.DateTimeFormat("en-US", { ...options, timeZone: zone });
@@ -145,9 +145,14 @@ function renderConnection({ state: live, retryAt }) {
 }
 
 function renderSeq() {
+  // A finance user wants to know how fresh the figures are, not an event number (kept in data-value).
   const el = $('[data-testid="last-seq"]');
   el.dataset.value = String(state.lastSeq);
-  $(".seq__value", el).textContent = `#${state.lastSeq.toLocaleString("en-US")}`;
+  const now = new Date().toISOString();
+  const time = $(".seq__value", el);
+  time.textContent = formatTime(now);
+  time.setAttribute("datetime", now);
+  el.title = `The page last received live data at ${formatTime(now)} (${state.timeZone})`;
 }
 
 // --- weekly table -------------------------------------------------------------------------------
@@ -225,15 +230,76 @@ function renderTable(changed = []) {
   }
   renderTotals(weeks, currencies);
   const [first, last] = [weeks[0], weeks[weeks.length - 1]];
+  const csv = $("#export-csv");
+  csv.href = api.weeklyCsvUrl(first, last);
+  csv.title = `Weekly totals from ${weekLabel(first)} to ${weekLabel(last)}, as CSV`;
   $("#chart-range").textContent = `${first.slice(0, 4) === last.slice(0, 4) ? shortWeekLabel(first) : weekLabel(first)} – ${weekLabel(last)}`;
 }
 
 // --- KPI tiles ----------------------------------------------------------------------------------
+// "This week so far" is compared with last week up to the same moment (now minus 7 days), never
+// with the whole of last week. That figure is the projection as it stood right after the last event
+// recorded before that moment (GET weekly-income ?at=), so it counts what the dashboard showed then.
+
+const WEEK_MS = 7 * 86_400_000;
+const BASELINE_REFRESH_MS = 5 * 60_000;
+let baseline = { state: "loading", week: null, cutoff: null, at: null, totals: new Map() };
+let baselineBusy = false;
+
+/** The highest event position recorded at or before `cutoffMs` (0: none), by binary search on the feed. */
+async function positionAt(cutoffMs, last) {
+  let lo = 0;
+  let hi = last;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi + 1) / 2);
+    const page = await api.events(mid - 1, 1); // the first event at or after `mid`
+    const event = page.results[0];
+    if (event && event.position <= hi && Date.parse(event.recorded_at) <= cutoffMs) lo = event.position;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+async function loadBaseline() {
+  if (baselineBusy || firstSnapshot) return;
+  baselineBusy = true;
+  try {
+    const cutoff = Date.now() - WEEK_MS;
+    const week = addWeeks(state.lastWeek, -1);
+    const at = await positionAt(cutoff, state.lastSeq);
+    const rows = at > 0 ? (await api.weeklyIncomeAt(week, week, at)).results : [];
+    baseline = {
+      state: "ready",
+      week,
+      cutoff: new Date(cutoff).toISOString(),
+      at,
+      totals: new Map(rows.filter((r) => r.week_start === week).map((r) => [r.currency, r.total])),
+    };
+  } catch (error) {
+    console.warn("week-to-date baseline:", error);
+    baseline = { ...baseline, state: "failed" };
+  } finally {
+    baselineBusy = false;
+  }
+  renderKpis([]);
+}
+
+setInterval(() => loadBaseline(), BASELINE_REFRESH_MS);
+
+function cutoffLabel(iso) {
+  const p = partsOf(iso);
+  return `${p.weekday} ${p.hour}:${p.minute}`;
+}
 
 function renderKpis(changed = []) {
   const grid = $("#kpis");
   const week = state.lastWeek;
   const previous = addWeeks(week, -1);
+  if (baseline.state === "ready" && baseline.week !== previous) {
+    baseline = { ...baseline, state: "loading" }; // a new week began: compare with the right one
+    loadBaseline();
+  }
+  const ready = baseline.state === "ready";
   const currencies = state.currencies;
   grid.querySelectorAll(".kpi--placeholder").forEach((el) => el.remove());
   const tiles = new Map([...grid.querySelectorAll('[data-testid="kpi"]')].map((el) => [el.dataset.currency, el]));
@@ -243,18 +309,29 @@ function renderKpis(changed = []) {
   } else if (currencies.length) {
     grid.querySelector(".kpi--empty")?.remove();
   }
+  const when = ready ? cutoffLabel(baseline.cutoff) : "";
   currencies.forEach((currency, index) => {
     const now = state.cell(week, currency);
-    const before = state.cell(previous, currency);
-    const change = percentChange(now.total, before.total);
+    const full = state.cell(previous, currency);
+    const base = ready ? baseline.totals.get(currency) ?? zeroWithDigits(state.digits.get(currency) ?? 2) : null;
+    const change = ready ? percentChange(now.total, base) : null;
     const direction = change === null ? "none" : change.startsWith("-") ? "down" : /^0*\.?0*$/.test(change) ? "flat" : "up";
     const arrow = { up: "▲", down: "▼", flat: "■", none: "" }[direction];
+    let chipText = "New";
+    let chipWhy = `No income last week by ${when} to compare with`;
+    if (!ready) {
+      chipText = baseline.state === "failed" ? "n/a" : "…";
+      chipWhy = baseline.state === "failed" ? "Last week's figure at this time could not be read" : "Reading last week's figure at this time";
+    } else if (change !== null) {
+      chipText = formatPercent(change);
+      chipWhy = `Change from last week up to the same time (${when})`;
+    }
     const tile = h(
       "article",
       { class: "kpi", "data-testid": "kpi", "data-currency": currency, style: `--accent:${colorFor(currency)}`, "aria-label": `${currency} income` },
       h("header", { class: "kpi__head" },
         h("span", { class: "kpi__cur" }, currency),
-        h("span", { class: "kpi__label" }, "This week"),
+        h("span", { class: "kpi__label" }, "This week so far"),
         h("span", { class: "kpi__count" }, `${now.count.toLocaleString("en-US")} approved`)),
       h("div", { class: "kpi__main" },
         h("p", { class: "kpi__value", "data-testid": "kpi-this-week", "data-value": now.total }, formatMoney(now.total, currency)),
@@ -262,19 +339,23 @@ function renderKpis(changed = []) {
           class: `chip chip--${direction}`,
           "data-testid": "kpi-change",
           "data-value": change ?? "",
-          title: change === null ? "No income last week to compare with" : "Change from last week",
+          "data-state": baseline.state,
+          title: chipWhy,
         },
         arrow ? h("span", { "aria-hidden": "true" }, `${arrow} `) : null,
-        change === null ? "New" : formatPercent(change),
-        h("span", { class: "visually-hidden" }, change === null ? ": no income last week" : " from last week"))),
-      h("p", { class: "kpi__foot" }, "Last week ",
-        h("span", { "data-testid": "kpi-last-week", "data-value": before.total }, formatMoney(before.total, currency)),
-        h("span", { class: "kpi__prev-count" }, ` · ${before.count.toLocaleString("en-US")} approved`)),
+        chipText,
+        h("span", { class: "visually-hidden" }, `: ${chipWhy}`))),
+      h("p", { class: "kpi__foot" },
+        ready ? ["Last week by ", h("time", { datetime: baseline.cutoff }, when), " ",
+          h("span", { "data-testid": "kpi-last-week-to-date", "data-value": base, "data-at": String(baseline.at) }, formatMoney(base, currency)),
+          " · "] : null,
+        "whole week ",
+        h("span", { "data-testid": "kpi-last-week", "data-value": full.total }, formatMoney(full.total, currency))),
     );
     const existing = tiles.get(currency);
     if (existing) {
       existing.replaceWith(tile);
-      if (changed.some((key) => key === `${week}|${currency}` || key === `${previous}|${currency}`)) flash(tile);
+      if (changed.some((key) => key === `${week}|${currency}`)) flash(tile);
     }
     const at = grid.querySelectorAll('[data-testid="kpi"]')[index];
     if (!existing) grid.insertBefore(tile, at || null);
@@ -282,76 +363,93 @@ function renderKpis(changed = []) {
 }
 
 // --- chart ----------------------------------------------------------------------------------------
+// One currency at a time, as bars (a week is a bucket, nothing lies between weeks), on its own
+// labelled axis at every width. The currency shown is remembered in this browser.
 
+const CHART_CURRENCY_KEY = "ledgerpulse.chartCurrency";
 let chart = null;
 let chartLayout = "";
+let chartCurrency = null;
 
-function chartScales(currencies, compact) {
-  const scales = {
-    x: {
-      grid: { display: false },
-      border: { color: "#d5d9e0" },
-      ticks: { color: "#5b6472", maxRotation: 0, autoSkip: true, autoSkipPadding: 14, font: { size: 11 } },
-    },
-  };
-  currencies.forEach((currency, index) => {
-    scales[`y_${currency}`] = {
-      type: "linear",
-      position: index % 2 === 0 ? "left" : "right",
-      beginAtZero: true,
-      grace: "8%",
-      display: compact ? false : "auto",
-      grid: { display: index === 0, color: "#edf0f4", drawTicks: false },
-      border: { display: false },
-      ticks: {
-        color: colorFor(currency),
-        maxTicksLimit: 5,
-        padding: 6,
-        font: { size: 11, weight: "600" },
-        callback: (value) => formatCompact(value, currency),
-      },
-    };
-  });
-  return scales;
+function remembered(key) {
+  try {
+    return window.localStorage.getItem(key);
+  } catch {
+    return null; // storage disabled: nothing is remembered
+  }
 }
 
-function chartDatasets(weeks, currencies) {
-  return currencies.map((currency) => {
-    const color = colorFor(currency);
-    return {
-      label: currency,
-      yAxisID: `y_${currency}`,
-      data: weeks.map((week) => Number(state.cell(week, currency).total)),
-      borderColor: color,
-      backgroundColor: `${color}1f`,
-      pointBackgroundColor: "#fff",
-      pointBorderColor: color,
-      pointBorderWidth: 2,
-      pointRadius: weeks.length > 26 ? 0 : 3,
-      pointHoverRadius: 5,
-      borderWidth: 2.25,
-      tension: 0.3,
-      cubicInterpolationMode: "monotone",
-      fill: currencies.length === 1 ? "origin" : false,
-    };
+function remember(key, value) {
+  try {
+    window.localStorage.setItem(key, value);
+  } catch {
+    // storage disabled or full: the choice lasts for this page only
+  }
+}
+
+function shownCurrency() {
+  const currencies = state.currencies;
+  if (chartCurrency && currencies.includes(chartCurrency)) return chartCurrency;
+  const stored = remembered(CHART_CURRENCY_KEY);
+  chartCurrency = currencies.includes(stored) ? stored : currencies[0] ?? null;
+  return chartCurrency;
+}
+
+const switcher = $("#currency-switcher");
+let switcherLayout = null;
+
+function renderSwitcher() {
+  const currencies = state.currencies;
+  const current = shownCurrency();
+  const layout = currencies.join(",");
+  if (layout !== switcherLayout) {
+    switcherLayout = layout;
+    [...switcher.querySelectorAll("label")].forEach((label) => label.remove());
+    for (const currency of currencies) {
+      switcher.append(h("label", {},
+        h("input", { type: "radio", name: "chart-currency", value: currency, "data-testid": "currency-option" }),
+        h("span", {}, currency)));
+    }
+  }
+  switcher.hidden = currencies.length < 2;
+  switcher.querySelectorAll("input").forEach((input) => {
+    input.checked = input.value === current;
   });
+}
+
+switcher.addEventListener("change", (event) => {
+  const input = event.target.closest('input[name="chart-currency"]');
+  if (!input?.checked) return;
+  chartCurrency = input.value;
+  remember(CHART_CURRENCY_KEY, chartCurrency);
+  renderChart();
+});
+
+function axisTitle(currency) {
+  return `Income per week (${currency})`;
 }
 
 function renderChart() {
   const box = $("#chart-box");
   const weeks = state.weeks();
-  const currencies = state.currencies;
-  $("#chart-empty").hidden = currencies.length > 0;
+  const currency = shownCurrency();
+  renderSwitcher();
+  $("#chart-empty").hidden = currency !== null;
   if (!window.Chart) {
     $("#chart-empty").hidden = false;
     $("#chart-empty").textContent = "The chart could not be loaded; the table has every figure.";
     return;
   }
   const compact = box.clientWidth < 520;
-  const layout = `${weeks[0]}/${weeks.length}/${currencies.join(",")}/${compact}`;
+  const canvas = $("#income-chart");
+  canvas.dataset.currency = currency ?? "";
+  canvas.setAttribute("aria-label", currency
+    ? `Bar chart of approved income per week in ${currency}, ${weeks.length} weeks. The table of weekly totals has the same figures.`
+    : "Bar chart of approved income per week: no income yet.");
+  const values = weeks.map((week) => (currency ? Number(state.cell(week, currency).total) : 0));
   if (!chart) {
-    chart = new window.Chart($("#income-chart"), {
-      type: "line",
+    chart = new window.Chart(canvas, {
+      type: "bar",
       data: { labels: [], datasets: [] },
       options: {
         responsive: true,
@@ -360,22 +458,15 @@ function renderChart() {
         interaction: { mode: "index", intersect: false },
         layout: { padding: { top: 4, right: 4 } },
         plugins: {
-          legend: {
-            position: "bottom",
-            align: "start",
-            labels: { usePointStyle: true, pointStyle: "circle", boxWidth: 8, boxHeight: 8, padding: 16, color: "#1f2733", font: { size: 12, weight: "600" } },
-          },
+          legend: { display: false },
           tooltip: {
             backgroundColor: "#111827",
             padding: 10,
-            boxPadding: 4,
-            usePointStyle: true,
             callbacks: {
               title: (items) => (items.length ? `Week of ${longWeekLabel(state.weeks()[items[0].dataIndex])}` : ""),
               label: (item) => {
-                const currency = item.dataset.label;
-                const cell = state.cell(state.weeks()[item.dataIndex], currency);
-                return ` ${formatMoney(cell.total, currency)}  ·  ${cell.count} approved`;
+                const cell = state.cell(state.weeks()[item.dataIndex], item.dataset.label);
+                return ` ${formatMoney(cell.total, item.dataset.label)}  ·  ${cell.count} approved`;
               },
             },
           },
@@ -384,20 +475,45 @@ function renderChart() {
       },
     });
   }
+  const layout = `${weeks[0]}/${weeks.length}/${currency}/${compact}`;
   if (layout !== chartLayout) {
-    const hidden = new Set(chart.data.datasets.filter((_, i) => !chart.isDatasetVisible(i)).map((d) => d.label));
     chartLayout = layout;
+    const color = currency ? colorFor(currency) : "#94a3b8";
     chart.data.labels = weeks.map(shortWeekLabel);
-    chart.data.datasets = chartDatasets(weeks, currencies);
-    chart.options.scales = chartScales(currencies, compact);
-    chart.update();
-    chart.data.datasets.forEach((d, i) => hidden.has(d.label) && chart.setDatasetVisibility(i, false));
+    chart.data.datasets = [{
+      label: currency ?? "",
+      data: values,
+      backgroundColor: `${color}cc`,
+      hoverBackgroundColor: color,
+      borderRadius: 3,
+      maxBarThickness: 36,
+    }];
+    chart.options.scales = {
+      x: {
+        grid: { display: false },
+        border: { color: "#d5d9e0" },
+        ticks: { color: "#5b6472", maxRotation: 0, autoSkip: true, autoSkipPadding: 14, font: { size: 11 } },
+      },
+      y: {
+        type: "linear",
+        position: "left",
+        beginAtZero: true,
+        grace: "8%",
+        display: true, // on every screen size: a bar without a scale cannot be read
+        title: { display: true, text: currency ? axisTitle(currency) : "", color: "#1f2733", font: { size: 12, weight: "600" } },
+        grid: { color: "#edf0f4", drawTicks: false },
+        border: { display: false },
+        ticks: {
+          color: "#5b6472",
+          maxTicksLimit: compact ? 4 : 6,
+          padding: 6,
+          font: { size: 11 },
+          callback: (value) => formatCompact(value, currency ?? "XXX"),
+        },
+      },
+    };
   } else {
-    chart.data.datasets.forEach((dataset) => {
-      weeks.forEach((week, i) => {
-        dataset.data[i] = Number(state.cell(week, dataset.label).total);
-      });
-    });
+    chart.data.datasets[0].data = values;
   }
   chart.update();
   box.setAttribute("aria-busy", "false");
@@ -418,12 +534,11 @@ function pendingRow(txn) {
     "tr",
     { class: "qrow", "data-testid": "pending-row", "data-id": txn.id },
     h("td", { class: "ref" },
-      h("span", { class: "ref__main" }, label),
+      h("button", { type: "button", class: "ref__main linkish", "data-action": "detail", "data-testid": "open-detail", title: "Show details and audit trail" }, label),
       txn.description ? h("span", { class: "ref__sub" }, txn.description) : null),
     h("td", { class: "occ", "data-label": "Occurred" }, h("time", { datetime: txn.occurred_at }, formatDate(txn.occurred_at))),
     h("td", { class: "sub", "data-label": "Submitted" }, h("time", { datetime: txn.created_at }, formatDateTime(txn.created_at))),
-    h("td", { class: "num amt", "data-value": txn.amount, "data-currency": txn.currency },
-      h("span", { class: "amt__cur" }, txn.currency), " ", amount),
+    h("td", { class: "num amt", "data-value": txn.amount, "data-currency": txn.currency }, amount),
     h("td", { class: "actions" },
       h("div", { class: "btn-group" },
         h("button", { type: "button", class: "btn btn--approve btn--sm", "data-testid": "approve", "data-action": "approve", "aria-label": `Approve ${label}, ${amount}`, disabled, title: why }, "Approve"),
@@ -510,13 +625,106 @@ async function approve(tr, txn) {
   }
 }
 
+// Approve waits a few seconds before it is sent: the row stays where it is and the Approve button
+// becomes Undo, so a second click that lands on the same spot cancels instead of approving the
+// next row. Nothing reaches the server (or the audit log) until the window has passed.
+const UNDO_KEY = "ledgerpulse.approveUndoMs"; // a per-browser override of the page's default
+const waiting = new Map(); // transaction id -> {tr, txn, timer, ticker}
+
+function undoWindowMs() {
+  const stored = remembered(UNDO_KEY);
+  if (stored !== null && stored !== "" && Number.isFinite(Number(stored)) && Number(stored) >= 0) return Number(stored);
+  return Number(document.body.dataset.undoMs) || 0;
+}
+
+function setUndoLabel(button, label, seconds) {
+  button.replaceChildren(`Undo · ${seconds} s`);
+  button.setAttribute("aria-label", `Undo the approval of ${label}; it is sent in ${seconds} seconds`);
+}
+
+function scheduleApprove(tr, txn) {
+  const ms = undoWindowMs();
+  if (ms <= 0) {
+    approve(tr, txn);
+    return;
+  }
+  const label = txnLabel(txn);
+  const button = tr.querySelector('[data-action="approve"]');
+  const deadline = Date.now() + ms;
+  tr.classList.add("is-waiting");
+  tr.dataset.approvingAt = new Date(deadline).toISOString();
+  button.dataset.action = "undo";
+  button.dataset.testid = "undo";
+  button.classList.replace("btn--approve", "btn--undo");
+  const reject = tr.querySelector('[data-action="reject"]');
+  if (reject) reject.disabled = true;
+  const tick = () => setUndoLabel(button, label, Math.max(0, Math.ceil((deadline - Date.now()) / 1000)));
+  tick();
+  const entry = {
+    tr,
+    txn,
+    ticker: setInterval(tick, 250),
+    timer: setTimeout(() => {
+      endWaiting(txn.id);
+      if (state.pending.has(txn.id)) approve(tr, txn);
+    }, ms),
+  };
+  waiting.set(txn.id, entry);
+  toast(`Approving ${label} in ${Math.round(ms / 1000)} s. Undo stays where Approve was.`, "info");
+}
+
+/** Ends the window (sent or cancelled) and gives the row its Approve button back. */
+function endWaiting(id) {
+  const entry = waiting.get(id);
+  if (!entry) return null;
+  waiting.delete(id);
+  clearTimeout(entry.timer);
+  clearInterval(entry.ticker);
+  const { tr, txn } = entry;
+  tr.classList.remove("is-waiting");
+  delete tr.dataset.approvingAt;
+  const button = tr.querySelector('[data-action="undo"]');
+  if (button) {
+    button.dataset.action = "approve";
+    button.dataset.testid = "approve";
+    button.classList.replace("btn--undo", "btn--approve");
+    button.replaceChildren("Approve");
+    button.setAttribute("aria-label", `Approve ${txnLabel(txn)}, ${formatMoney(txn.amount, txn.currency)}`);
+  }
+  const reject = tr.querySelector('[data-action="reject"]');
+  if (reject) reject.disabled = !canDecide;
+  return entry;
+}
+
+function undoApprove(id) {
+  const entry = endWaiting(id);
+  if (entry) toast(`Approval of ${txnLabel(entry.txn)} cancelled: nothing was sent.`, "info");
+}
+
+// Leaving the page inside a window sends what was clicked: the admin meant to approve.
+window.addEventListener("pagehide", () => {
+  for (const { txn } of [...waiting.values()]) {
+    endWaiting(txn.id);
+    api.approve(txn.id, undefined, { keepalive: true }).catch(() => {});
+  }
+});
+
 queueBody.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-action]");
   if (!button || button.disabled) return;
   const tr = button.closest("tr");
+  const action = button.dataset.action;
+  if (action === "detail") {
+    openDetail(tr.dataset.id, button);
+    return;
+  }
+  if (action === "undo") {
+    undoApprove(tr.dataset.id);
+    return;
+  }
   const txn = state.pending.get(tr.dataset.id);
   if (!txn) return;
-  if (button.dataset.action === "approve") approve(tr, txn);
+  if (action === "approve") scheduleApprove(tr, txn);
   else openReject(txn, button);
 });
 
@@ -552,7 +760,7 @@ let rejecting = null; // {txn, opener, index}
 function focusQueueRow(index) {
   const rows = queueBody.querySelectorAll('[data-testid="pending-row"]');
   const row = rows[Math.min(index, rows.length - 1)];
-  const target = row?.querySelector("button:not([disabled])") || $("#queue-title");
+  const target = row?.querySelector('[data-action="approve"]:not([disabled])') || row?.querySelector("button:not([disabled])") || $("#queue-title");
   target.focus();
 }
 
@@ -622,6 +830,12 @@ const FEED_TEXT = {
   "transaction.approved": ["Approved", "approved", "✓"],
   "transaction.rejected": ["Rejected", "rejected", "✕"],
 };
+const FEED_FROM_EVENT = {
+  TransactionSubmitted: "transaction.submitted",
+  TransactionApproved: "transaction.approved",
+  TransactionRejected: "transaction.rejected",
+};
+const BACKFILL_EVENTS = 1000; // one page of the events API: enough to find the submissions behind 50 decisions
 
 function feedItem(entry) {
   const txn = entry.transaction;
@@ -633,8 +847,9 @@ function feedItem(entry) {
     h("span", { class: "feed__icon", "aria-hidden": "true" }, icon),
     h("div", { class: "feed__body" },
       h("p", { class: "feed__line" },
-        h("strong", {}, verb), " ", h("span", { class: "feed__ref" }, txnLabel(txn)),
-        h("span", { class: "feed__amt" }, formatMoney(txn.amount, txn.currency))),
+        h("strong", {}, verb), " ",
+        h("button", { type: "button", class: "feed__ref linkish", "data-action": "detail", "data-testid": "open-detail", title: "Show details and audit trail" }, txnLabel(txn)),
+        txn.amount && txn.currency ? h("span", { class: "feed__amt" }, formatMoney(txn.amount, txn.currency)) : null),
       h("p", { class: "feed__meta" },
         who ? `by ${who} · ` : "",
         h("time", { datetime: entry.at || "" }, formatTime(entry.at))),
@@ -652,6 +867,119 @@ function renderFeed() {
   });
   $("#feed-empty").hidden = state.feed.length > 0;
 }
+
+feedList.addEventListener("click", (event) => {
+  const button = event.target.closest('button[data-action="detail"]');
+  if (button) openDetail(button.closest("li").dataset.id, button);
+});
+
+/** On load the feed shows what happened before the page opened, read from the events API. */
+async function backfillFeed(upTo) {
+  try {
+    const page = await api.events(Math.max(0, upTo - BACKFILL_EVENTS), BACKFILL_EVENTS);
+    const submissions = new Map();
+    for (const event of page.results) {
+      if (event.type === "TransactionSubmitted") submissions.set(event.data.transaction_id ?? event.stream_id, event);
+    }
+    const entries = [];
+    for (const event of page.results) {
+      const type = FEED_FROM_EVENT[event.type];
+      if (!type) continue;
+      const id = event.data.transaction_id ?? event.stream_id;
+      const submitted = submissions.get(id);
+      const known = state.pending.get(id) || {};
+      entries.push({
+        key: `${type}:${id}`,
+        type,
+        seq: event.position,
+        at: event.recorded_at,
+        transaction: {
+          id,
+          amount: event.data.amount ?? submitted?.data.amount ?? known.amount,
+          currency: event.data.currency ?? submitted?.data.currency ?? known.currency,
+          reference: submitted?.data.reference ?? known.reference ?? "",
+          description: submitted?.data.description ?? known.description ?? "",
+          created_at: submitted?.recorded_at ?? known.created_at,
+          decided_at: type === "transaction.submitted" ? null : event.recorded_at,
+          decided_by: type === "transaction.submitted" ? "" : event.metadata?.actor ?? "",
+          decision_reason: event.data.reason ?? "",
+        },
+      });
+    }
+    state.backfillFeed(entries.slice(-FEED_LIMIT));
+  } catch (error) {
+    console.warn("feed backfill:", error);
+  }
+  feedList.dataset.backfilled = "true";
+  renderFeed();
+}
+
+// --- transaction detail ---------------------------------------------------------------------------------
+
+const detailDialog = $("#detail-dialog");
+let detailOpener = null;
+const AUDIT_TEXT = {
+  TransactionSubmitted: "Submitted",
+  TransactionApprovalRecorded: "First approval recorded",
+  TransactionApproved: "Approved",
+  TransactionRejected: "Rejected",
+  TransactionReversed: "Reversed",
+};
+
+function fact(term, value, testid) {
+  return [h("dt", {}, term), h("dd", { "data-testid": testid }, value)];
+}
+
+function auditEntry(event) {
+  const reason = event.data?.reason;
+  return h(
+    "li",
+    { class: "audit__item", "data-testid": "audit-entry", "data-type": event.type, "data-position": String(event.position) },
+    h("p", { class: "audit__what" },
+      h("strong", {}, AUDIT_TEXT[event.type] || event.type), " by ",
+      h("span", { "data-testid": "audit-who" }, event.metadata?.actor || "unknown")),
+    h("p", { class: "audit__when" },
+      h("time", { datetime: event.recorded_at, "data-testid": "audit-when" }, `${formatDate(event.recorded_at)}, ${formatTime(event.recorded_at)}`),
+      ` ${state.timeZone}`),
+    reason ? h("p", { class: "audit__why" }, "Reason: ", h("span", { "data-testid": "audit-why" }, reason)) : null,
+  );
+}
+
+async function openDetail(id, opener) {
+  detailOpener = opener;
+  const facts = $("#detail-facts");
+  const audit = $("#detail-audit");
+  detailDialog.dataset.id = id;
+  $("#detail-title").textContent = "Transaction";
+  facts.replaceChildren();
+  audit.replaceChildren(h("li", { class: "muted" }, "Loading…"));
+  audit.setAttribute("aria-busy", "true");
+  if (!detailDialog.open) detailDialog.showModal();
+  try {
+    const [txn, events] = await Promise.all([api.transaction(id), api.transactionEvents(id)]);
+    if (detailDialog.dataset.id !== id) return;
+    $("#detail-title").textContent = `Transaction ${txnLabel(txn)}`;
+    facts.replaceChildren(
+      ...fact("Amount", formatMoney(txn.amount, txn.currency), "detail-amount"),
+      ...fact("Status", txn.status.replaceAll("_", " "), "detail-status"),
+      ...fact("Occurred", `${formatDateTime(txn.occurred_at)} ${state.timeZone}`, "detail-occurred"),
+      ...fact("Reference", txn.reference || "—", "detail-reference"),
+      ...(txn.description ? fact("Description", txn.description, "detail-description") : []),
+      ...fact("ID", txn.id, "detail-id"),
+    );
+    audit.replaceChildren(...events.results.map(auditEntry));
+  } catch (error) {
+    if (detailDialog.dataset.id === id) audit.replaceChildren(h("li", { class: "field__error", role: "alert" }, `Could not load the details: ${error.message}`));
+  } finally {
+    if (detailDialog.dataset.id === id) audit.setAttribute("aria-busy", "false");
+  }
+}
+
+detailDialog.addEventListener("close", () => {
+  delete detailDialog.dataset.id;
+  if (detailOpener?.isConnected) detailOpener.focus();
+  detailOpener = null;
+});
 
 // --- range ------------------------------------------------------------------------------------------------
 
@@ -737,6 +1065,8 @@ function onMessage(message) {
     renderMeta();
     if (firstSnapshot) {
       firstSnapshot = false;
+      backfillFeed(message.seq);
+      loadBaseline();
       if (state.rangeWeeks > SNAPSHOT_WEEKS) {
         const wanted = state.rangeWeeks;
         state.rangeWeeks = SNAPSHOT_WEEKS;

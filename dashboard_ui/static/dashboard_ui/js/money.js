@@ -89,11 +89,33 @@ export function currencySymbol(currency) {
   return symbols.get(currency);
 }
 
-/** "1234567.5" EUR -> "€1,234,567.5": the server's digits exactly, grouped, with the symbol. */
+const minorDigits = new Map();
+
+/** The currency's minor digits from Intl (EUR 2, JPY 0, KWD 3); 2 for a code Intl does not know. */
+export function currencyDigits(currency) {
+  if (!minorDigits.has(currency)) {
+    let digits = 2;
+    try {
+      digits = new Intl.NumberFormat("en-US", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
+    } catch {
+      // An unknown code: two digits, the common case.
+    }
+    minorDigits.set(currency, digits);
+  }
+  return minorDigits.get(currency);
+}
+
+/**
+ * "1234567.5" EUR -> "€1,234,567.50": the server's digits exactly (padded with zeros up to the
+ * currency's minor digits, never rounded), grouped, with the currency shown once (symbol or code).
+ */
 export function formatMoney(text, currency) {
   const match = DECIMAL.exec(String(text));
   if (!match) return `${text} ${currency}`;
-  const [, minus, whole, fraction] = match;
+  const [, minus, whole] = match;
+  let fraction = match[3];
+  const digits = currencyDigits(currency);
+  if (digits > 0 && (fraction ?? "").length < digits) fraction = (fraction ?? "").padEnd(digits, "0");
   const symbol = currencySymbol(currency);
   const gap = /^[A-Za-z]+$/.test(symbol) ? "\u00a0" : "";
   const number = groupThousands(whole.replace(/^0+(?=\d)/, "")) + (fraction !== undefined ? `.${fraction}` : "");

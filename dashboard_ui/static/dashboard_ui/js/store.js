@@ -202,6 +202,20 @@ export class DashboardState {
 
   // --- activity feed --------------------------------------------------------------
 
+  /** Older entries read from the events API on load: added once each, the feed kept newest first. */
+  backfillFeed(entries) {
+    let added = 0;
+    for (const entry of entries) {
+      if (this.feedKeys.has(entry.key)) continue;
+      this.feedKeys.add(entry.key);
+      this.feed.push(entry);
+      added += 1;
+    }
+    this.feed.sort((a, b) => (b.seq ?? 0) - (a.seq ?? 0));
+    while (this.feed.length > FEED_LIMIT) this.feed.pop();
+    return added;
+  }
+
   addFeed(type, txn, seq) {
     const key = `${type}:${txn.id}`;
     if (this.feedKeys.has(key)) return null;

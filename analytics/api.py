@@ -2,7 +2,7 @@
 import csv
 import io
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync
 from django.db import connection
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -15,15 +15,16 @@ from analytics import selectors, waiting
 from analytics.renderers import CSVRenderer
 from analytics.serializers import SnapshotOutput, SummaryOutput, WeeklyIncomeOutput, WeeklyIncomeQuery
 from analytics.snapshot import dashboard_snapshot
-from core import eventstore
 from core.errors import DomainError, InvalidInput
 from core.params import reject_blank
-from core.request_threads import release_request_thread
+from core.request_threads import loop_waits, wait_on_loop
 from core.problems import PROBLEM_CONTENT_TYPE, problem_body
 from core.schema import PROBLEM_RESPONSES
 
 MIN_POSITION_WAIT_SECONDS = 10.0
 CSV_COLUMNS = ["week_start", "currency", "total", "count"]
+# The query parameters, named once: a serializer instance deep-copies its fields, every time.
+QUERY_NAMES = (*WeeklyIncomeQuery().fields, "format")
 
 
 class ProjectionBehind(DomainError):
@@ -31,13 +32,6 @@ class ProjectionBehind(DomainError):
     code = "projection_behind"
     title = "Projection not caught up"
     retry_after = 1
-
-
-def _check_in_log(field: str, position: int) -> None:
-    """A position the log has not handed out cannot be waited for: say so at once."""
-    last = eventstore.last_position()
-    if position > last:
-        raise InvalidInput(field, f"no event at position {position}: the log ends at {last}")
 
 
 def _behind(request, position: int) -> Response:
@@ -107,16 +101,19 @@ class WeeklyIncomeApi(APIView):
         ],
     )
     def get(self, request):
-        reject_blank(request.query_params, [*WeeklyIncomeQuery().fields, "format"])
+        reject_blank(request.query_params, QUERY_NAMES)
         query = WeeklyIncomeQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
         window = {"start": params.get("from"), "end": params.get("to"), "currency": params.get("currency")}
         field = "at" if "at" in params else "min_position" if "min_position" in params else None
         if field:
-            _check_in_log(field, params[field])
+            last, applied = selectors.log_and_projection_positions()
+            if params[field] > last:
+                # A position the log has not handed out cannot be waited for: say so at once.
+                raise InvalidInput(field, f"no event at position {params[field]}: the log ends at {last}")
             # `at` reads the buckets' history, complete only up to what the projection applied.
-            if selectors.projection_position() < params[field]:
+            if applied < params[field]:
                 return _behind(request, params[field])
         if field == "at":
             report = selectors.weekly_income_at(position=params["at"], **window)
@@ -137,29 +134,31 @@ _weekly_income = WeeklyIncomeApi.as_view()
 
 
 def _release_connection() -> None:
-    # Runs in the view's own thread (thread-sensitive), so it is the view's connection that
-    # goes back to the pool. Inside an outer transaction (tests) there is nothing to hand back.
+    # The view's own connection goes back to the pool before a long wait. Inside an outer
+    # transaction (tests) there is nothing to hand back.
     if not connection.in_atomic_block:
         connection.close()
 
 
-async def weekly_income_view(request, *args, **kwargs):
-    """The weekly income endpoint: waits for `min_position` / `at` on the event loop, not in a thread.
+def weekly_income_view(request, *args, **kwargs):
+    """The weekly income endpoint: `min_position` / `at` wait for the projection on the server's event loop.
 
-    The DRF view answers whatever it can at once. When the projection is behind, the
-    wait happens here, with the view's database connection handed back to the pool and
-    the request's worker thread retired, and the view runs again (on a fresh thread)
-    once the projection has caught up.
+    The DRF view answers whatever it can at once. When the projection is behind, the server
+    (core/asgi.py, which marks the requests it waits for) gets the 503 back marked to wait: it
+    awaits the position on its loop, with this thread and the database connection back in their
+    pools, and runs the request again. Called any other way (the test client, a plain WSGI
+    server), the view waits here, in its thread.
     """
-    response = await sync_to_async(_weekly_income)(request, *args, **kwargs)
+    response = _weekly_income(request, *args, **kwargs)
     position = getattr(response, "wait_for_position", None)
     if position is None:
         return response
-    await sync_to_async(_release_connection)()
-    release_request_thread()
-    if not await waiting.wait_for_position(position, timeout=MIN_POSITION_WAIT_SECONDS):
+    if loop_waits(request):
+        return wait_on_loop(response, position=position, timeout=MIN_POSITION_WAIT_SECONDS)
+    _release_connection()
+    if not async_to_sync(waiting.wait_for_position)(position, timeout=MIN_POSITION_WAIT_SECONDS):
         return response
-    return await sync_to_async(_weekly_income)(request, *args, **kwargs)
+    return _weekly_income(request, *args, **kwargs)
 
 
 # drf-spectacular documents the endpoint from the DRF view; CSRF is the DRF view's business.

@@ -49,6 +49,9 @@ class ProjectedBatch:
     messages: list[dict] = field(default_factory=list)
     # The read returned fewer events than it asked for: nothing more was readable then.
     short: bool = False
+    # The events themselves, already in memory: the batch's log line (request ids), span links and
+    # commit -> publish metric read them here instead of reading the log again.
+    events: list[eventstore.RecordedEvent] = field(default_factory=list, repr=False)
 
 
 def current_config() -> str:
@@ -99,7 +102,24 @@ def _running_totals(batch: list[eventstore.RecordedEvent]) -> pd.DataFrame:
     )
 
 
-def _apply(running: pd.DataFrame) -> list[WeeklyIncome]:
+@dataclass(frozen=True)
+class Tables:
+    """Where a batch is written: the live tables, or an online rebuild's shadow copies of them (analytics.rebuild)."""
+
+    income: str
+    history: str
+
+
+LIVE = Tables(income=WeeklyIncome._meta.db_table, history=WeeklyIncomeHistory._meta.db_table)
+HISTORY_INSERT_ROWS = 5000
+
+
+def apply_events(batch: list[eventstore.RecordedEvent], *, tables: Tables = LIVE) -> list[WeeklyIncome]:
+    """A batch's approvals added to `tables`' rows and history (the caller holds the transaction); the changed rows."""
+    return _apply(_running_totals(batch), tables)
+
+
+def _apply(running: pd.DataFrame, tables: Tables = LIVE) -> list[WeeklyIncome]:
     """Add a batch's per-approval running totals to the stored rows and record their history.
 
     Returns the changed rows. Totals are Python ints end to end: they cannot wrap.
@@ -115,7 +135,7 @@ def _apply(running: pd.DataFrame) -> list[WeeklyIncome]:
         entry = (ws, cur, int(position), int(total), int(count))
         entries.append(entry)
         batch_totals[(ws, cur)] = entry[2:]
-    stored = _add_to_rows(batch_totals)
+    stored = _add_to_rows(batch_totals, tables.income)
     history, changed = [], []
     for ws, cur, position, total, count in entries:
         new_total, new_count, _ = stored[(ws, cur)]
@@ -127,13 +147,27 @@ def _apply(running: pd.DataFrame) -> list[WeeklyIncome]:
         ))
     for (ws, cur), (total, count, last_position) in sorted(stored.items()):
         changed.append(WeeklyIncome(week_start=ws, currency=cur, total_minor=total, count=count, last_position=last_position))
-    WeeklyIncomeHistory.objects.bulk_create(history, batch_size=5000)
+    _insert_history(history, tables.history)
     return changed
 
 
-def _add_to_rows(batch_totals: dict[tuple, tuple[int, int, int]]) -> dict[tuple, tuple[int, int, int]]:
+def _insert_history(history: list[WeeklyIncomeHistory], table: str) -> None:
+    """Multi-row INSERTs into `table` (live or shadow: the ORM's bulk_create knows only the model's own table)."""
+    quoted = connection.ops.quote_name(table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(history), HISTORY_INSERT_ROWS):
+            part = history[start:start + HISTORY_INSERT_ROWS]
+            params = [value for h in part for value in (h.week_start, h.currency, h.position, h.total_minor, h.count)]
+            cursor.execute(
+                f"INSERT INTO {quoted} (week_start, currency, position, total_minor, count) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s)"] * len(part)),
+                params,
+            )
+
+
+def _add_to_rows(batch_totals: dict[tuple, tuple[int, int, int]], table: str = LIVE.income) -> dict[tuple, tuple[int, int, int]]:
     """Upsert each bucket's increment in one statement; its stored (total, count, last_position) after it."""
-    table = connection.ops.quote_name(WeeklyIncome._meta.db_table)
+    table = connection.ops.quote_name(table)
     values, params = [], []
     for (ws, cur), (position, total, count) in batch_totals.items():
         values.append("(%s, %s, %s, %s, %s)")
@@ -192,7 +226,7 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
         if not batch:
             return None
         try:
-            changed = _apply(_running_totals(batch))
+            changed = apply_events(batch)
         except Exception as exc:
             # Raised inside the atomic block: rows, history and checkpoint all roll back.
             raise ProjectionFailed(after=after, first=batch[0].position, through=batch[-1].position, cause=exc) from exc
@@ -200,11 +234,13 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
         _move_checkpoint(checkpoint, through)
         messages = transaction_messages(batch)
         messages.extend(weekly_income_message(row, through) for row in changed)
-    return ProjectedBatch(after=after, through=through, event_count=len(batch), messages=messages, short=len(batch) < batch_size)
+    return ProjectedBatch(
+        after=after, through=through, event_count=len(batch), messages=messages, short=len(batch) < batch_size, events=batch
+    )
 
 
 def rebuild_weekly_income(**options) -> int:
-    """Recompute rows and history from the whole log, in one transaction; returns the new checkpoint (analytics.rebuild)."""
+    """Recompute rows and history from the whole log beside the live ones and swap them in; returns the new checkpoint (analytics.rebuild)."""
     from analytics.rebuild import rebuild_weekly_income as rebuild
 
     return rebuild(**options)

@@ -16,7 +16,7 @@ from analytics.projection import CHECKPOINT
 from core import eventstore
 from core.db import consistent_read
 from core.models import StoredEvent
-from core.money import format_minor_units
+from core.money import currency_exponent, format_minor_units
 
 DEFAULT_WEEKS = 12
 MAX_WEEKS = 520
@@ -78,15 +78,24 @@ def resolve_range(start: date | None, end: date | None) -> list[date]:
     return [start + timedelta(weeks=i) for i in range((end - start).days // 7 + 1)]
 
 
+def minor_units_text(minor: int, exponent: int) -> str:
+    """`format_minor_units` for a known exponent, by integer arithmetic: 1250, 2 -> "12.50" (the hot loop of every report)."""
+    if exponent == 0:
+        return str(minor)
+    units, cents = divmod(-minor if minor < 0 else minor, 10**exponent)
+    return f"{'-' if minor < 0 else ''}{units}.{cents:0{exponent}d}"
+
+
 def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tuple, tuple[int, int]]) -> WeeklyIncomeReport:
     rows = []
     # Zero-filled weeks are most rows of a long range: format each currency's zero once.
     zero = {cur: format_minor_units(0, cur) for cur in currencies}
+    exponents = {cur: currency_exponent(cur) for cur in currencies}
     for week in weeks:
         week_text = week.isoformat()
         for cur in currencies:
             total, count = found.get((week, cur), (0, 0))
-            text = format_minor_units(total, cur) if total else zero[cur]
+            text = minor_units_text(total, exponents[cur]) if total else zero[cur]
             rows.append({"week_start": week_text, "currency": cur, "total": text, "count": count})
     return WeeklyIncomeReport(
         as_of=as_of, time_zone=settings.ANALYTICS_TIME_ZONE, week_start_day=settings.ANALYTICS_WEEK_START, rows=rows
@@ -133,6 +142,19 @@ def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[
     return as_of, sorted(currencies), found
 
 
+def log_and_projection_positions() -> tuple[int, int]:
+    """(the log's last position, the projection's position) in one round trip: what `min_position` and `at` check first."""
+    events, checkpoint = StoredEvent._meta.db_table, ProjectionCheckpoint._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT position FROM {events} ORDER BY position DESC LIMIT 1), "
+            f"(SELECT position FROM {checkpoint} WHERE name = %s)",
+            [CHECKPOINT],
+        )
+        last, applied = cursor.fetchone()
+    return int(last or 0), int(applied or 0)
+
+
 def weekly_income_at(*, position: int, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:
     """Time travel: weekly income as it stood right after event `position`.
 
@@ -141,26 +163,66 @@ def weekly_income_at(*, position: int, start: date | None = None, end: date | No
     sure the projection has applied `position` (else the history is incomplete).
     """
     weeks = resolve_range(start, end)
+    if connection.vendor == "postgresql":
+        currencies, found = _history_rows(position, weeks[0], weeks[-1], currency)
+    else:
+        currencies, found = _history_rows_portable(position, weeks[0], weeks[-1], currency)
+    return _report(position, weeks, [currency] if currency else currencies, found)
+
+
+def _history_rows(position: int, first: date, last: date, currency: str | None) -> tuple[list[str], dict[tuple, tuple[int, int]]]:
+    """Each bucket's latest history row at `position`, and the currencies with income by then: one statement.
+
+    One statement reads one snapshot (no transaction, one round trip instead of seven). Per bucket
+    in range, one probe of the (week_start, currency, position) index, backwards from `position`;
+    per currency, one probe of (currency, position).
+    """
+    rows_table, history_table = WeeklyIncome._meta.db_table, WeeklyIncomeHistory._meta.db_table
+    in_currency = "AND w.currency = %s" if currency else ""
+    sql = f"""
+        SELECT w.week_start, w.currency, h.total_minor, h.count
+        FROM {rows_table} w
+        CROSS JOIN LATERAL (
+            SELECT total_minor, count FROM {history_table}
+            WHERE week_start = w.week_start AND currency = w.currency AND position <= %s
+            ORDER BY position DESC LIMIT 1
+        ) h
+        WHERE w.week_start >= %s AND w.week_start <= %s {in_currency}
+        UNION ALL
+        SELECT NULL, c.currency, NULL, NULL FROM (SELECT DISTINCT currency FROM {rows_table}) c
+        WHERE EXISTS (SELECT 1 FROM {history_table} h WHERE h.currency = c.currency AND h.position <= %s)
+    """
+    params = [position, first, last] + ([currency] if currency else []) + [position]
+    currencies, found = [], {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for week, cur, total, count in cursor.fetchall():
+            if week is None:
+                currencies.append(cur)
+            else:
+                found[(week, cur)] = (int(total), int(count))
+    return sorted(currencies), found
+
+
+def _history_rows_portable(position: int, first: date, last: date, currency: str | None) -> tuple[list[str], dict[tuple, tuple[int, int]]]:
+    """_history_rows for SQLite (no LATERAL): the same rows through the ORM, in one read transaction."""
     latest = WeeklyIncomeHistory.objects.filter(
         week_start=OuterRef("week_start"), currency=OuterRef("currency"), position__lte=position
     ).order_by("-position")
     with consistent_read():
-        buckets = WeeklyIncome.objects.filter(week_start__gte=weeks[0], week_start__lte=weeks[-1])
+        buckets = WeeklyIncome.objects.filter(week_start__gte=first, week_start__lte=last)
         if currency:
             buckets = buckets.filter(currency=currency)
         rows = buckets.annotate(
             total_then=Subquery(latest.values("total_minor")[:1]), count_then=Subquery(latest.values("count")[:1])
         ).values_list("week_start", "currency", "total_then", "count_then")
         found = {(ws, cur): (int(total), count) for ws, cur, total, count in rows if total is not None}
-        if currency:
-            currencies = [currency]
-        else:
-            # A currency is shown once it had income at `position`, in any week: one index probe each.
-            known = WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct()
-            currencies = sorted(
-                cur for cur in known if WeeklyIncomeHistory.objects.filter(currency=cur, position__lte=position).exists()
-            )
-    return _report(position, weeks, currencies, found)
+        # A currency is shown once it had income at `position`, in any week: one index probe each.
+        known = WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct()
+        currencies = sorted(
+            cur for cur in known if WeeklyIncomeHistory.objects.filter(currency=cur, position__lte=position).exists()
+        )
+    return currencies, found
 
 
 def weekly_summary(*, now: datetime | None = None) -> list[dict]:

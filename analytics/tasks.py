@@ -1,9 +1,12 @@
 """Celery tasks: thin adapters around the projector, safe to run twice or concurrently; the commit hook that wakes them."""
 import logging
+import time
 
 from celery import shared_task
 
 from analytics import projection, selectors, waiting, wakeup
+from core import logconfig, metrics, tracing
+from core.logfilters import EVERY
 from realtime.broadcast import publish
 
 logger = logging.getLogger(__name__)
@@ -14,11 +17,18 @@ MAX_BATCHES_PER_RUN = 20
 
 def project_and_publish(*, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
     """Project until caught up (or the bound), publishing each batch after it commits."""
+    with metrics.ProjectionRun(projection.CHECKPOINT) as run:
+        return _project_and_publish(run, max_batches)
+
+
+def _project_and_publish(run: metrics.ProjectionRun, max_batches: int) -> int:
     projected = 0
     for _ in range(max_batches):
+        started = time.perf_counter()
         try:
             batch = projection.project_next_batch()
         except projection.ProjectionFailed as exc:
+            run.outcome = "failed"
             # Logged here once, with the positions, and not raised: Celery would log the
             # same traceback again. The next wake-up or beat's catch-up retries the batch,
             # and /readyz turns 503 while the oldest unapplied event ages past its limit.
@@ -26,16 +36,35 @@ def project_and_publish(*, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
             return projected
         if batch is None:
             return projected
+        run.batch(started=started, event_count=batch.event_count)
         projected += batch.event_count
-        publish(batch.messages, after=batch.after, through=batch.through)
+        request_ids = _log_batch(batch)
+        publish(batch.messages, after=batch.after, through=batch.through, request_ids=request_ids)
+        published_at = time.time()
         waiting.announce_position(batch.through)
+        metrics.observe_publish_latency(oldest=min(event.recorded_at for event in batch.events), published_at=published_at)
         if batch.short:
             # A short batch read everything that could be read: whatever commits (or was still
             # in flight) after that read wakes the projector itself, since the flag was cleared
             # before it. Asking again would cost a transaction per run for nothing.
             return projected
+    run.outcome = "handed_over"
     project_weekly_income.delay()
     return projected
+
+
+def _log_batch(batch: projection.ProjectedBatch) -> list[str]:
+    """One line per batch, naming the requests whose events it projected (the first few: a rebuild-sized
+    batch is counted, not listed); with tracing on, the task's span links to their traces."""
+    limit = tracing.MAX_LINKS if tracing.active() else logconfig.MAX_LISTED_IDS
+    metadatas = [event.metadata or {} for event in batch.events[:limit]]
+    tracing.link_events(metadatas)
+    request_ids = logconfig.request_ids(metadatas)
+    logger.info(
+        "projected a weekly income batch",
+        extra={**EVERY, "after": batch.after, "through": batch.through, "events": batch.event_count, "request_ids": request_ids},
+    )
+    return request_ids
 
 
 @shared_task(name="analytics.project_weekly_income")
@@ -46,8 +75,7 @@ def project_weekly_income() -> int:
 
 def wake_projector(sender, last_position: int, **kwargs) -> None:
     """events_committed receiver: enqueue a projector run unless one is already pending."""
-    if wakeup.claim(last_position):
-        project_weekly_income.delay()
+    wakeup.wake(last_position, project_weekly_income)
 
 
 @shared_task(name="analytics.catch_up_projections")

@@ -116,9 +116,9 @@ class PositionWatcher:
                 listener.cancel()
 
     async def _listen(self, subscribed: asyncio.Event) -> None:
-        import redis.asyncio as aioredis
+        from core.redis import async_client  # REDIS_URL's server, or Sentinel's current master
 
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
+        client = async_client(settings.REDIS_URL, socket_connect_timeout=1)
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(announcement_channel())

@@ -86,9 +86,20 @@ inserts only if the stream is at the expected version
 (lock, check and insert are one round trip: the ORM's version query and
 bulk_create cost 1.3 ms of CPU per append, this 0.8); two appenders that both
 pass the check insert the same (stream_id, version), the unique index makes the
-second wait for the first and fail, and that is a ConcurrencyConflict. Commands
-also lock their read-model row first, so decisions on one transaction queue up
-and the loser sees the new version (409), never the index.
+second wait for the first and fail, and that is a ConcurrencyConflict. Inside a
+transaction, commands also lock their read-model row first, so decisions on one
+transaction queue up and the loser sees the new version (409), never the index.
+
+One round trip per command (append_alone). A command with no transaction around
+it (the usual request) reads its row without a lock and then sends the append
+and its own read-model write (an Along: a data-modifying CTE next to the INSERT)
+as one simple query, which PostgreSQL runs as one implicit transaction: the SET
+LOCAL, the locks above, the version check, the INSERT and the caller's UPDATE
+commit together when the query ends, or roll back together. No BEGIN or COMMIT
+round trip; the append lock is still taken before the position is drawn and held
+until that commit. The version check (and, for a racer in flight, the unique
+index) is what makes a concurrent decision lose; the loser reads its row again
+to say why (409).
 
 SQLite admits one writer at a time, from BEGIN IMMEDIATE to COMMIT, and numbers
 rows inside that lock: positions become visible in order and any visible hole
@@ -113,6 +124,7 @@ from core.models import StoredEvent
 from core.signals import events_committed
 
 _LOCK_NOT_AVAILABLE = "55P03"
+_DEADLOCK_DETECTED = "40P01"
 _READ_ONLY_TRANSACTION = "25006"
 
 
@@ -174,8 +186,23 @@ def _is_lock_timeout(exc: OperationalError) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE
 
 
-def _insert_checked(rows: list[StoredEvent], stream_id, expected_version: int) -> bool:
-    """On PostgreSQL: join the appenders, check the version and insert, in one round trip.
+@dataclass(frozen=True)
+class Along:
+    """A caller's statement that commits or rolls back with an append, sent in the same round trip.
+
+    An INSERT, UPDATE or DELETE (no RETURNING needed); it runs as a data-modifying CTE next to the
+    append's INSERT and may read `appended`: the rows just inserted, none when the
+    stream was not at the expected version (so it should do nothing then: `WHERE EXISTS (SELECT 1
+    FROM appended)`). A command updates its read model this way, in the append's round trip.
+    `appended` has the columns position, version and recorded_at.
+    """
+
+    sql: str
+    params: tuple | list = ()
+
+
+def _insert_checked(rows: list[StoredEvent], stream_id, expected_version: int, along: Along | None = None) -> bool:
+    """On PostgreSQL: join the appenders, check the version, insert (and run `along`), in one round trip.
 
     False (nothing inserted) when the stream is not at `expected_version`. Fills in each
     row's position.
@@ -191,24 +218,35 @@ def _insert_checked(rows: list[StoredEvent], stream_id, expected_version: int) -
         values.append("(%s::uuid, %s::integer, %s, %s::jsonb, %s::jsonb, %s::timestamptz)")
         params += [row.stream_id, row.version, row.type, *(f.get_db_prep_save(getattr(row, f.name), connection) for f in fields), row.recorded_at]
     params += [stream_id, expected_version]
+    insert = (
+        "INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at) "
+        "SELECT * FROM (VALUES " + ", ".join(values) + ") AS new (stream_id, version, type, data, metadata, recorded_at) "
+        "WHERE (SELECT coalesce(max(version), 0) FROM core_event WHERE stream_id = %s) = %s "
+        "ORDER BY version RETURNING position, version, recorded_at"
+    )
+    if along is not None:
+        insert = f"WITH appended AS ({insert}), along AS ({along.sql}) SELECT position, version FROM appended"
+        params += list(along.params)
     sql = (
         f"SET LOCAL lock_timeout = '{timeout_ms}ms'; "
         "LOCK TABLE core_event IN ROW EXCLUSIVE MODE; "
         f"SELECT pg_advisory_xact_lock_shared({_APPEND_LOCK_KEY}); "
-        "SET LOCAL lock_timeout TO DEFAULT; "
-        "INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at) "
-        "SELECT * FROM (VALUES " + ", ".join(values) + ") AS new (stream_id, version, type, data, metadata, recorded_at) "
-        "WHERE (SELECT coalesce(max(version), 0) FROM core_event WHERE stream_id = %s) = %s "
-        "ORDER BY version RETURNING position, version"
+        "SET LOCAL lock_timeout TO DEFAULT; " + insert
     )
     try:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             _move_to_result(cursor, 4)  # the INSERT's
-            inserted = dict((version, position) for position, version in cursor.fetchall())
+            inserted = {version: position for position, version, *_ in cursor.fetchall()}
     except OperationalError as exc:
         if _is_lock_timeout(exc):
             raise EventStoreBusy(f"The event store stayed locked for {timeout_ms} ms; nothing was written, retry.") from exc
+        if getattr(exc.__cause__, "sqlstate", None) == _DEADLOCK_DETECTED:
+            # Two appends to this stream at the same version (with their read-model updates) each
+            # waited for the other; PostgreSQL rolled this one back whole, and the other goes on to
+            # commit. That is a lost race on the version, as when the check above sees the other's
+            # commit: a conflict (409 for a command), never a 500.
+            raise ConcurrencyConflict(stream_id, expected_version, None) from exc
         raise
     for row in rows:
         row.position = inserted.get(row.version)
@@ -220,15 +258,43 @@ def stream_version(stream_id) -> int:
     return row or 0
 
 
-def append(*, stream_id, expected_version: int, events: Iterable[NewEvent], metadata: dict[str, Any]) -> list[RecordedEvent]:
+def append(
+    *, stream_id, expected_version: int, events: Iterable[NewEvent], metadata: dict[str, Any], along: Along | None = None
+) -> list[RecordedEvent]:
     """Append events to a stream at `expected_version`, inside the caller's transaction.
 
     Raises ConcurrencyConflict (and the caller's transaction rolls back) when the
     stream is not at `expected_version`. Subscribers hear of the events only
-    after the surrounding transaction commits.
+    after the surrounding transaction commits. `along` (PostgreSQL only) runs in the
+    same round trip as the INSERT.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("append() must run inside transaction.atomic()")
+    return _append(stream_id, expected_version, events, metadata, along)
+
+
+def can_append_alone() -> bool:
+    """True when append_alone() may run here: PostgreSQL, autocommit, no transaction open."""
+    return connection.vendor == "postgresql" and not connection.in_atomic_block and connection.get_autocommit()
+
+
+def append_alone(
+    *, stream_id, expected_version: int, events: Iterable[NewEvent], metadata: dict[str, Any], along: Along | None = None
+) -> list[RecordedEvent]:
+    """Append (and run `along`) as a transaction of its own, committed when this returns: one round trip.
+
+    PostgreSQL runs the statements of one simple query as one implicit transaction, so the
+    append's locks, version check and INSERT, and the caller's `along`, commit together or not
+    at all, with no BEGIN or COMMIT round trip. The append rules (module docstring) hold as in
+    append(): the append lock is held from before the position is drawn until that commit.
+    Subscribers hear of the events before this returns. Only where can_append_alone().
+    """
+    if not can_append_alone():
+        raise RuntimeError("append_alone() needs PostgreSQL in autocommit, outside any transaction")
+    return _append(stream_id, expected_version, events, metadata, along)
+
+
+def _append(stream_id, expected_version: int, events: Iterable[NewEvent], metadata: dict[str, Any], along: Along | None):
     events = list(events)
     if not events:
         return []
@@ -246,8 +312,10 @@ def append(*, stream_id, expected_version: int, events: Iterable[NewEvent], meta
     ]
     try:
         if connection.vendor == "postgresql":
-            if not _insert_checked(rows, stream_id, expected_version):
+            if not _insert_checked(rows, stream_id, expected_version, along):
                 raise ConcurrencyConflict(stream_id, expected_version, stream_version(stream_id))
+        elif along is not None:
+            raise NotImplementedError("append(along=...) is for PostgreSQL; on SQLite write in the same transaction")
         else:
             actual = stream_version(stream_id)
             if actual != expected_version:
@@ -256,12 +324,13 @@ def append(*, stream_id, expected_version: int, events: Iterable[NewEvent], meta
     except IntegrityError:
         # Another appender took this version between our check and our INSERT (the
         # unique index made us wait for it to commit). The transaction is aborted now,
-        # so the actual version cannot be read.
+        # so the actual version cannot be read. (An `along` that breaks a constraint of
+        # its own lands here too, and its rows roll back with the append's.)
         raise ConcurrencyConflict(stream_id, expected_version, None) from None
     recorded = [RecordedEvent.from_row(row) for row in rows]
     last_position = recorded[-1].position
     transaction.on_commit(
-        lambda: events_committed.send(sender=StoredEvent, last_position=last_position),
+        lambda: events_committed.send(sender=StoredEvent, last_position=last_position, events=recorded),
         robust=True,
     )
     return recorded
@@ -363,6 +432,26 @@ def final_position(*, wait_ms: int) -> int | None:
     behind the wait, so keep it short.
     """
     return _prove(wait_ms=wait_ms)
+
+
+class StillAppending(Exception):
+    """final_position() found appends in flight on every try (settled_position)."""
+
+    def __init__(self, attempts: int, wait_ms: int):
+        super().__init__(f"appends kept the event log busy for {attempts} waits of {wait_ms} ms")
+        self.attempts, self.wait_ms = attempts, wait_ms
+
+
+def settled_position(*, attempts: int) -> int:
+    """final_position(), tried `attempts` times, each waiting half of EVENT_STORE_LOCK_TIMEOUT_MS (appends
+    that arrive meanwhile queue behind the wait, which stays well inside their own lock timeout).
+    For the commands that need one gap-free cut of the whole log (rebuild, export, replay)."""
+    wait_ms = max(1, int(settings.EVENT_STORE_LOCK_TIMEOUT_MS) // 2)
+    for _ in range(attempts):
+        through = final_position(wait_ms=wait_ms)
+        if through is not None:
+            return through
+    raise StillAppending(attempts, wait_ms)
 
 
 def _hole_is_young(event: StoredEvent) -> bool:

@@ -13,9 +13,9 @@ def check_database() -> str:
 
 
 def _ping_redis(url: str) -> str:
-    import redis
+    from core.redis import client as redis_client  # REDIS_URL's server, or Sentinel's current master
 
-    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    client = redis_client(url, socket_timeout=1, socket_connect_timeout=1)
     try:
         client.ping()
     finally:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -44,6 +45,36 @@ def timeouts() -> tuple[float, float]:
     return _timeouts
 
 
+# Accept pacing (docs/operations.md, "How load is spread across web processes"). Every web process
+# accepts from one shared listening socket, and the one whose loop is running when a burst of
+# connections arrives takes them all, one per loop turn, before the others are even scheduled: a
+# load generator's or a proxy's 8 keep-alive connections then sit in one process for good (98% of
+# the CPU samples in one process of two, in the weekly income benchmark). So a process that accepts
+# a connection within BURST_SECONDS of its previous one first stops its loop for PACE_SECONDS,
+# long enough for another process to take the next; only while it holds fewer than PACE_BELOW
+# connections, so a storm of thousands of websocket handshakes costs each process at most
+# PACE_BELOW x PACE_SECONDS, and only with more than one web process (WEB_CONCURRENCY).
+PACE_SECONDS = 0.001
+BURST_SECONDS = 0.005
+PACE_BELOW = 64
+_last_accept = float("-inf")
+_processes: int | None = None
+
+
+def pace_accepts(open_connections: int) -> None:
+    """Called for each accepted connection, before it is served: pause the loop if it comes in a burst."""
+    global _last_accept, _processes
+    if _processes is None:
+        from django.conf import settings
+
+        _processes = int(getattr(settings, "WEB_CONCURRENCY", 1))
+    now = time.monotonic()
+    if _processes > 1 and open_connections < PACE_BELOW and now - _last_accept < BURST_SECONDS:
+        time.sleep(PACE_SECONDS)  # the point is to stop this loop from accepting: nothing else may run
+        now = time.monotonic()
+    _last_accept = now
+
+
 class _Deadlines:
     """The head and body deadlines, shared by both protocols; `self.loop`, `self.transport`, `self.cycle` are uvicorn's."""
 
@@ -53,6 +84,7 @@ class _Deadlines:
 
     # --- uvicorn's protocol interface, the same for both parsers -------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        pace_accepts(len(self.server_state.connections))
         super().connection_made(transport)
         self._arm("head", self.header_timeout)
 

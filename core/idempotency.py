@@ -55,6 +55,41 @@ def _fingerprint(request) -> str:
     return hashlib.sha256(b"\n".join([request.method.encode(), request.path.encode(), body])).hexdigest()
 
 
+# A key's first use in one statement: a new record, or one older than KEEP_FOR taken over in place
+# (a new lease token, so its old request can no longer store an answer). Anything else (a retry, a
+# key in use or reused) returns no row and goes the long way. One round trip instead of six.
+_CLAIM_SQL = f"""
+    INSERT INTO {IdempotencyRecord._meta.db_table} AS r
+        (user_id, key, fingerprint, created_at, locked_until, lease_token, status_code, content_type, response_body)
+    VALUES (%(user_id)s, %(key)s, %(fingerprint)s, %(now)s, %(locked_until)s, %(lease_token)s, NULL, '', '')
+    ON CONFLICT (user_id, key) DO UPDATE SET
+        fingerprint = EXCLUDED.fingerprint, created_at = EXCLUDED.created_at, locked_until = EXCLUDED.locked_until,
+        lease_token = EXCLUDED.lease_token, status_code = NULL, content_type = '', response_body = ''
+    WHERE r.created_at < %(forgotten_before)s
+    RETURNING r.id"""
+
+
+def _claim_new(user_id: int, key: str, fingerprint: str, now, lease: dict) -> IdempotencyRecord | None:
+    """The fresh record leased to this request, or None if the key has a live record."""
+    from contextlib import nullcontext
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    params = {"user_id": user_id, "key": key, "fingerprint": fingerprint, "now": now, "forgotten_before": now - KEEP_FOR, **lease}
+    # Alone, the statement commits on its own; inside an atomic block, durable=True refuses it as the long way does.
+    with transaction.atomic(durable=True) if connection.in_atomic_block else nullcontext():
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, params)
+            row = cursor.fetchone()
+    if row is None:
+        return None
+    record = IdempotencyRecord(id=row[0], user_id=user_id, key=key, fingerprint=fingerprint, created_at=now, **lease)
+    record._state.adding, record._state.db = False, connection.alias
+    return record
+
+
 def _claim(user_id: int, key: str, fingerprint: str) -> IdempotencyRecord:
     """A record leased to this request (new, or taken over), or the completed one a retry should replay.
 
@@ -62,6 +97,9 @@ def _claim(user_id: int, key: str, fingerprint: str) -> IdempotencyRecord:
     """
     now = timezone.now()
     lease = {"locked_until": now + timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS), "lease_token": uuid.uuid4()}
+    fresh = _claim_new(user_id, key, fingerprint, now, lease)
+    if fresh is not None:
+        return fresh
     records = IdempotencyRecord.objects.filter(user_id=user_id, key=key)
     with transaction.atomic(durable=True):
         # After 24 h a key is forgotten: an old record makes way for a new request.

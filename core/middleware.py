@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.http import Http404
 from django.utils.log import log_response
 
+from core import logconfig, tracing
 from core.dualmode import BothModesMiddleware
 from core.problems import problem_response
 
@@ -20,16 +21,26 @@ def is_api_path(path: str) -> bool:
 class RequestIdMiddleware(BothModesMiddleware):
     """request.id is generated here, never taken from the client: it is stored in event metadata
     forever, so a client must not be able to choose it (collide with, or impersonate, another
-    request). A well-formed X-Request-ID from the client is kept as request.client_request_id."""
+    request). A well-formed X-Request-ID from the client is kept as request.client_request_id.
+
+    The id is bound to every log line the request writes (core/logconfig.py), and with tracing on
+    the request is a server span (core/tracing.py)."""
 
     def before(self, request):
         request.id = uuid.uuid4().hex
         supplied = request.headers.get("X-Request-ID", "")
         request.client_request_id = supplied if _VALID.fullmatch(supplied) else None
+        # Left bound after the response: Django logs a 4xx/5xx after the whole middleware chain, and the
+        # next request on this thread (or task) binds its own first.
+        logconfig.bind_request(request.id)
+        if tracing.active():
+            tracing.start_request_span(request)
         return None
 
     def after(self, request, response):
         response["X-Request-ID"] = request.id
+        if tracing.active():
+            tracing.end_request_span(request, response)
         return response
 
     def process_exception(self, request, exception):

@@ -18,6 +18,9 @@ import threading
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
+from core import tracing
+from core.logfilters import EVERY
+
 logger = logging.getLogger(__name__)
 
 BATCH_EVENT = "dashboard.batch"
@@ -104,14 +107,23 @@ def _group_send(event: dict, timeout: float, group: str | None = None) -> None:
         _background_loop().run(layer.group_send(group, event), timeout)
 
 
-def publish(messages: list[dict], *, after: int, through: int, timeout: float = 5.0) -> None:
+def publish(messages: list[dict], *, after: int, through: int, timeout: float = 5.0, request_ids: list[str] | None = None) -> None:
     """Send one projected batch to every dashboard socket. Losing it is tolerated:
     consumers notice the gap at the next batch, and the event log still has everything.
-    A batch without messages is sent too: the chain must not break."""
-    try:
-        _group_send(batch_event(messages, after=after, through=through), timeout)
-    except Exception:  # noqa: BLE001 - a failed push must not undo a committed projection
-        logger.exception("publishing a dashboard batch (%d messages, up to %d) failed; clients will resync", len(messages), through)
+    A batch without messages is sent too: the chain must not break.
+
+    One log line per batch sent, with its positions and the request ids of (the first of) its events;
+    the empty batches the periodic catch-up sends to keep the chain are logged at DEBUG only."""
+    fields = {"after": after, "through": through, "messages": len(messages), "request_ids": request_ids or []}
+    with tracing.span("realtime.publish", kind="PRODUCER", attributes={"ledgerpulse.after": after, "ledgerpulse.through": through}):
+        try:
+            _group_send(batch_event(messages, after=after, through=through), timeout)
+        except Exception:  # noqa: BLE001 - a failed push must not undo a committed projection
+            logger.exception(
+                "publishing a dashboard batch (%d messages, up to %d) failed; clients will resync", len(messages), through, extra=fields
+            )
+            return
+    logger.log(logging.INFO if through > after else logging.DEBUG, "published a dashboard batch", extra={**EVERY, **fields})
 
 
 def publish_resync(*, timeout: float = 5.0) -> None:

@@ -20,6 +20,7 @@ from collections import deque
 from django.conf import settings
 from django.http.cookie import parse_cookie
 
+from core import metrics
 from realtime.access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, Refusal
 from realtime.auth import BY_TICKET
 from realtime.hub import OUTBOX_LIMIT, get_hub
@@ -150,6 +151,8 @@ class DashboardConsumer:
                 if kind == "websocket.receive":
                     self.receive(message.get("text"), message.get("bytes"))
                 elif kind == "websocket.disconnect":
+                    if not self.closing:
+                        metrics.websocket_closed(message.get("code", 1005), by="client")
                     break
         finally:
             # However the socket ends (a disconnect, a crash), its registration and its slot go with it.
@@ -206,6 +209,7 @@ class DashboardConsumer:
         self.slot_held = True
         await self.send_raw(ACCEPT)
         self.live = True
+        metrics.WEBSOCKET_CONNECTIONS.inc()
         # The hub is already subscribed: the snapshot is read after this, and batches that arrive
         # meanwhile are replayed after it; messages the snapshot already covers are dropped by seq.
         hub.join(self)
@@ -223,6 +227,7 @@ class DashboardConsumer:
         if self.closing:
             return
         self.closing = True
+        metrics.websocket_closed(code, by="server")
         reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # a close frame's limit
         if self.outbox is None:
             self.outbox = deque()
@@ -290,6 +295,8 @@ class DashboardConsumer:
                 self.outbox = None  # an idle socket holds no queue
 
     async def release(self):
+        if self.live:
+            metrics.WEBSOCKET_CONNECTIONS.dec()
         self.closing = True
         self.live = False
         writer, self.writer = self.writer, None
@@ -303,6 +310,7 @@ class DashboardConsumer:
 
     # --- client -> server ---------------------------------------------------
     def send_error(self, detail: str, code: str = "bad_request"):
+        metrics.SENT_REPLIES.inc()
         self.push([_frame({"type": "error", "code": code, "detail": detail})])
 
     def receive(self, text_data=None, bytes_data=None):
@@ -331,6 +339,7 @@ class DashboardConsumer:
             return
         kind = message["type"]
         if kind == "ping":
+            metrics.SENT_REPLIES.inc()
             self.push([PONG])
         elif kind == "resume":
             self.on_resume(message)

@@ -38,6 +38,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from core import metrics
 from realtime import access
 from realtime.access import Refusal, session_digest
 from realtime.broadcast import ACCESS_CHANGED, BATCH_EVENT, RESYNC_EVENT, access_group
@@ -222,6 +223,7 @@ class Hub:
             self.cached = None  # a newer position: the next snapshot must be read again
         texts_from: dict[int, list] = {}
         behind = []
+        sent = 0
         for socket in self.sockets:
             applied = socket.applied
             if applied is None or through <= applied:
@@ -235,8 +237,11 @@ class Hub:
             if messages is None:
                 messages = texts_from[applied] = _messages_after(items, applied)
             socket.applied = through
+            sent += len(messages)
             if messages and not socket.push(messages):
                 behind.append(socket)
+        if sent:
+            metrics.SENT_UPDATES.inc(sent)  # once per batch, not per socket: this loop is the fan-out
         if behind:
             self.resync(behind)
 
@@ -253,6 +258,7 @@ class Hub:
                 return False
             messages = _messages_after(items, applied)
             socket.applied = through
+            metrics.SENT_UPDATES.inc(len(messages))
             if messages and not socket.push(messages):
                 return False
         return True
@@ -302,12 +308,15 @@ class Hub:
     def _hand_out(self, seq: int, message: dict, epoch: int, read_after: int) -> None:
         waiting, self.waiting = self.waiting, set()
         again = []
+        handed = 0
         for socket in waiting:
             if socket.closing:
                 continue
             socket.applied = seq
+            handed += 1
             if not socket.push([message]) or not self._replay(socket, read_after):
                 again.append(socket)
+        metrics.SENT_SNAPSHOTS.inc(handed)
         if again:
             # A batch missing from the ring after this snapshot: a newer snapshot covers it.
             if self.cached is not None and self.cached[1] is message:

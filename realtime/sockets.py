@@ -96,15 +96,14 @@ class RedisSlots:
         return f"{self.prefix}:realtime:sockets:{user_key}"
 
     def _client(self):
-        import redis.asyncio
+        from core.redis import async_client  # REDIS_URL's server, or Sentinel's current master
 
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self.url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS, socket_timeout=5, socket_connect_timeout=5
+            client = async_client(
+                self.url, blocking=True, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS, socket_timeout=5, socket_connect_timeout=5
             )
-            client = redis.asyncio.Redis(connection_pool=pool)
             client.acquire_script = client.register_script(_ACQUIRE)
             client.renew_script = client.register_script(_RENEW)
             self._clients[loop] = client

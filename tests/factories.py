@@ -34,3 +34,46 @@ def no_wake_up():
         yield
     finally:
         events_committed.receivers = receivers
+
+
+@contextmanager
+def append_held_open():
+    """An append in flight for the length of the block: a submission appended in another thread's transaction,
+    which is rolled back when the block ends (its position then becomes a hole that never fills)."""
+    import threading
+    import uuid
+
+    from django.db import connections, transaction
+
+    from core import eventstore
+    from transactions import events
+
+    appended, release = threading.Event(), threading.Event()
+
+    class RollBack(Exception):
+        pass
+
+    def append_and_hold():
+        try:
+            with transaction.atomic():
+                stream = uuid.uuid4()
+                event = events.submitted(transaction_id=stream, amount=Decimal("1.00"), currency="EUR",
+                                         occurred_at=datetime.now().astimezone(), reference="", description="")
+                eventstore.append(stream_id=stream, expected_version=0, events=[event], metadata={"actor": "slow"})
+                appended.set()
+                release.wait(timeout=30)
+                raise RollBack
+        except RollBack:
+            pass
+        finally:
+            appended.set()
+            connections.close_all()
+
+    holder = threading.Thread(target=append_and_hold)
+    holder.start()
+    try:
+        assert appended.wait(timeout=30)
+        yield
+    finally:
+        release.set()
+        holder.join(timeout=30)

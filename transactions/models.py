@@ -1,4 +1,4 @@
-"""Transaction read model: derived from the event log, written only by transactions.services."""
+"""Transaction read model: derived from the event log, written by transactions.services (and replayed by transactions.replay)."""
 import uuid
 from contextvars import ContextVar
 

@@ -159,6 +159,9 @@ def test_the_snapshots_pending_list_claims_no_position_past_an_event_still_in_fl
         return recorded
 
     monkeypatch.setattr(eventstore, "append", append_then_hold)
+    # Decisions take the transaction path (append, then commit), not the one-round-trip append_alone
+    # that commits at once: A's position must stay uncommitted while it holds.
+    monkeypatch.setattr(eventstore, "can_append_alone", lambda: False)
 
     def approve_slowly():
         try:
@@ -223,3 +226,12 @@ def test_at_a_position_the_projection_has_not_applied_yet_waits_for_it_then_read
     thread.join()
     assert body["as_of"] == target
     assert body["results"] == [{"week_start": "2026-11-16", "currency": "EUR", "total": "15.00", "count": 2}]
+
+
+@pytest.mark.parametrize("currency", ["EUR", "JPY", "BHD"])
+def test_it_writes_every_total_exactly_as_format_minor_units_would(currency):
+    from analytics.selectors import minor_units_text
+    from core.money import currency_exponent, format_minor_units
+
+    for minor in (0, 1, 9, 10, 99, 100, 101, 12345, 10**15 - 1, 10**38 - 1, -5, -1250):
+        assert minor_units_text(minor, currency_exponent(currency)) == format_minor_units(minor, currency)

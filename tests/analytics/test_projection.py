@@ -256,6 +256,9 @@ def test_an_event_that_took_a_lower_position_but_commits_later_is_still_projecte
         return recorded
 
     monkeypatch.setattr(eventstore, "append", append_then_hold_for_a)
+    # Commands then append with eventstore.append in a transaction of their own, which the wrapper
+    # above holds open; alone (append_alone) the append would commit within its own statement.
+    monkeypatch.setattr(eventstore, "can_append_alone", lambda: False)
 
     def approve_in_held_transaction(txn_id):
         try:

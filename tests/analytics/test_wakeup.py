@@ -1,6 +1,8 @@
 """Waking the projector: one pending wake-up at a time, so bursts coalesce into few task runs."""
 import ast
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,8 +18,17 @@ def broker_mode(settings, monkeypatch):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"
     monkeypatch.setattr(wakeup, "_redis", None)
-    enqueued = []
-    monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: enqueued.append(1))
+    # A claimer thread of its own: one an earlier test left inside a broker call that hangs must not
+    # hold this test's claims (it keeps its own state and condition).
+    monkeypatch.setattr(wakeup, "_changed", threading.Condition())
+    monkeypatch.setattr(wakeup, "_state", {"noted": 0, "busy": False, "task": None, "pid": None})
+    enqueued = []  # how long the claimer waited before enqueueing each run (0: at once)
+    waited = []
+    monkeypatch.setattr(wakeup, "_pause", waited.append)
+    # The task itself is replaced, not its .delay: a shared_task is a proxy resolved per thread through
+    # Celery's current app, and a test that made another app current leaves the claimer thread a
+    # different task object than the one patched here (5 tests failed that way in the full suite).
+    monkeypatch.setattr(tasks, "project_weekly_income", SimpleNamespace(delay=lambda: enqueued.append(waited.pop() if waited else 0)))
     yield enqueued
     monkeypatch.setattr(wakeup, "_redis", None)
     flush_test_redis()
@@ -27,15 +38,80 @@ def broker_mode(settings, monkeypatch):
 def test_a_burst_of_commits_enqueues_one_projection(broker_mode):
     for position in range(1, 201):
         tasks.wake_projector(sender=None, last_position=position)
+    assert wakeup.drain()
     assert len(broker_mode) == 1
 
 
 @pytest.mark.needs_redis
 def test_a_commit_after_the_task_started_wakes_it_again(broker_mode):
     tasks.wake_projector(sender=None, last_position=1)
+    assert wakeup.drain()
     wakeup.clear()  # what the task does before it reads the log
     tasks.wake_projector(sender=None, last_position=2)
+    assert wakeup.drain()
     assert len(broker_mode) == 2
+
+
+@pytest.mark.needs_redis
+def test_a_run_enqueued_soon_after_the_last_one_started_waits_out_the_gap_and_a_lone_commit_does_not(broker_mode, monkeypatch):
+    monkeypatch.setattr(wakeup, "MIN_GAP_MS", 60_000)  # a gap no slow machine outlasts during the test
+    tasks.wake_projector(sender=None, last_position=1)
+    assert wakeup.drain() and broker_mode == [0]  # nothing ran lately: at once
+    wakeup.clear()  # the run starts
+    tasks.wake_projector(sender=None, last_position=2)
+    assert wakeup.drain() and 50 < broker_mode[1] <= 60  # the rest of the gap, then enqueued
+    wakeup.clear()
+    wakeup.redis_client().delete(wakeup.LAST_RUN_KEY)  # as if the gap had passed
+    tasks.wake_projector(sender=None, last_position=3)
+    assert wakeup.drain() and broker_mode[2] == 0
+
+
+@pytest.mark.needs_redis
+def test_a_commit_during_a_claim_in_flight_sends_no_claim_of_its_own_but_is_claimed_after_it(broker_mode, monkeypatch):
+    """The claim in flight may have reached Redis before this commit: a run it found pending
+    could read the log too early. So the claimer claims once more afterwards, for it."""
+    sent = []
+    real_claim = wakeup.claim_countdown
+
+    def claim(position):
+        sent.append(position)
+        claimed = real_claim(position)
+        if position == 1:
+            # While this claim is in flight: the pending run starts (clears the flag, reads the
+            # log), then three more commits land, on other threads of this process.
+            wakeup.clear()
+            for later in (2, 3, 4):
+                tasks.wake_projector(sender=None, last_position=later)
+        return claimed
+
+    monkeypatch.setattr(wakeup, "claim_countdown", claim)
+    tasks.wake_projector(sender=None, last_position=1)
+    assert wakeup.drain()
+    assert sent == [1, 4]  # one follow-up claim for the three commits, never one each
+    assert len(broker_mode) == 2  # the follow-up found no run pending: it enqueued one
+    tasks.wake_projector(sender=None, last_position=5)
+    assert wakeup.drain()
+    assert sent == [1, 4, 5] and len(broker_mode) == 2  # the run enqueued last is still pending
+
+
+@pytest.mark.needs_redis
+def test_a_failed_claim_is_logged_and_the_next_commit_claims_again(broker_mode, monkeypatch, caplog):
+    real_claim, down = wakeup.claim_countdown, [True]
+
+    def claim(position):
+        if down[0]:
+            raise ConnectionError("redis is down")
+        return real_claim(position)
+
+    monkeypatch.setattr(wakeup, "claim_countdown", claim)
+    with caplog.at_level("ERROR", logger="analytics.wakeup"):
+        tasks.wake_projector(sender=None, last_position=1)  # the request is not failed by it
+        assert wakeup.drain()
+    assert "could not wake the projector" in caplog.text and broker_mode == []
+    down[0] = False
+    tasks.wake_projector(sender=None, last_position=2)  # the claimer lives on
+    assert wakeup.drain()
+    assert len(broker_mode) == 1
 
 
 def test_in_embedded_mode_every_commit_runs_the_projection_in_process(settings, monkeypatch):
@@ -71,3 +147,35 @@ def test_it_defines_the_projection_position_once():
                if "def projection_position(" in (ANALYTICS / f"{module}.py").read_text()]
     assert defined == ["selectors"] and not hasattr(projection, "projection_position")
     assert callable(selectors.projection_position)
+
+
+EXITING = """
+import sys
+from django.conf import settings
+settings.configure(REDIS_URL=sys.argv[1], REDIS_SENTINELS=[], CELERY_TASK_ALWAYS_EAGER=False)
+from analytics import wakeup
+
+class Task:
+    @staticmethod
+    def delay():
+        open(sys.argv[2], "w").write("enqueued")
+
+wakeup.MIN_GAP_MS = 0
+wakeup.wake(7, Task)
+# and exit at once, as a management command does after its last commit
+"""
+
+
+@pytest.mark.needs_redis
+def test_a_process_that_exits_right_after_its_commit_still_wakes_the_projector(tmp_path):
+    import subprocess
+    import sys
+
+    flush_test_redis()
+    marker = tmp_path / "enqueued"
+    url = f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"
+    result = subprocess.run([sys.executable, "-c", EXITING, url, str(marker)], cwd=ANALYTICS.parent, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text() == "enqueued"
+    flush_test_redis()

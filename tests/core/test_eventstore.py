@@ -224,3 +224,113 @@ def test_the_lock_timeout_covers_only_taking_the_append_lock(settings):
         # Later waits in the caller's transaction (its row locks) keep the session's default.
         cursor.execute("SHOW lock_timeout")
         assert cursor.fetchone() == default != ("1234ms",)
+
+
+@contextmanager
+def along_probe():
+    """A scratch table for `along` statements (a temporary one: it lives as long as this session)."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE along_probe (position bigint, version integer, recorded_at timestamptz)")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE along_probe")
+
+
+def probe_rows():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT position, version, recorded_at FROM along_probe ORDER BY position")
+        return cursor.fetchall()
+
+
+PROBE = eventstore.Along("INSERT INTO along_probe SELECT position, version, recorded_at FROM appended")
+
+
+def append_alone(stream_id, expected_version, *types, along=PROBE):
+    return eventstore.append_alone(
+        stream_id=stream_id, expected_version=expected_version, events=[NewEvent(t, {"n": i}) for i, t in enumerate(types)],
+        metadata={"actor": "tester", "request_id": None}, along=along,
+    )
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_append_alone_commits_the_events_and_the_along_statement_in_one_round_trip_and_then_tells_subscribers(monkeypatch):
+    monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: None)  # no eager projection to count
+    stream = uuid.uuid4()
+    heard, statements = [], []
+
+    def listener(sender, last_position, events, **kwargs):
+        heard.append((last_position, [e.position for e in events], connection.in_atomic_block, len(statements)))
+
+    events_committed.connect(listener)
+    try:
+        with along_probe():
+            with connection.execute_wrapper(lambda execute, sql, *args: statements.append(sql) or execute(sql, *args)):
+                recorded = append_alone(stream, 0, "ThingHappened", "ThingChanged")
+            assert probe_rows() == [(e.position, e.version, e.recorded_at) for e in recorded]
+    finally:
+        events_committed.disconnect(listener)
+    # Heard once committed, after exactly one statement: no BEGIN, no COMMIT, one implicit transaction.
+    assert heard == [(recorded[-1].position, [e.position for e in recorded], False, 1)]
+    # Committed: another session sees the events.
+    with raw_connection() as other:
+        assert other.execute("SELECT count(*) FROM core_event WHERE stream_id = %s", (stream,)).fetchone()[0] == 2
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_append_alone_at_a_stale_version_writes_neither_the_events_nor_the_along_rows():
+    stream = uuid.uuid4()
+    with along_probe():
+        append_alone(stream, 0, "ThingHappened")
+        with pytest.raises(ConcurrencyConflict) as caught:
+            append_alone(stream, 0, "ThingHappenedAgain")
+        assert caught.value.actual_version == 1
+        assert len(probe_rows()) == 1
+    assert [e.type for e in eventstore.read_stream(stream)] == ["ThingHappened"]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_append_that_postgresql_picks_as_a_deadlock_victim_is_a_concurrency_conflict_and_writes_nothing():
+    # Two decisions on one transaction at the same version, each with its read-model update, can each
+    # wait for the other; PostgreSQL rolls one back whole (SQLSTATE 40P01). That one lost the race on
+    # the version: a conflict (409), not a 500. Here the same error comes from the append's own statement.
+    stream = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.deadlock_victim() RETURNS bigint LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
+        )
+    victim = eventstore.Along("INSERT INTO along_probe SELECT pg_temp.deadlock_victim(), version, recorded_at FROM appended")
+    with along_probe():
+        with pytest.raises(ConcurrencyConflict):
+            append_alone(stream, 0, "ThingHappened", along=victim)
+        assert probe_rows() == []
+    assert eventstore.read_stream(stream) == []
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_along_statement_that_fails_rolls_the_append_back_with_it():
+    stream = uuid.uuid4()
+    failing = eventstore.Along("INSERT INTO along_probe SELECT position / 0, version, recorded_at FROM appended")
+    with along_probe(), pytest.raises(DatabaseError, match="division by zero"):
+        append_alone(stream, 0, "ThingHappened", along=failing)
+    assert eventstore.read_stream(stream) == []
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db
+def test_append_alone_is_refused_inside_a_transaction_and_append_takes_along_there():
+    stream = uuid.uuid4()
+    with transaction.atomic():
+        with pytest.raises(RuntimeError):
+            append_alone(stream, 0, "ThingHappened", along=None)
+        with along_probe():
+            [event] = eventstore.append(
+                stream_id=stream, expected_version=0, events=[NewEvent("ThingHappened", {})], metadata={}, along=PROBE
+            )
+            assert probe_rows() == [(event.position, 1, event.recorded_at)]

@@ -497,3 +497,24 @@ def test_a_request_that_dies_at_any_point_runs_exactly_once_when_retried(admin_u
         assert body["position"] == decision.position and body["status"] == "approved"
     again = send()
     assert again.content == answer.content and again["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_claims_a_new_key_in_one_statement_committed_on_its_own(admin_user):
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        record = idempotency._claim(admin_user.pk, "one-trip", "f" * 64)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    stored = IdempotencyRecord.objects.get(pk=record.pk)
+    assert (stored.key, stored.fingerprint, stored.lease_token, stored.status_code) == ("one-trip", "f" * 64, record.lease_token, None)
+    assert stored.locked_until > timezone.now()
+
+
+def test_it_refuses_to_claim_inside_a_transaction_of_the_caller(admin_user):
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError, match="durable"):
+        with transaction.atomic():
+            idempotency._claim(admin_user.pk, "nested", "f" * 64)

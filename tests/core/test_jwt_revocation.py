@@ -66,3 +66,33 @@ def test_it_refuses_a_refresh_token_of_a_deleted_user_without_a_server_error(adm
     admin_user.delete()
     response = refresh_with(tokens["refresh"])
     assert response.status_code == 401 and response.json()["code"] == "no_active_account"
+
+
+def test_it_refuses_an_access_token_it_accepted_before_once_the_password_changes(admin_user):
+    """Checked tokens are remembered (core/security.py), the user behind them never is."""
+    tokens = pair()
+    assert read_with(tokens["access"]).status_code == 200
+    admin_user.set_password("a-new-password-456")
+    admin_user.save()
+    assert_token_not_valid(read_with(tokens["access"]))
+
+
+def test_it_refuses_an_access_token_it_accepted_before_once_it_expires(admin_user, monkeypatch):
+    from datetime import timedelta
+
+    from rest_framework_simplejwt import tokens as jwt_tokens
+
+    tokens = pair()
+    assert read_with(tokens["access"]).status_code == 200
+    later = jwt_tokens.aware_utcnow() + timedelta(minutes=16)  # access tokens live 15 minutes
+    monkeypatch.setattr(jwt_tokens, "aware_utcnow", lambda: later)
+    response = read_with(tokens["access"])
+    assert response.status_code == 401 and response.json()["code"] == "token_not_valid"
+
+
+def test_it_refuses_an_access_token_it_accepted_before_once_the_user_is_deactivated(admin_user):
+    tokens = pair()
+    assert read_with(tokens["access"]).status_code == 200
+    admin_user.is_active = False
+    admin_user.save()
+    assert read_with(tokens["access"]).status_code == 401

@@ -110,3 +110,31 @@ def test_it_marks_a_server_error_under_the_api_no_store(admin_user, monkeypatch)
     monkeypatch.setattr("core.api.EventFeedApi.get", lambda self, request: 1 / 0)
     response = client.get("/api/events/")
     assert response.status_code == 500 and response["Cache-Control"] == "no-store"
+
+
+def test_it_sends_django_csps_own_policy_on_an_api_answer_built_once_per_process(admin_user, monkeypatch):
+    from csp.utils import build_policy
+
+    from core import security
+
+    calls = []
+    monkeypatch.setattr(security, "build_policy", lambda **kw: calls.append(kw) or build_policy(**kw))
+    monkeypatch.setattr(security.CSPMiddleware, "_built", {})
+    signed_in = APIClient()
+    signed_in.force_authenticate(admin_user)
+    answers = [signed_in.get("/api/transactions/"), APIClient().get("/api/transactions/"), signed_in.get("/healthz")]
+    for response in answers:
+        assert response["Content-Security-Policy"] == build_policy(), response.status_code
+        assert "Content-Security-Policy-Report-Only" not in response
+    assert calls == [{"report_only": False}, {"report_only": True}]
+
+
+def test_it_builds_the_policy_afresh_when_the_settings_change(admin_user, settings):
+    signed_in = APIClient()
+    signed_in.force_authenticate(admin_user)
+    assert "'none'" in policy(signed_in.get("/api/transactions/"))["object-src"]
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'self'"], "object-src": ["'self'"]}}
+    settings.CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": {"default-src": ["'none'"]}}
+    response = signed_in.get("/api/transactions/")
+    assert policy(response) == {"default-src": ["'self'"], "object-src": ["'self'"]}
+    assert response["Content-Security-Policy-Report-Only"] == "default-src 'none'"

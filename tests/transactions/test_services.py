@@ -222,3 +222,94 @@ def test_the_read_model_cannot_be_saved_updated_or_deleted_outside_the_commands(
     with pytest.raises(ReadModelWriteRefused):
         Transaction.objects.create(amount=Decimal("1.00"), currency="EUR", occurred_at=WHEN, version=1, created_at=WHEN, last_position=0)
     assert list(Transaction.objects.values_list("status", "version")) == [("pending", 1)]
+
+
+# --- outside any transaction (the usual request): read, then append + read model in one round trip --------
+
+
+def _statements_of(call):
+    """`call()`'s result and the SQL it sent until its events were committed (then subscribers, such
+    as the projector in eager mode, run statements of their own)."""
+    from django.db import connection
+
+    from core.signals import events_committed
+
+    statements, committed_after = [], []
+
+    def heard(sender, **kwargs):
+        committed_after.append(len(statements))
+
+    events_committed.connect(heard)
+    try:
+        with connection.execute_wrapper(lambda execute, sql, *args: statements.append(sql) or execute(sql, *args)):
+            result = call()
+    finally:
+        events_committed.disconnect(heard)
+    assert len(committed_after) == 1
+    return result, statements[: committed_after[0]]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_decision_outside_any_transaction_takes_two_round_trips_and_keeps_row_and_log_in_step(monkeypatch):
+    txn = submit()
+    monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: None)  # no eager projection to count
+    decision, statements = _statements_of(
+        lambda: services.transaction_approve(transaction_id=txn.id, actor="bo", reason="ok", request_id="req-9")
+    )
+    assert len(statements) == 2, statements  # the read, then the append with the row's update: no BEGIN/COMMIT
+    [_, event] = eventstore.read_stream(txn.id)
+    assert (event.type, event.version, event.metadata) == ("TransactionApproved", 2, {"actor": "bo", "request_id": "req-9"})
+    row = Transaction.objects.get(pk=txn.id)
+    assert (row.status, row.version, row.decided_by, row.decision_reason) == ("approved", 2, "bo", "ok")
+    assert (row.decided_at, row.last_position) == (event.recorded_at, event.position) == (decision.transaction.decided_at, decision.position)
+    assert decision.transaction.version == 2 and decision.transaction.status == "approved"
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("expected_version", "refusal"), [(None, TransactionNotPending), (1, StaleVersion)]
+)
+def test_a_decision_that_loses_the_race_after_its_read_is_refused_and_changes_nothing(monkeypatch, expected_version, refusal):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    txn = submit()
+    read_row = services._read_row
+
+    def read_then_lose(transaction_id, *, lock):
+        row = read_row(transaction_id, lock=lock)  # pending, version 1
+        monkeypatch.setattr(services, "_read_row", read_row)
+
+        def reject():
+            try:
+                services.transaction_reject(transaction_id=transaction_id, actor="cy", reason="faster")
+            finally:
+                connections.close_all()
+
+        with ThreadPoolExecutor(1) as other:  # another request, on its own connection, decides first
+            other.submit(reject).result()
+        return row
+
+    monkeypatch.setattr(services, "_read_row", read_then_lose)
+    with pytest.raises(refusal):
+        services.transaction_approve(transaction_id=txn.id, actor="bo", expected_version=expected_version)
+    assert [e.type for e in eventstore.read_stream(txn.id)] == ["TransactionSubmitted", "TransactionRejected"]
+    row = Transaction.objects.get(pk=txn.id)
+    assert (row.status, row.version, row.decided_by) == ("rejected", 2, "cy")
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_refusals_are_the_same_and_append_nothing():
+    txn = submit()
+    with pytest.raises(TransactionNotFound):
+        services.transaction_approve(transaction_id=uuid.uuid4(), actor="bo")
+    with pytest.raises(StaleVersion):
+        services.transaction_approve(transaction_id=txn.id, actor="bo", expected_version=2)
+    services.transaction_reject(transaction_id=txn.id, actor="bo", reason="no")
+    with pytest.raises(TransactionNotPending):
+        services.transaction_approve(transaction_id=txn.id, actor="bo")
+    assert len(eventstore.read_stream(txn.id)) == 2

@@ -10,6 +10,18 @@ app = Celery("ledgerpulse")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["analytics", "core", "realtime"])
 
+# Task run times and failures for /metrics (docs/metrics.md).
+from core.metrics_celery import connect as _connect_task_metrics  # noqa: E402
+
+_connect_task_metrics()
+
+# Lines through LOGGING, as JSON (Celery would put its own plain-text handler on the root logger), a task's
+# lines with its id; with tracing on, a span per task run (docs/logs-and-traces.md).
+from core import logconfig as _logconfig, tracing as _tracing  # noqa: E402
+
+_logconfig.connect_celery()
+_tracing.connect_celery()
+
 
 @task_prerun.connect
 @task_postrun.connect

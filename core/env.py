@@ -170,3 +170,33 @@ def env_hosts(name: str, default: str) -> list[str]:
         if not _HOST.fullmatch(host):
             raise ImproperlyConfigured(f"{name}: {host!r} is not a host name (no scheme, port or path: ledger.example.com, .example.com, 10.0.0.5)")
     return hosts
+
+
+def env_host_ports(name: str) -> list[tuple[str, int]]:
+    """A comma-separated list of host:port (a Sentinel's address: a port is required); [] when unset."""
+    value = env_str(name)
+    if value is None:
+        return []
+    addresses = []
+    for item in env_list(name, value):
+        host, colon, port = item.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not colon or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not host:port (e.g. 10.0.0.5:26379, a port from 1 to 65535)")
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+", host):
+            raise ImproperlyConfigured(f"{name}: {item!r} does not name a host")
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def env_sentinel_master_url(name: str, value: str | None, sentinels_name: str) -> str:
+    """With Sentinel, `name` (already parsed by env_url) is redis://[:password@]MASTER_NAME/DB: its host part
+    names the master as the Sentinels know it, never an address (Sentinel tells where the master is)."""
+    if value is None:
+        raise ImproperlyConfigured(f"{sentinels_name} is set, so {name} must be set too: redis://MASTER_NAME/DB, e.g. redis://mymaster/0")
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or parts.port is not None:
+        raise ImproperlyConfigured(
+            f"{sentinels_name} is set, so {name} must be redis://MASTER_NAME/DB (the master's Sentinel name, no port), e.g. redis://mymaster/0"
+        )
+    return value

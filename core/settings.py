@@ -8,6 +8,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.env import env_bool, env_choice, env_date, env_int, env_str, env_time_zone
 from core.env import env_database, env_hosts, env_log_level, env_pattern, env_rate, env_url
+from core.env import env_host_ports, env_sentinel_master_url
+from core.redis import SENTINEL_KWARGS, broker_url, channel_layer_host, master_params
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -54,10 +56,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: times everything after it (core/metrics_http.py; docs/metrics.md).
+    "core.metrics_http.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Cache-Control: no-store under /api/, NUL refused in /admin/ query strings (core/security.py).
     "core.security.SecurityHeadersMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, with the settings' policy built once per process (core/security.py).
+    "core.security.CSPMiddleware",
     # WhiteNoise, async-capable (core/staticfiles.py).
     "core.staticfiles.StaticFilesMiddleware",
     "core.middleware.RequestIdMiddleware",
@@ -110,7 +115,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis: channel layer and Celery broker --------------------------------
 REDIS_URL = env_url("REDIS_URL", None, ("redis", "rediss", "unix"), redis_db=True)
-CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, ("redis", "rediss", "amqp", "amqps", "pyamqp"), redis_db=True)
+# Redis Sentinel (docs/scaling.md): host:port of each Sentinel; REDIS_URL then names the master, redis://mymaster/0,
+# and the channel layer, the broker, the cache and every other client follow the master through failovers.
+REDIS_SENTINELS = env_host_ports("REDIS_SENTINELS")
+if REDIS_SENTINELS:
+    REDIS_URL = env_sentinel_master_url("REDIS_URL", REDIS_URL, "REDIS_SENTINELS")
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL", None if REDIS_SENTINELS else REDIS_URL, ("redis", "rediss", "amqp", "amqps", "pyamqp"), redis_db=True
+)
+if CELERY_BROKER_URL is None and REDIS_SENTINELS:
+    CELERY_BROKER_URL = broker_url(REDIS_URL, REDIS_SENTINELS)
 # Part of every channel-layer key in Redis; parsed even in embedded mode, which does not use it.
 CHANNELS_PREFIX = env_pattern("CHANNELS_PREFIX", "ledgerpulse", r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 of A-Z a-z 0-9 _ . : -")
 
@@ -127,13 +141,14 @@ if REDIS_URL:
                 # re-subscribes by itself; the batches lost meanwhile show as a gap in the chain.
                 # The health check pings an idle subscription, so a dead peer is noticed.
                 "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": 30,
-                        "socket_connect_timeout": 5,
-                        "health_check_interval": 15,
-                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-                    }
+                    channel_layer_host(
+                        REDIS_URL,
+                        REDIS_SENTINELS,
+                        socket_timeout=30,
+                        socket_connect_timeout=5,
+                        health_check_interval=15,
+                        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                    )
                 ],
                 "prefix": CHANNELS_PREFIX,
             },
@@ -172,6 +187,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 2.0,
     "socket_connect_timeout": 1.0,
 }
+if CELERY_BROKER_URL.startswith("sentinel://"):
+    # kombu asks the Sentinels where this master is (on every reconnect, so it follows a failover).
+    CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = master_params(REDIS_URL)[0]
+    CELERY_BROKER_TRANSPORT_OPTIONS["sentinel_kwargs"] = dict(SENTINEL_KWARGS)
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
 CELERY_BEAT_SCHEDULE = {
     "weekly-income-catch-up": {
@@ -259,6 +278,26 @@ from core.clientip import env_networks  # noqa: E402 - a parser only, no app sta
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", "")
 # Clients that see /readyz's checks and counts without signing in; everyone else gets only the status.
 READYZ_DETAIL_NETWORKS = env_networks("READYZ_DETAIL_NETWORKS", "127.0.0.0/8,::1/128")
+
+# --- metrics (GET /metrics, docs/metrics.md) -----------------------------------
+# Clients that may scrape; empty: none (then only METRICS_TOKEN opens it).
+METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+# A bearer token that opens /metrics from anywhere: 32 to 256 printable ASCII characters, no spaces.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if METRICS_TOKEN is not None and not (32 <= len(METRICS_TOKEN) <= 256 and all("!" <= c <= "~" for c in METRICS_TOKEN)):
+    # The value is a secret: the message does not repeat it.
+    raise ImproperlyConfigured("METRICS_TOKEN must be 32 to 256 printable ASCII characters without spaces (its value is not shown)")
+# The Celery worker's own metrics endpoint (core/metrics_worker.py), for containers where the web's /metrics
+# cannot read the worker's files. Unset: none; 0: any free port (reported in the group's metrics directory).
+METRICS_PORT = env_int("METRICS_PORT", None, maximum=65535)
+# The address it binds: an IP address (0.0.0.0 or :: for every interface, 127.0.0.1 for this machine only).
+METRICS_BIND = env_str("METRICS_BIND", "0.0.0.0")
+try:
+    import ipaddress as _ipaddress
+
+    _ipaddress.ip_address(METRICS_BIND)
+except ValueError:
+    raise ImproperlyConfigured(f"METRICS_BIND={METRICS_BIND!r} is not an IP address; use e.g. 0.0.0.0, 127.0.0.1 or ::") from None
 
 AUTHENTICATION_BACKENDS = [
     # First: refuses locked-out accounts and addresses before a password is checked.
@@ -357,6 +396,8 @@ signed in at `/accounts/login/` use their session instead (send `X-CSRFToken` on
 # Throttle counters and other short-lived shared state: Redis when there is one.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "ledgerpulse"}}
+    if REDIS_SENTINELS:
+        CACHES["default"]["OPTIONS"] = {"pool_class": "core.redis.SentinelCachePool", "sentinels": REDIS_SENTINELS}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -383,15 +424,21 @@ STORAGES = {
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", False)
+# Health probes (kubelet, compose) come over plain HTTP from inside: a redirect would pass any probe
+# (a 3xx counts as success) and hide an unready process.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_PROXY", False) else None
 
+# One JSON object per line from every logger (json, production's default), or readable lines (console:
+# make run); request ids, redaction and the fields: core/logconfig.py, docs/logs-and-traces.md.
+LOG_FORMAT = env_choice("LOG_FORMAT", "json", ("json", "console"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {"structured": {"()": "core.logconfig.formatter", "log_format": LOG_FORMAT}},
     # Websocket tickets never reach a log line (realtime/log_redaction.py).
     # A log that cannot flood: identical records (logger, level, template) beyond LOG_REPEAT_LIMIT per
     # LOG_REPEAT_INTERVAL_SECONDS become one "repeated N more times" line (core/logfilters.py).
@@ -400,20 +447,35 @@ LOGGING = {
         "throttle_repeats": {"()": "core.logfilters.RepeatThrottle", "limit": LOG_REPEAT_LIMIT, "interval": LOG_REPEAT_INTERVAL_SECONDS},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["throttle_repeats", "redact_tickets"]}
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["throttle_repeats", "redact_tickets"]}
     },
     "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
     # One line per task run drowns everything else at hundreds of runs a second.
     "loggers": {
         "celery.app.trace": {"level": "WARNING"},
+        # The worker's "celery@host ready." line is what supervisors and scripts/stack.py wait for: written at
+        # any LOG_LEVEL (a few lines at start and stop), as Celery's own --loglevel=info did before.
+        "celery.apps.worker": {"level": "INFO"},
+        # Django gives "django" a console handler of its own under DEBUG, and the record then propagates to
+        # the root's too: every django.request warning was printed twice under make run. Root's handler only.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # uvicorn's own plain-text handler on "uvicorn" (which uvicorn.error propagates to) is replaced by ours;
+        # its level stays what uvicorn's --log-level set.
+        "uvicorn": {"handlers": ["console"], "propagate": False},
         # axes logs every attempt at INFO; lockouts are WARNING.
         "axes": {"level": "WARNING"},
         # uvicorn logs "WebSocket /ws/dashboard/?ticket=..." at INFO on uvicorn.error, whole scopes on
         # uvicorn.asgi (trace); redact on the loggers themselves, whichever handlers uvicorn adds.
-        # uvicorn.error writes through uvicorn's own handler, not the root's: throttle it on the logger too.
+        # uvicorn.error writes through the "uvicorn" logger's handler, not the root's: throttle it on the logger too.
         "uvicorn.error": {"filters": ["throttle_repeats", "redact_tickets"]},
         "uvicorn.asgi": {"filters": ["redact_tickets"]},
         # Configuring a logger drops its handlers: give uvicorn's access log ours (it is off under make run).
         "uvicorn.access": {"handlers": ["console"], "filters": ["redact_tickets"], "propagate": False},
     },
 }
+
+# --- traces (OpenTelemetry, docs/logs-and-traces.md) ---------------------------
+# Off unless an OTLP/HTTP collector is named; the exporter reads the OTEL_EXPORTER_OTLP_* variables itself.
+OTEL_EXPORTER_OTLP_ENDPOINT = env_url("OTEL_EXPORTER_OTLP_ENDPOINT", None, ("http", "https"))
+OTEL_SERVICE_NAME = env_pattern("OTEL_SERVICE_NAME", "ledgerpulse", r"[A-Za-z0-9_.:-]{1,64}", "1 to 64 of A-Z a-z 0-9 _ . : -")
+TRACING_ENABLED = OTEL_EXPORTER_OTLP_ENDPOINT is not None

@@ -28,6 +28,8 @@ fi
 export DJANGO_ENV_FILE="$(realpath "$ENV_FILE")"
 # Development: DEBUG on here and only here (everything else defaults to off).
 export DJANGO_DEBUG="${DJANGO_DEBUG:-true}"
+# Log lines for a person reading a terminal; production writes one JSON object per line (docs/logs-and-traces.md).
+export LOG_FORMAT="${LOG_FORMAT:-console}"
 
 $BIN/python manage.py migrate --noinput -v 0
 # The demo goes only into make run's own database, the SQLite file of the checkout (DATABASE_URL unset);

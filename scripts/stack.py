@@ -34,7 +34,10 @@ BIN = Path(sys.executable).parent  # the virtualenv's bin: where `uvicorn` and `
 
 # Variables of the caller's environment that must never reach the stack's processes: they would
 # point a process at other settings, another broker or another socket than the ones given here.
-NOT_INHERITED = frozenset({"DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL", "LISTEN_FD", "PORT", "HOST", "PYTEST_CURRENT_TEST"})
+NOT_INHERITED = frozenset({
+    "DJANGO_SETTINGS_MODULE", "CELERY_BROKER_URL", "LISTEN_FD", "PORT", "HOST", "PYTEST_CURRENT_TEST",
+    "METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR",
+})
 
 
 def procfile(path: Path = PROCFILE) -> dict[str, str]:
@@ -222,6 +225,9 @@ class Stack:
     def __post_init__(self) -> None:
         self.log_dir = Path(self.log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # The stack's metrics files (core/metrics_dir.py) live with its logs: two stacks on one machine
+        # never sum, or empty, each other's.
+        self.env.setdefault("METRICS_DIR", str(self.log_dir.resolve() / "metrics"))
 
     @property
     def port(self) -> int:

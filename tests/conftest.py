@@ -90,7 +90,12 @@ def live_stack(request, transactional_db, tmp_path):
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (--dist loadgroup): tests that start servers, workers or a browser run on one
     worker, one after another, so timing-sensitive ones never share the 2 cores with another such
-    test; every other test stays with the rest of its file (what --dist loadfile would do)."""
+    test; those marked no_deadline (no wall-clock budget: the Sentinel, proxy, deployment, metrics and
+    log tests) run one after another on the other worker, so at most two stacks run at once; every
+    other test stays with the rest of its file (what --dist loadfile would do)."""
     for item in items:
-        group = "live-stack" if item.get_closest_marker("e2e") else item.nodeid.split("::", 1)[0]
+        if item.get_closest_marker("e2e"):
+            group = "live-stack-no-deadline" if item.get_closest_marker("no_deadline") else "live-stack"
+        else:
+            group = item.nodeid.split("::", 1)[0]
         item.add_marker(pytest.mark.xdist_group(group))

@@ -162,7 +162,7 @@ def send_task(broker_url: str, name: str, count: int = 1) -> None:
     """Enqueue a task by name on a broker, as another process of the deployment would."""
     from celery import Celery
 
-    app = Celery("fault-injector", broker=broker_url)
+    app = Celery("fault-injector", broker=broker_url, set_as_current=False)
     try:
         for _ in range(count):
             app.send_task(name)

@@ -109,3 +109,19 @@ def test_it_serves_the_procfile_web_line_on_an_inherited_socket_and_a_restart_ge
     finally:
         stack.stop()
     assert group_members(second.pid) == [] and connect_error(port) == errno.ECONNREFUSED
+
+
+def test_it_waits_for_a_worker_that_logs_only_warnings_to_say_it_is_ready(tmp_path):
+    # LOG_LEVEL=WARNING (what the benchmarks run with) must not hide the line the stack waits for.
+    require("Redis", redis_available())
+    env = stack_env(
+        database_url=f"sqlite:///{tmp_path / 'worker.sqlite3'}", redis_url=f"redis://127.0.0.1:6379/{REDIS_TEST_DB}",
+        secret="stack-test-secret-" + "k" * 40, DJANGO_ENV_FILE="/dev/null", LOG_LEVEL="WARNING",
+    )
+    stack = Stack(env=env, log_dir=tmp_path)
+    try:
+        worker = stack.start_worker(concurrency=1)
+        assert b" ready." in (tmp_path / "worker.log").read_bytes()
+    finally:
+        stack.stop()
+    assert group_members(worker.pid) == []

@@ -61,3 +61,71 @@ class ProjectionCheckpoint(models.Model):
 
     def __str__(self):
         return f"{self.name} @ {self.position}"
+
+
+# The review queue (analytics.review_queue): its own rows and checkpoint ("review_queue").
+class ReviewQueuePending(models.Model):
+    """A transaction waiting for a decision (pending or awaiting its second approval), from its submission event."""
+
+    transaction_id = models.UUIDField(primary_key=True)
+    submitted_at = models.DateTimeField()
+    position = models.BigIntegerField()
+
+    class Meta:
+        # The oldest pending submission: one index probe.
+        indexes = [models.Index(fields=["submitted_at"], name="review_pending_submitted")]
+
+    def __str__(self):
+        return f"{self.transaction_id} pending since {self.submitted_at}"
+
+
+class ReviewQueueDecision(models.Model):
+    """One approval, rejection or reversal: the week it counts in, who made it, and seconds since submission.
+
+    Kept per decision so a week's percentiles stay exact as batches add to it (percentiles do not
+    add up), and a rebuild or a later question can be answered from them.
+    """
+
+    position = models.BigIntegerField(primary_key=True)
+    transaction_id = models.UUIDField()
+    week_start = models.DateField()
+    kind = models.CharField(max_length=8)
+    actor = models.TextField()
+    # None for a reversal, and for a decision whose submission precedes the log.
+    seconds = models.BigIntegerField(null=True)
+
+    class Meta:
+        # A week's timed decisions in order: its nearest-rank percentiles are index probes.
+        indexes = [models.Index(fields=["week_start", "seconds"], name="review_decision_week_seconds")]
+
+    def __str__(self):
+        return f"@{self.position} {self.kind} by {self.actor} ({self.week_start})"
+
+
+class ReviewQueueWeek(models.Model):
+    """A week's decisions by kind and its time-to-decision percentiles: what the API reads."""
+
+    week_start = models.DateField(primary_key=True)
+    approved = models.PositiveBigIntegerField(default=0)
+    rejected = models.PositiveBigIntegerField(default=0)
+    reversed = models.PositiveBigIntegerField(default=0)
+    p50_seconds = models.BigIntegerField(null=True)
+    p90_seconds = models.BigIntegerField(null=True)
+    last_position = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.week_start}: {self.approved}/{self.rejected}/{self.reversed}"
+
+
+class ReviewQueueAdminWeek(models.Model):
+    """Decisions per actor per week."""
+
+    week_start = models.DateField()
+    actor = models.TextField()
+    decisions = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["week_start", "actor"], name="review_admin_week_actor_unique")]
+
+    def __str__(self):
+        return f"{self.week_start} {self.actor}: {self.decisions}"

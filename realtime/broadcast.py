@@ -38,6 +38,8 @@ def item(message: dict) -> dict:
     key = None
     if message["type"] == "weekly_income.updated":
         key = f"{message['week_start']}/{message['currency']}"
+    elif message["type"] == "review_queue.updated":
+        key = f"review_queue/{message['week']['week_start']}"
     return {"seq": message["seq"], "key": key, "text": json.dumps(message, separators=(",", ":"))}
 
 

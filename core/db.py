@@ -10,6 +10,7 @@ from django.db import connection, transaction
 class _Unit:
     depth: int  # len(connection.atomic_blocks) inside the unit
     command_ran: bool = False
+    one_by_one: bool = False  # commands_one_by_one(): several commands, each its own savepoint
 
 
 # The open unit of work, if any: one command may run as a savepoint directly inside it
@@ -59,7 +60,7 @@ def command_transaction(name: str = "a command"):
     savepoint, and its refusals roll back only its own writes.
     """
     unit = _current_unit.get()
-    if unit is not None and not unit.command_ran and len(connection.atomic_blocks) == unit.depth:
+    if unit is not None and (unit.one_by_one or not unit.command_ran) and len(connection.atomic_blocks) == unit.depth:
         unit.command_ran = True
         with transaction.atomic():
             yield
@@ -87,3 +88,22 @@ def unit_of_work():
             yield
         finally:
             _current_unit.reset(token)
+
+
+@contextmanager
+def commands_one_by_one():
+    """Lets several commands run one after another directly inside the open unit_of_work(), each a
+    savepoint of its own (a refusal undoes only its own writes); elsewhere it changes nothing.
+
+    For a batch under one Idempotency-Key (transactions.bulk): every command commits together with
+    the stored answer. Its events stay in flight until then, so the batch must stay bounded.
+    """
+    unit = _current_unit.get()
+    if unit is None:
+        yield
+        return
+    previous, unit.one_by_one = unit.one_by_one, True
+    try:
+        yield
+    finally:
+        unit.one_by_one = previous

@@ -121,7 +121,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, DomainError
 from core.models import StoredEvent
-from core.signals import events_committed
+from core.signals import committed_announcement
 
 _LOCK_NOT_AVAILABLE = "55P03"
 _DEADLOCK_DETECTED = "40P01"
@@ -329,10 +329,8 @@ def _append(stream_id, expected_version: int, events: Iterable[NewEvent], metada
         raise ConcurrencyConflict(stream_id, expected_version, None) from None
     recorded = [RecordedEvent.from_row(row) for row in rows]
     last_position = recorded[-1].position
-    transaction.on_commit(
-        lambda: events_committed.send(sender=StoredEvent, last_position=last_position, events=recorded),
-        robust=True,
-    )
+    # events_committed, or one send for a whole batch inside signals.coalesced_commits()
+    transaction.on_commit(committed_announcement(sender=StoredEvent, last_position=last_position, events=recorded), robust=True)
     return recorded
 
 

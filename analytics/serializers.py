@@ -4,6 +4,7 @@ from datetime import timedelta
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from analytics.review_queue_serializers import ReviewQueueSnapshotOutput
 from analytics.selectors import DEFAULT_WEEKS, MAX_WEEKS
 from core.fields import LATEST_DATE, StrictDateField, StrictIntegerField
 from core.money import MoneyError, normalize_currency
@@ -98,3 +99,4 @@ class SnapshotOutput(serializers.Serializer):
     week_start_day = serializers.CharField()
     weekly_income = WeeklyIncomeRow(many=True)
     pending = PendingOutput()
+    review_queue = ReviewQueueSnapshotOutput(help_text="Pending now and this week's decisions (GET /api/analytics/review-queue/)")

@@ -1,4 +1,5 @@
 """The dashboard snapshot: what a websocket client (or GET /api/dashboard/snapshot/) starts from."""
+from analytics.review_queue_selectors import review_queue_snapshot
 from analytics.selectors import weekly_income
 from core import eventstore
 from core.db import consistent_read
@@ -18,6 +19,7 @@ def dashboard_snapshot() -> dict:
         # Not last_position(): appends commit out of order, and an event still in flight below
         # the newest one is not in this snapshot, so its message must still be sent after it.
         pending_as_of = eventstore.contiguous_through(report.as_of)
+        queue = review_queue_snapshot()
     return {
         "type": "snapshot",
         "seq": report.as_of,
@@ -25,4 +27,5 @@ def dashboard_snapshot() -> dict:
         "week_start_day": report.week_start_day,
         "weekly_income": report.rows,
         "pending": {"count": pending_count, "latest": [transaction_payload(txn) for txn in latest], "as_of": pending_as_of},
+        "review_queue": queue,
     }

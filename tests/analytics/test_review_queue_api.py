@@ -121,3 +121,21 @@ def test_it_is_in_the_openapi_schema(api):
     operation = schema["paths"][URL]["get"]
     assert {p["name"] for p in operation["parameters"]} >= {"from", "to", "format"}
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+
+
+def test_the_dashboard_snapshot_carries_pending_now_and_this_weeks_queue(api):
+    this_week = current_week_start()
+    a_week(this_week, approved=2, p50_seconds=5, p90_seconds=9, last_position=3)
+    ReviewQueueAdminWeek.objects.create(week_start=this_week, actor="ana", decisions=2)
+    ReviewQueuePending.objects.create(transaction_id=uuid.uuid4(), submitted_at=datetime.now(timezone.utc), position=4)
+    queue = api.get("/api/dashboard/snapshot/").json()["review_queue"]
+    assert queue["pending"]["count"] == 1 and queue["pending"]["oldest_age_seconds"] < 60
+    assert queue["this_week"] == {
+        "week_start": this_week.isoformat(), "approved": 2, "rejected": 0, "reversed": 0, "decisions": 2,
+        "time_to_decision_p50_seconds": 5, "time_to_decision_p90_seconds": 9, "by_admin": [{"actor": "ana", "decisions": 2}],
+    }
+
+
+def test_the_snapshot_schema_describes_the_review_queue(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert "review_queue" in schema["components"]["schemas"]["SnapshotOutput"]["properties"]

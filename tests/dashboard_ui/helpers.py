@@ -48,7 +48,7 @@ def approve_new(amount: str, currency: str, week: date, reference: str = ""):
         txn = services.transaction_submit(
             amount=Decimal(amount), currency=currency, occurred_at=inside(week), reference=reference, actor="seed"
         )
-        return services.transaction_approve(transaction_id=txn.id, actor="seed", reason="seed").position
+        return services.transaction_approve(transaction_id=txn.id, actor="seed-approver", reason="seed").position
 
     return in_thread(run)
 

@@ -47,7 +47,7 @@ def approve_recorded_before(amount: str, currency: str, occurred_at: datetime, r
 
         with mock.patch("django.utils.timezone.now", return_value=recorded_at):
             txn = services.transaction_submit(amount=amount, currency=currency, occurred_at=occurred_at, actor="seed")
-            return services.transaction_approve(transaction_id=txn.id, actor="seed", reason="seed").position
+            return services.transaction_approve(transaction_id=txn.id, actor="seed-approver", reason="seed").position
 
     return in_thread(run)
 

@@ -44,13 +44,13 @@ def page(module_browser, static_server):
 
 
 def run(page, body: str, arg=None):
-    """Evaluate `body` (an async function body) with money, store, live and weeks imported."""
+    """Evaluate `body` (an async function body) with money, store, live, weeks and decisions imported."""
     return page.evaluate(
         """async ([body, arg]) => {
-            const [money, store, live, weeks] = await Promise.all(
-                ['money', 'store', 'live', 'weeks'].map((name) => import(`/js/${name}.js`)));
-            return await new Function('money', 'store', 'live', 'weeks', 'arg', `return (async () => { ${body} })();`)(
-                money, store, live, weeks, arg);
+            const [money, store, live, weeks, decisions] = await Promise.all(
+                ['money', 'store', 'live', 'weeks', 'decisions'].map((name) => import(`/js/${name}.js`)));
+            return await new Function('money', 'store', 'live', 'weeks', 'decisions', 'arg', `return (async () => { ${body} })();`)(
+                money, store, live, weeks, decisions, arg);
         }""",
         [body, arg],
     )
@@ -352,3 +352,154 @@ def test_weeks_start_on_the_configured_day_and_ranges_end_with_the_given_week(pa
         """,
     )
     assert got == ["2026-11-16", "2026-11-22", "2026-11-16", ["2025-12-22", "2025-12-29", "2026-01-05"], "2026-11-23"]
+
+
+def test_a_weekly_cell_keeps_net_as_its_total_with_gross_and_reversed_beside_it(page):
+    got = run(
+        page,
+        """
+        const s = new store.DashboardState();
+        s.applyMessage(arg);
+        const before = s.hasReversals('EUR');
+        const put = s.applyMessage({type: 'weekly_income.updated', seq: 11, week_start: '2026-11-16', currency: 'EUR',
+                                    total: '-3.00', count: 1, gross: '2.00', reversed: '5.00', net: '-3.00', reversed_count: 2});
+        const cell = s.cell('2026-11-16', 'EUR');
+        const old = s.cell('2026-11-09', 'EUR');  // a row without the breakdown: nothing was reversed
+        return {before, after: s.hasReversals('EUR'), layout: put.weekly.layout, changed: put.weekly.changed,
+                cell: [cell.total, cell.gross, cell.reversed, cell.reversedCount],
+                old: [old.total, old.gross, old.reversed, old.reversedCount]};
+        """,
+        SNAPSHOT,
+    )
+    assert got == {
+        "before": False,
+        "after": True,
+        "layout": True,  # the table grows gross and reversed columns for EUR
+        "changed": ["2026-11-16|EUR"],
+        "cell": ["-3.00", "2.00", "5.00", 2],
+        "old": ["1.00", "1.00", "0.00", 0],
+    }
+
+
+def test_a_first_approval_keeps_the_row_marked_and_a_reversal_is_applied_once(page):
+    got = run(
+        page,
+        """
+        const s = new store.DashboardState();
+        s.applyMessage(arg);
+        const big = {id: 'b', created_at: '2026-11-16T10:00:01Z', amount: '5.00', currency: 'EUR',
+                     status: 'awaiting_second_approval', first_approved_by: 'ada'};
+        const kinds = [s.applyMessage({type: 'transaction.approval_recorded', seq: 11, transaction: big}).kind,
+                       s.applyMessage({type: 'transaction.approval_recorded', seq: 11, transaction: big}).kind];
+        const marked = [s.pendingCount, s.pending.get('b').status, s.pending.get('b').first_approved_by];
+        s.applyMessage({type: 'transaction.approved', seq: 12, transaction: {...big, status: 'approved', decided_by: 'grace'}});
+        const approved = [s.pendingCount, s.pending.has('b'), s.isReversed('b')];
+        const reversal = {...big, status: 'reversed', decided_by: 'grace', decision_reason: 'refund'};
+        const own = s.applyReversal(reversal, 13).kind;           // this page's own REST answer
+        const echo = s.applyMessage({type: 'transaction.reversed', seq: 13, transaction: reversal}).kind;
+        // Another page's view: its own reversal answer came before the socket's approval of 'a'.
+        const t = new store.DashboardState();
+        t.applyMessage(arg);
+        t.applyReversal({id: 'a', created_at: '2026-11-16T10:00:00Z', status: 'reversed'}, 21);
+        t.applyMessage({type: 'transaction.approved', seq: 20, transaction: {id: 'a', created_at: '2026-11-16T10:00:00Z'}});
+        return {kinds, marked, approved, own, echo, reversed: s.isReversed('b'), pending: s.pendingCount,
+                feed: s.feed.map((e) => e.key), lateEcho: [t.isReversed('a'), t.pending.has('a')]};
+        """,
+        SNAPSHOT,
+    )
+    assert got == {
+        "kinds": ["queue", "ignored"],
+        "marked": [2, "awaiting_second_approval", "ada"],
+        "approved": [1, False, False],
+        "own": "queue",
+        "echo": "ignored",
+        "reversed": True,
+        "pending": 1,
+        "feed": ["transaction.reversed:b", "transaction.approved:b", "transaction.approval_recorded:b"],
+        "lateEcho": [True, False],  # a late approval never makes a reversed transaction reversible again
+    }
+
+
+def test_review_queue_figures_come_from_the_snapshot_and_only_newer_updates_for_this_week_replace_them(page):
+    snapshot = {
+        **SNAPSHOT,
+        "review_queue": {
+            "pending": {"count": 2, "oldest_submitted_at": "2026-11-16T10:00:00Z", "oldest_age_seconds": 60},
+            "this_week": {"week_start": "2026-11-16", "decisions": 1, "time_to_decision_p50_seconds": 30},
+        },
+    }
+    got = run(
+        page,
+        """
+        const s = new store.DashboardState();
+        s.applyMessage(arg);
+        const first = [s.review.pending.count, s.review.week.time_to_decision_p50_seconds];
+        const week = (p50, week_start = '2026-11-16') => ({week_start, decisions: 2, time_to_decision_p50_seconds: p50});
+        const kinds = [
+            s.applyMessage({type: 'review_queue.updated', seq: 9, week: week(1), pending: {count: 9}}).kind,    // before the snapshot
+            s.applyMessage({type: 'review_queue.updated', seq: 12, week: week(45), pending: {count: 1}}).kind,
+            s.applyMessage({type: 'review_queue.updated', seq: 11, week: week(99), pending: {count: 7}}).kind,  // out of order
+            s.applyMessage({type: 'review_queue.updated', seq: 13, week: week(5, '2026-11-09'), pending: {count: 0}}).kind,
+        ];
+        return {first, kinds, now: [s.review.pending.count, s.review.week.time_to_decision_p50_seconds, s.review.week.week_start]};
+        """,
+        snapshot,
+    )
+    assert got == {
+        "first": [2, 30],
+        "kinds": ["ignored", "review", "ignored", "review"],
+        "now": [0, 45, "2026-11-16"],  # an older week's figures never replace this week's
+    }
+
+
+def test_the_queue_search_matches_reference_description_and_amount_and_the_currency_filter_is_exact(page):
+    txns = [
+        {"id": "1", "reference": "INV-2002", "description": "Consulting retainer", "amount": "1200.50", "currency": "EUR"},
+        {"id": "2", "reference": "PO-77", "description": "Office chairs", "amount": "12.34", "currency": "USD"},
+        {"id": "3", "reference": "", "description": "", "amount": "120", "currency": "JPY"},
+    ]
+    cases = [
+        {"search": "inv-2002"},
+        {"search": "retainer consulting"},
+        {"search": "€1,200.5"},
+        {"search": "12"},
+        {"search": "12", "currency": "USD"},
+        {"currency": "JPY"},
+        {"search": "chairs", "currency": "EUR"},
+        {"search": "  "},
+    ]
+    got = run(
+        page,
+        "return arg.cases.map((f) => arg.txns.filter((t) => decisions.matchesFilter(t, f)).map((t) => t.id));",
+        {"txns": txns, "cases": cases},
+    )
+    assert got == [["1"], ["1"], ["1"], ["1", "2", "3"], ["2"], ["3"], [], ["1", "2", "3"]]
+
+
+def test_refused_decisions_are_said_in_plain_words_and_a_bulk_answer_splits_into_done_and_refused(page):
+    got = run(
+        page,
+        """
+        const own = decisions.problemMessage({status: 403, code: 'own_submission', detail: 'x'}, 'INV-1');
+        const second = decisions.problemMessage({status: 403, code: 'second_approver_required', detail: 'x'}, 'INV-2');
+        const field = decisions.problemMessage({status: 400, code: 'invalid_request', errors: [{field: 'reason', message: 'This field is required.'}]}, 'INV-3');
+        const other = decisions.problemMessage({status: 418, code: 'teapot', detail: 'I am a teapot.'}, 'INV-4');
+        const split = decisions.bulkOutcome({position: 42, results: [
+            {id: 'a', action: 'approve', status: 200, transaction: {id: 'a', status: 'approved'}, position: 41},
+            {id: 'b', action: 'approve', status: 403, problem: {code: 'own_submission', status: 403}},
+            {id: 'c', action: 'approve', status: 200, transaction: {id: 'c', status: 'approved'}, position: 42},
+        ]});
+        return {own, second, field, other, done: split.done.map((i) => i.id), failed: split.failed.map((i) => i.id), position: split.position};
+        """,
+    )
+    assert got["own"].startswith("You submitted INV-1 yourself, so you cannot approve it")
+    assert "another admin" in got["own"] and "reject" in got["own"]
+    assert got["second"].startswith("You already gave INV-2 its first approval")
+    assert got["field"] == "INV-3: This field is required."
+    assert got["other"] == "INV-4: I am a teapot."
+    assert (got["done"], got["failed"], got["position"]) == (["a", "c"], ["b"], 42)
+
+
+def test_durations_read_as_seconds_minutes_hours_or_days(page):
+    got = run(page, "return arg.map((s) => weeks.formatDuration(s));", [0, 42, 725, 11520, 187200, -5])
+    assert got == ["0 s", "42 s", "12 min 5 s", "3 h 12 min", "2 d 4 h", "0 s"]

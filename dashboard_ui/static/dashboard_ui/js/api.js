@@ -23,13 +23,13 @@ export function csrfToken() {
   return match ? decodeURIComponent(match[1]) : "";
 }
 
-export async function request(path, { method = "GET", body, params, keepalive = false } = {}) {
+export async function request(path, { method = "GET", body, params, keepalive = false, headers: extra = {} } = {}) {
   const url = new URL(path, window.location.origin);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null) url.searchParams.set(key, value);
   }
   if (url.origin !== window.location.origin) throw new Error(`refusing a cross-origin API call to ${url}`);
-  const headers = { Accept: "application/json" };
+  const headers = { Accept: "application/json", ...extra };
   if (method !== "GET") {
     headers["Content-Type"] = "application/json";
     headers["X-CSRFToken"] = csrfToken();
@@ -70,4 +70,16 @@ export const api = {
   approve: (id, reason, { keepalive = false } = {}) =>
     request(`/api/transactions/${id}/approve/`, { method: "POST", body: reason ? { reason } : {}, keepalive }),
   reject: (id, reason) => request(`/api/transactions/${id}/reject/`, { method: "POST", body: { reason } }),
+  reverse: (id, reason, key) =>
+    request(`/api/transactions/${id}/reverse/`, { method: "POST", body: { reason }, headers: { "Idempotency-Key": key } }),
+  /** [{id, action, reason?}] in one request; the key makes a retry of the same click do nothing twice. */
+  bulkDecisions: (decisions, key) =>
+    request("/api/transactions/bulk-decisions/", { method: "POST", body: { decisions }, headers: { "Idempotency-Key": key } }),
+  reviewQueue: () => request("/api/analytics/review-queue/"),
 };
+
+/** A fresh Idempotency-Key for one user action (kept across its retries). */
+export function newKey() {
+  if (window.crypto?.randomUUID) return window.crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}

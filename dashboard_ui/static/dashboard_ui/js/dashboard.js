@@ -1,11 +1,12 @@
 // The Ledgerpulse dashboard page: renders the DashboardState and wires the
 // websocket (LiveSocket) and REST calls (api) to it. Talks only to public APIs.
 
-import { api } from "./api.js";
+import { api, newKey } from "./api.js";
+import { bulkOutcome, matchesFilter, problemMessage } from "./decisions.js";
 import { LiveSocket } from "./live.js";
-import { formatCompact, formatMoney, formatPercent, percentChange, sumDecimals, zeroWithDigits } from "./money.js";
-import { DashboardState, FEED_LIMIT } from "./store.js";
-import { addWeeks, longWeekLabel, MONTHS, shortWeekLabel, weekLabel } from "./weeks.js";
+import { compareDecimal, formatCompact, formatMoney, formatPercent, percentChange, sumDecimals, zeroWithDigits } from "./money.js";
+import { DashboardState, FEED_LIMIT, WAITING } from "./store.js";
+import { addWeeks, formatDuration, longWeekLabel, MONTHS, shortWeekLabel, weekLabel } from "./weeks.js";
 
 const RANGES = [12, 26, 52];
 const SNAPSHOT_WEEKS = 12;
@@ -159,14 +160,50 @@ function renderSeq() {
 
 let tableLayout = "";
 
+const isZero = (text) => /^-?0*\.?0*$/.test(text);
+
+/** The net cell (data-value = total = net), with the breakdown in data-gross / data-reversed. */
 function fillWeekCell(td, cell) {
   td.dataset.value = cell.total;
   td.dataset.count = String(cell.count);
-  td.classList.toggle("is-zero", cell.count === 0 && /^0*\.?0*$/.test(cell.total));
+  td.dataset.gross = cell.gross;
+  td.dataset.reversed = cell.reversed;
+  td.dataset.reversedCount = String(cell.reversedCount);
+  td.classList.toggle("is-zero", cell.count === 0 && cell.reversedCount === 0 && isZero(cell.total));
+  td.classList.toggle("is-negative", compareDecimal(cell.total, "0") < 0);
   td.replaceChildren(
     h("span", { class: "amt" }, formatMoney(cell.total, cell.currency)),
     h("span", { class: "cnt", title: `${cell.count} approved` }, `${cell.count.toLocaleString("en-US")} tx`),
   );
+}
+
+function fillGrossCell(td, cell) {
+  td.dataset.value = cell.gross;
+  td.classList.toggle("is-zero", isZero(cell.gross));
+  td.replaceChildren(h("span", { class: "amt" }, formatMoney(cell.gross, cell.currency)));
+}
+
+function fillReversedCell(td, cell) {
+  td.dataset.value = cell.reversed;
+  td.dataset.count = String(cell.reversedCount);
+  td.classList.toggle("is-zero", cell.reversedCount === 0);
+  td.replaceChildren(
+    h("span", { class: "amt" }, cell.reversedCount ? `\u2212${formatMoney(cell.reversed, cell.currency)}` : formatMoney(cell.reversed, cell.currency)),
+    cell.reversedCount ? h("span", { class: "cnt" }, `${cell.reversedCount.toLocaleString("en-US")} rev.`) : null,
+  );
+}
+
+/** The cells of one (week, currency): net alone, or gross, reversed and net when the range has reversals. */
+function weekCells(week, currency, split) {
+  const cell = state.cell(week, currency);
+  const net = h("td", { class: "num", "data-testid": "week-total", "data-week": week, "data-currency": currency });
+  fillWeekCell(net, cell);
+  if (!split) return [net];
+  const gross = h("td", { class: "num sub", "data-testid": "week-gross", "data-week": week, "data-currency": currency });
+  const reversed = h("td", { class: "num sub rev", "data-testid": "week-reversed", "data-week": week, "data-currency": currency });
+  fillGrossCell(gross, cell);
+  fillReversedCell(reversed, cell);
+  return [gross, reversed, net];
 }
 
 function renderTotals(weeks, currencies) {
@@ -174,12 +211,25 @@ function renderTotals(weeks, currencies) {
   const row = h("tr", {}, h("th", { scope: "row" }, "Total", h("span", { class: "total__span" }, `${weeks.length} weeks`)));
   for (const currency of currencies) {
     const cells = weeks.map((w) => state.cell(w, currency));
-    const total = sumDecimals(cells.map((c) => c.total), state.digits.get(currency) ?? 0);
+    const digits = state.digits.get(currency) ?? 0;
+    const total = sumDecimals(cells.map((c) => c.total), digits);
+    const gross = sumDecimals(cells.map((c) => c.gross), digits);
+    const reversed = sumDecimals(cells.map((c) => c.reversed), digits);
     const count = cells.reduce((n, c) => n + c.count, 0);
+    const reversals = cells.reduce((n, c) => n + c.reversedCount, 0);
+    if (state.hasReversals(currency, weeks)) {
+      row.append(
+        h("td", { class: "num sub", "data-testid": "range-gross", "data-currency": currency, "data-value": gross },
+          h("span", { class: "amt" }, formatMoney(gross, currency))),
+        h("td", { class: "num sub rev", "data-testid": "range-reversed", "data-currency": currency, "data-value": reversed, "data-count": reversals },
+          h("span", { class: "amt" }, `\u2212${formatMoney(reversed, currency)}`),
+          h("span", { class: "cnt" }, `${reversals.toLocaleString("en-US")} rev.`)),
+      );
+    }
     row.append(
       h(
         "td",
-        { class: "num", "data-testid": "range-total", "data-currency": currency, "data-value": total, "data-count": count },
+        { class: "num", "data-testid": "range-total", "data-currency": currency, "data-value": total, "data-count": count, "data-gross": gross, "data-reversed": reversed },
         h("span", { class: "amt" }, formatMoney(total, currency)),
         h("span", { class: "cnt" }, `${count.toLocaleString("en-US")} tx`),
       ),
@@ -192,25 +242,29 @@ function renderTable(changed = []) {
   const table = $("#weekly-table");
   const weeks = state.weeks();
   const currencies = state.currencies;
-  const layout = `${weeks[0]}/${weeks.length}/${currencies.join(",")}`;
+  const split = new Set(currencies.filter((currency) => state.hasReversals(currency, weeks)));
+  const layout = `${weeks[0]}/${weeks.length}/${currencies.map((c) => (split.has(c) ? `${c}+` : c)).join(",")}`;
   if (layout !== tableLayout) {
     tableLayout = layout;
+    table.classList.toggle("has-split", split.size > 0);
     const head = h("tr", {}, h("th", { scope: "col" }, "Week of"));
     for (const currency of currencies) {
-      head.append(
-        h("th", { scope: "col", class: "num" },
-          h("span", { class: "swatch", style: `--swatch:${colorFor(currency)}`, "aria-hidden": "true" }), currency),
-      );
+      const swatch = () => h("span", { class: "swatch", style: `--swatch:${colorFor(currency)}`, "aria-hidden": "true" });
+      if (split.has(currency)) {
+        head.append(
+          h("th", { scope: "col", class: "num sub", title: `${currency} approved in the week (by occurrence date)` }, swatch(), currency, h("span", { class: "th__sub" }, "gross")),
+          h("th", { scope: "col", class: "num sub rev", title: `${currency} reversed during the week` }, currency, h("span", { class: "th__sub" }, "reversed")),
+          h("th", { scope: "col", class: "num", title: `${currency} net: gross less reversed` }, currency, h("span", { class: "th__sub" }, "net")),
+        );
+      } else {
+        head.append(h("th", { scope: "col", class: "num", title: `${currency} net income` }, swatch(), currency));
+      }
     }
     $("thead", table).replaceChildren(head);
     const rows = [...weeks].reverse().map((week) => {
       const tr = h("tr", { "data-week": week },
         h("th", { scope: "row" }, h("time", { datetime: week, title: longWeekLabel(week) }, shortWeekLabel(week), h("span", { class: "yr" }, ` ${week.slice(0, 4)}`))));
-      for (const currency of currencies) {
-        const td = h("td", { class: "num", "data-testid": "week-total", "data-week": week, "data-currency": currency });
-        fillWeekCell(td, state.cell(week, currency));
-        tr.append(td);
-      }
+      for (const currency of currencies) tr.append(...weekCells(week, currency, split.has(currency)));
       return tr;
     });
     $("tbody", table).replaceChildren(...rows);
@@ -222,10 +276,18 @@ function renderTable(changed = []) {
   } else {
     for (const key of changed) {
       const [week, currency] = key.split("|");
-      const td = table.querySelector(`td[data-week="${week}"][data-currency="${currency}"]`);
+      const td = table.querySelector(`td[data-testid="week-total"][data-week="${week}"][data-currency="${currency}"]`);
       if (!td) continue;
-      fillWeekCell(td, state.cell(week, currency));
+      const cell = state.cell(week, currency);
+      fillWeekCell(td, cell);
       flash(td);
+      const gross = table.querySelector(`td[data-testid="week-gross"][data-week="${week}"][data-currency="${currency}"]`);
+      const reversed = table.querySelector(`td[data-testid="week-reversed"][data-week="${week}"][data-currency="${currency}"]`);
+      if (gross) fillGrossCell(gross, cell);
+      if (reversed) {
+        fillReversedCell(reversed, cell);
+        flash(reversed);
+      }
     }
   }
   renderTotals(weeks, currencies);
@@ -331,7 +393,7 @@ function renderKpis(changed = []) {
       { class: "kpi", "data-testid": "kpi", "data-currency": currency, style: `--accent:${colorFor(currency)}`, "aria-label": `${currency} income` },
       h("header", { class: "kpi__head" },
         h("span", { class: "kpi__cur" }, currency),
-        h("span", { class: "kpi__label" }, "This week so far"),
+        h("span", { class: "kpi__label" }, "This week so far (net)"),
         h("span", { class: "kpi__count" }, `${now.count.toLocaleString("en-US")} approved`)),
       h("div", { class: "kpi__main" },
         h("p", { class: "kpi__value", "data-testid": "kpi-this-week", "data-value": now.total }, formatMoney(now.total, currency)),
@@ -351,6 +413,10 @@ function renderKpis(changed = []) {
           " · "] : null,
         "whole week ",
         h("span", { "data-testid": "kpi-last-week", "data-value": full.total }, formatMoney(full.total, currency))),
+      now.reversedCount
+        ? h("p", { class: "kpi__rev", "data-testid": "kpi-reversed", "data-value": now.reversed },
+          `Net of ${now.reversedCount} reversal${now.reversedCount === 1 ? "" : "s"} this week: \u2212${formatMoney(now.reversed, currency)}`)
+        : null,
     );
     const existing = tiles.get(currency);
     if (existing) {
@@ -429,6 +495,48 @@ function axisTitle(currency) {
   return `Income per week (${currency})`;
 }
 
+// Reversals are drawn as a hatched segment from the net bar's end to where the bar would end without
+// them (gross): its length is the amount reversed that week. A pattern, not only a colour, so it reads
+// without colour vision and in print.
+const hatches = new Map();
+
+function hatch(color) {
+  if (!hatches.has(color)) {
+    const tile = document.createElement("canvas");
+    tile.width = tile.height = 8;
+    const g = tile.getContext("2d");
+    g.fillStyle = "#fee2e2";
+    g.fillRect(0, 0, 8, 8);
+    g.strokeStyle = color;
+    g.lineWidth = 2;
+    g.beginPath();
+    g.moveTo(-2, 10);
+    g.lineTo(10, -2);
+    g.moveTo(-2, 2);
+    g.lineTo(2, -2);
+    g.moveTo(6, 10);
+    g.lineTo(10, 6);
+    g.stroke();
+    hatches.set(color, g.createPattern(tile, "repeat"));
+  }
+  return hatches.get(color);
+}
+
+const REVERSED_COLOR = "#b91c1c";
+
+/** The chart's numbers for one currency: net bars, and [net, gross] spans for the reversals. */
+function chartSeries(weeks, currency) {
+  const net = [];
+  const reversed = [];
+  for (const week of weeks) {
+    const cell = currency ? state.cell(week, currency) : null;
+    const value = cell ? Number(cell.total) : 0;
+    net.push(value);
+    reversed.push(cell && cell.reversedCount ? [value, Number(cell.gross)] : null);
+  }
+  return { net, reversed };
+}
+
 function renderChart() {
   const box = $("#chart-box");
   const weeks = state.weeks();
@@ -444,9 +552,11 @@ function renderChart() {
   const canvas = $("#income-chart");
   canvas.dataset.currency = currency ?? "";
   canvas.setAttribute("aria-label", currency
-    ? `Bar chart of approved income per week in ${currency}, ${weeks.length} weeks. The table of weekly totals has the same figures.`
+    ? `Bar chart of net income per week in ${currency} (approved less reversed), ${weeks.length} weeks, reversals hatched. The table of weekly totals has the same figures.`
     : "Bar chart of approved income per week: no income yet.");
-  const values = weeks.map((week) => (currency ? Number(state.cell(week, currency).total) : 0));
+  const series = chartSeries(weeks, currency);
+  const anyReversal = series.reversed.some((span) => span !== null);
+  $("#chart-legend").hidden = !anyReversal;
   if (!chart) {
     chart = new window.Chart(canvas, {
       type: "bar",
@@ -462,11 +572,18 @@ function renderChart() {
           tooltip: {
             backgroundColor: "#111827",
             padding: 10,
+            // One line per drawn part: the net bar, and the reversed span when that week had reversals.
+            filter: (item) => item.datasetIndex === 0 || item.raw !== null,
             callbacks: {
               title: (items) => (items.length ? `Week of ${longWeekLabel(state.weeks()[items[0].dataIndex])}` : ""),
               label: (item) => {
-                const cell = state.cell(state.weeks()[item.dataIndex], item.dataset.label);
-                return ` ${formatMoney(cell.total, item.dataset.label)}  ·  ${cell.count} approved`;
+                const currency = item.chart.data.datasets[0].label;
+                const cell = state.cell(state.weeks()[item.dataIndex], currency);
+                if (item.datasetIndex === 0) {
+                  const net = cell.reversedCount ? "Net " : "";
+                  return ` ${net}${formatMoney(cell.total, currency)}  ·  ${cell.count} approved`;
+                }
+                return ` Reversed \u2212${formatMoney(cell.reversed, currency)} (${cell.reversedCount})  ·  gross ${formatMoney(cell.gross, currency)}`;
               },
             },
           },
@@ -480,13 +597,27 @@ function renderChart() {
     chartLayout = layout;
     const color = currency ? colorFor(currency) : "#94a3b8";
     chart.data.labels = weeks.map(shortWeekLabel);
+    $("#legend-net").style.setProperty("--swatch", color);
     chart.data.datasets = [{
       label: currency ?? "",
-      data: values,
+      data: series.net,
       backgroundColor: `${color}cc`,
       hoverBackgroundColor: color,
       borderRadius: 3,
       maxBarThickness: 36,
+      grouped: false,
+    }, {
+      // Floating bars [net, gross]: drawn in the same slot as the net bar (grouped: false).
+      label: `${currency ?? ""} reversed`,
+      data: series.reversed,
+      backgroundColor: hatch(REVERSED_COLOR),
+      hoverBackgroundColor: hatch(REVERSED_COLOR),
+      borderColor: REVERSED_COLOR,
+      borderWidth: 1,
+      borderSkipped: false,
+      borderRadius: 3,
+      maxBarThickness: 36,
+      grouped: false,
     }];
     chart.options.scales = {
       x: {
@@ -513,7 +644,8 @@ function renderChart() {
       },
     };
   } else {
-    chart.data.datasets[0].data = values;
+    chart.data.datasets[0].data = series.net;
+    chart.data.datasets[1].data = series.reversed;
   }
   chart.update();
   box.setAttribute("aria-busy", "false");
@@ -524,40 +656,121 @@ function renderChart() {
 
 const queueBody = $("#queue-body");
 let queueShown = false; // rows of the first render are not "new"
+const selected = new Set(); // ids of the rows ticked for a bulk decision (only rows shown)
+const rowProblems = new Map(); // id -> why its last decision was refused (shown in the row until acted on again)
+const filter = { search: "", currency: "" };
+
+function awaitingMark(txn) {
+  if (txn.status !== "awaiting_second_approval") return null;
+  const first = txn.first_approved_by || "another admin";
+  return h("span", { class: "mark mark--second", "data-testid": "awaiting-mark", "data-first-approver": txn.first_approved_by || "" },
+    `1st approval by ${first} · needs a 2nd approver`);
+}
 
 function pendingRow(txn) {
   const label = txnLabel(txn);
   const amount = formatMoney(txn.amount, txn.currency);
   const disabled = canDecide ? null : true;
   const why = canDecide ? null : "You do not have permission to decide transactions";
+  const second = txn.status === "awaiting_second_approval";
+  const problem = rowProblems.get(txn.id);
   return h(
     "tr",
-    { class: "qrow", "data-testid": "pending-row", "data-id": txn.id },
+    {
+      class: `qrow${second ? " is-awaiting" : ""}${problem ? " has-problem" : ""}`,
+      "data-testid": "pending-row",
+      "data-id": txn.id,
+      "data-status": txn.status || "pending",
+      "data-first-approver": txn.first_approved_by || null,
+    },
+    h("td", { class: "pick" },
+      h("input", {
+        type: "checkbox",
+        "data-testid": "select-row",
+        "data-action": "select",
+        "aria-label": `Select ${label}, ${amount}`,
+        checked: selected.has(txn.id),
+        disabled,
+      })),
     h("td", { class: "ref" },
       h("button", { type: "button", class: "ref__main linkish", "data-action": "detail", "data-testid": "open-detail", title: "Show details and audit trail" }, label),
-      txn.description ? h("span", { class: "ref__sub" }, txn.description) : null),
+      txn.description ? h("span", { class: "ref__sub" }, txn.description) : null,
+      awaitingMark(txn),
+      problem ? h("span", { class: "row-problem", "data-testid": "row-problem", role: "alert" }, problem) : null),
     h("td", { class: "occ", "data-label": "Occurred" }, h("time", { datetime: txn.occurred_at }, formatDate(txn.occurred_at))),
-    h("td", { class: "sub", "data-label": "Submitted" }, h("time", { datetime: txn.created_at }, formatDateTime(txn.created_at))),
+    h("td", { class: "sub", "data-label": "Submitted" },
+      h("time", { datetime: txn.created_at }, formatDateTime(txn.created_at)),
+      txn.submitted_by ? h("span", { class: "sub__by" }, ` by ${txn.submitted_by}`) : null),
     h("td", { class: "num amt", "data-value": txn.amount, "data-currency": txn.currency }, amount),
     h("td", { class: "actions" },
       h("div", { class: "btn-group" },
-        h("button", { type: "button", class: "btn btn--approve btn--sm", "data-testid": "approve", "data-action": "approve", "aria-label": `Approve ${label}, ${amount}`, disabled, title: why }, "Approve"),
+        h("button", {
+          type: "button", class: "btn btn--approve btn--sm", "data-testid": "approve", "data-action": "approve",
+          "aria-label": second ? `Give ${label}, ${amount}, its second approval` : `Approve ${label}, ${amount}`, disabled, title: why,
+        }, second ? "Approve (2nd)" : "Approve"),
         h("button", { type: "button", class: "btn btn--reject btn--sm", "data-testid": "reject", "data-action": "reject", "aria-label": `Reject ${label}, ${amount}`, disabled, title: why }, "Reject"))),
   );
 }
 
+/** The rows the queue shows: every loaded pending row that matches the search and currency. */
+function shownRows() {
+  return state.pendingRows().filter((txn) => matchesFilter(txn, filter));
+}
+
+function renderCurrencyFilter() {
+  const select = $("#pending-currency");
+  const currencies = [...new Set([...state.pending.values()].map((t) => t.currency).concat(filter.currency ? [filter.currency] : []))].sort();
+  const have = [...select.options].slice(1).map((o) => o.value);
+  if (have.join(",") === currencies.join(",")) return;
+  select.replaceChildren(h("option", { value: "" }, "All currencies"), ...currencies.map((c) => h("option", { value: c }, c)));
+  select.value = filter.currency;
+}
+
+function renderSelection() {
+  const shown = [...queueBody.querySelectorAll('[data-testid="pending-row"]')];
+  const ids = shown.map((tr) => tr.dataset.id);
+  for (const id of [...selected]) if (!ids.includes(id)) selected.delete(id); // only what is on screen is acted on
+  for (const tr of shown) {
+    const box = tr.querySelector('[data-testid="select-row"]');
+    if (box) box.checked = selected.has(tr.dataset.id);
+    tr.classList.toggle("is-selected", selected.has(tr.dataset.id));
+  }
+  const all = $("#select-all");
+  all.checked = ids.length > 0 && ids.every((id) => selected.has(id));
+  all.indeterminate = selected.size > 0 && !all.checked;
+  all.disabled = !canDecide || ids.length === 0;
+  const count = $("#selection-count");
+  count.dataset.value = String(selected.size);
+  count.textContent = `${selected.size.toLocaleString("en-US")} selected`;
+  $("#bulk-approve").disabled = !canDecide || selected.size === 0 || bulkBusy;
+  $("#bulk-reject").disabled = !canDecide || selected.size === 0 || bulkBusy;
+  $("#bulk-approve").textContent = selected.size ? `Approve ${selected.size}` : "Approve selected";
+  $("#bulk-reject").textContent = selected.size ? `Reject ${selected.size}` : "Reject selected";
+}
+
 function renderQueue() {
-  const rows = state.pendingRows();
-  const wanted = new Set(rows.map((t) => t.id));
+  const rows = shownRows();
+  const wanted = new Map(rows.map((t) => [t.id, t]));
   const existing = new Map([...queueBody.children].filter((tr) => tr.dataset.id).map((tr) => [tr.dataset.id, tr]));
   let refocusIndex = null;
   [...queueBody.children].forEach((tr, index) => {
     if (wanted.has(tr.dataset.id)) return;
     if (tr.contains(document.activeElement)) refocusIndex = index;
     tr.remove();
+    existing.delete(tr.dataset.id);
   });
   rows.forEach((txn, index) => {
-    const tr = existing.get(txn.id) || pendingRow(txn);
+    let tr = existing.get(txn.id);
+    // A row whose status changed (a first approval arrived) is drawn again, unless someone is acting on it.
+    if (tr && tr.dataset.status !== (txn.status || "pending") && !tr.classList.contains("is-busy") && !waiting.has(txn.id)) {
+      const fresh = pendingRow(txn);
+      const hadFocus = tr.contains(document.activeElement);
+      tr.replaceWith(fresh);
+      flash(fresh);
+      if (hadFocus) fresh.querySelector("button:not([disabled])")?.focus();
+      tr = fresh;
+    }
+    tr = tr || pendingRow(txn);
     if (queueBody.children[index] !== tr) {
       queueBody.insertBefore(tr, queueBody.children[index] || null);
       if (!existing.has(txn.id) && queueShown) flash(tr);
@@ -568,11 +781,19 @@ function renderQueue() {
   const count = $('[data-testid="pending-count"]');
   count.dataset.value = String(state.pendingCount);
   $(".badge__value", count).textContent = state.pendingCount.toLocaleString("en-US");
-  $("#queue-empty").hidden = rows.length > 0;
+  const loaded = state.pending.size;
+  const filtering = Boolean(filter.search.trim() || filter.currency);
+  $("#queue-empty").hidden = loaded > 0;
+  $("#queue-nomatch").hidden = loaded === 0 || rows.length > 0;
   $("#queue-table").hidden = rows.length === 0;
-  $("#queue-shown").textContent = rows.length < state.pendingCount ? `Showing ${rows.length} of ${state.pendingCount.toLocaleString("en-US")}` : "";
+  $("#queue-tools").hidden = loaded === 0 && !filtering;
+  $("#queue-shown").textContent = filtering
+    ? `${rows.length} of ${loaded.toLocaleString("en-US")} loaded match${loaded < state.pendingCount ? " (load older to search more)" : ""}`
+    : rows.length < state.pendingCount ? `Showing ${rows.length} of ${state.pendingCount.toLocaleString("en-US")}` : "";
   const more = $("#queue-more");
   more.hidden = state.pendingComplete;
+  renderCurrencyFilter();
+  renderSelection();
 }
 
 function setRowBusy(tr, busy, text) {
@@ -582,7 +803,8 @@ function setRowBusy(tr, busy, text) {
     button.disabled = busy || !canDecide;
   });
   const approve = tr.querySelector('[data-action="approve"]');
-  if (approve) approve.textContent = busy && text ? text : "Approve";
+  const idle = tr.dataset.status === "awaiting_second_approval" ? "Approve (2nd)" : "Approve";
+  if (approve) approve.textContent = busy && text ? text : idle;
 }
 
 function heal(stillStale) {
@@ -592,24 +814,51 @@ function heal(stillStale) {
   }, HEAL_AFTER_MS);
 }
 
-function applyOwnDecision(result, status) {
-  const change = state.applyDecision(result, status, result.position);
+/** Applies this page's own decision at once (the socket brings the same news later, applied once). */
+function applyOwnDecision(result, status, position = result.position) {
+  let change;
+  if (status === "approved" && result.status === "awaiting_second_approval") change = state.applyFirstApproval(result, position);
+  else if (status === "reversed") change = state.applyReversal(result, position);
+  else change = state.applyDecision(result, status, position);
+  rowProblems.delete(result.id);
   applied(change);
-  heal(() => state.lastSeq < result.position);
+  if (typeof position === "number") heal(() => state.lastSeq < position);
 }
 
+/** A refused decision: said in plain words, in the row (while it is listed) and as a toast. */
 function decisionFailed(error, txn, verb) {
-  if (error.status === 409) {
-    toast(`${txnLabel(txn)} was already decided by someone else.`, "warning");
+  const label = txnLabel(txn);
+  const code = error.problem?.code;
+  if (error.status === 409 && (!code || code === "transaction_not_pending" || code === "conflict")) {
+    toast(`${label} was already decided by someone else.`, "warning");
     heal(() => state.pending.has(txn.id));
   } else if (error.status === 404) {
-    toast(`${txnLabel(txn)} no longer exists.`, "warning");
+    toast(`${label} no longer exists.`, "warning");
     live.resync(state.lastSeq);
-  } else if (error.status === 401 || error.status === 403) {
-    toast(error.status === 401 ? "Your session has ended: sign in again." : error.message, "error");
+  } else if (error.status === 401) {
+    toast("Your session has ended: sign in again.", "error");
+  } else if (error.status === 0 || error.status >= 500) {
+    toast(`Could not ${verb} ${label}: ${error.message}`, "error");
   } else {
-    toast(`Could not ${verb} ${txnLabel(txn)}: ${error.message}`, "error");
+    const message = problemMessage(error.problem, label, error.status);
+    if (state.pending.has(txn.id)) {
+      rowProblems.set(txn.id, message);
+      redrawRow(txn.id);
+    }
+    toast(message, "error");
   }
+}
+
+/** Draws one queue row again (its problem line changed). */
+function redrawRow(id) {
+  const tr = queueBody.querySelector(`[data-testid="pending-row"][data-id="${id}"]`);
+  const txn = state.pending.get(id);
+  if (!tr || !txn || waiting.has(id)) return;
+  const fresh = pendingRow(txn);
+  const focused = tr.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+  tr.replaceWith(fresh);
+  if (focused) fresh.querySelector(`[data-action="${focused}"]`)?.focus();
+  renderSelection();
 }
 
 async function approve(tr, txn) {
@@ -617,7 +866,11 @@ async function approve(tr, txn) {
   try {
     const result = await api.approve(txn.id);
     applyOwnDecision(result, "approved");
-    toast(`Approved ${txnLabel(txn)} · ${formatMoney(txn.amount, txn.currency)}`, "success");
+    if (result.status === "awaiting_second_approval") {
+      toast(`First approval of ${txnLabel(txn)} · ${formatMoney(txn.amount, txn.currency)} recorded: its amount needs a second admin to approve it too.`, "info");
+    } else {
+      toast(`Approved ${txnLabel(txn)} · ${formatMoney(txn.amount, txn.currency)}`, "success");
+    }
   } catch (error) {
     decisionFailed(error, txn, "approve");
   } finally {
@@ -688,7 +941,7 @@ function endWaiting(id) {
     button.dataset.action = "approve";
     button.dataset.testid = "approve";
     button.classList.replace("btn--undo", "btn--approve");
-    button.replaceChildren("Approve");
+    button.replaceChildren(tr.dataset.status === "awaiting_second_approval" ? "Approve (2nd)" : "Approve");
     button.setAttribute("aria-label", `Approve ${txnLabel(txn)}, ${formatMoney(txn.amount, txn.currency)}`);
   }
   const reject = tr.querySelector('[data-action="reject"]');
@@ -714,6 +967,10 @@ queueBody.addEventListener("click", (event) => {
   if (!button || button.disabled) return;
   const tr = button.closest("tr");
   const action = button.dataset.action;
+  if (action !== "detail" && rowProblems.delete(tr.dataset.id)) {
+    tr.classList.remove("has-problem");
+    tr.querySelector('[data-testid="row-problem"]')?.remove();
+  }
   if (action === "detail") {
     openDetail(tr.dataset.id, button);
     return;
@@ -750,12 +1007,120 @@ $("#queue-more").addEventListener("click", async (event) => {
   }
 });
 
+// --- selection, search and bulk decisions -------------------------------------------------------------
+// Ticked rows are decided together through the bulk endpoint: each one is its own decision, so some can
+// be refused while the others go through. Refused rows stay ticked, with the reason in the row.
+
+let bulkBusy = false;
+
+queueBody.addEventListener("change", (event) => {
+  const box = event.target.closest('input[data-action="select"]');
+  if (!box) return;
+  const id = box.closest("tr").dataset.id;
+  if (box.checked) selected.add(id);
+  else selected.delete(id);
+  renderSelection();
+});
+
+$("#select-all").addEventListener("change", (event) => {
+  const rows = [...queueBody.querySelectorAll('[data-testid="pending-row"]')];
+  for (const tr of rows) {
+    if (event.target.checked) selected.add(tr.dataset.id);
+    else selected.delete(tr.dataset.id);
+  }
+  renderSelection();
+});
+
+let searchTimer = null;
+$("#pending-search").addEventListener("input", (event) => {
+  clearTimeout(searchTimer);
+  const value = event.target.value;
+  searchTimer = setTimeout(() => {
+    filter.search = value;
+    renderQueue();
+  }, 120);
+});
+
+$("#pending-currency").addEventListener("change", (event) => {
+  filter.currency = event.target.value;
+  renderQueue();
+});
+
+function selectedTransactions() {
+  return [...selected].map((id) => state.pending.get(id)).filter(Boolean);
+}
+
+/** Sends one bulk request for `txns`; applies what went through, marks what was refused. Returns the split. */
+async function decideMany(txns, action, reason) {
+  const status = action === "approve" ? "approved" : "rejected";
+  const rows = txns.map((txn) => queueBody.querySelector(`[data-testid="pending-row"][data-id="${txn.id}"]`)).filter(Boolean);
+  bulkBusy = true;
+  renderSelection();
+  rows.forEach((tr) => setRowBusy(tr, true, action === "approve" ? "Approving…" : null));
+  const key = newKey();
+  const decisions = txns.map((txn) => (reason ? { id: txn.id, action, reason } : { id: txn.id, action }));
+  try {
+    let answer;
+    try {
+      answer = await api.bulkDecisions(decisions, key);
+    } catch (error) {
+      // Lost on the way (no answer at all): the same key again can only take effect once.
+      if (error.status !== 0) throw error;
+      answer = await api.bulkDecisions(decisions, key);
+    }
+    const outcome = bulkOutcome(answer);
+    const byId = new Map(txns.map((txn) => [txn.id, txn]));
+    for (const item of outcome.done) {
+      selected.delete(item.id);
+      applyOwnDecision(item.transaction, status, item.position ?? outcome.position);
+    }
+    for (const item of outcome.failed) {
+      const txn = byId.get(item.id) || { id: item.id };
+      rowProblems.set(item.id, problemMessage(item.problem, txnLabel(txn), item.status));
+      if (item.status === 409 && (item.problem?.code === "transaction_not_pending" || !item.problem?.code)) {
+        heal(() => state.pending.has(item.id));
+      }
+    }
+    return outcome;
+  } finally {
+    bulkBusy = false;
+    rows.forEach((tr) => tr.isConnected && setRowBusy(tr, false));
+    for (const id of rowProblems.keys()) redrawRow(id);
+    renderQueue();
+  }
+}
+
+function summarize(outcome, verb) {
+  const total = outcome.done.length + outcome.failed.length;
+  const awaiting = outcome.done.filter((item) => item.transaction.status === "awaiting_second_approval").length;
+  const parts = [`${verb} ${outcome.done.length - awaiting} of ${total}`];
+  if (awaiting) parts.push(`${awaiting} got a first approval and now need a second approver`);
+  if (outcome.failed.length) parts.push(`${outcome.failed.length} refused: ${outcome.failed.length === 1 ? "it stays" : "they stay"} selected, with the reason in the row`);
+  toast(parts.join("; "), outcome.failed.length ? "warning" : "success");
+}
+
+$("#bulk-approve").addEventListener("click", async () => {
+  const txns = selectedTransactions();
+  if (!txns.length || bulkBusy) return;
+  try {
+    summarize(await decideMany(txns, "approve"), "Approved");
+  } catch (error) {
+    toast(`Could not approve the selection: ${problemMessage(error.problem, `${txns.length} transactions`, error.status)}`, "error");
+  }
+});
+
+$("#bulk-reject").addEventListener("click", (event) => {
+  const txns = selectedTransactions();
+  if (!txns.length || bulkBusy) return;
+  openReject(txns, event.currentTarget);
+});
+
 // --- reject dialog ----------------------------------------------------------------------------------
 
 const dialog = $("#reject-dialog");
 const reasonField = $("#reject-reason");
 const reasonError = $("#reject-error");
-let rejecting = null; // {txn, opener, index}
+let rejecting = null; // {txns, many, opener, index}
 
 function focusQueueRow(index) {
   const rows = queueBody.querySelectorAll('[data-testid="pending-row"]');
@@ -764,10 +1129,25 @@ function focusQueueRow(index) {
   target.focus();
 }
 
-function openReject(txn, opener) {
+/** One transaction (its row's Reject) or several (the selection): one reason for all. */
+function openReject(target, opener) {
+  const many = Array.isArray(target);
   const rows = [...queueBody.querySelectorAll('[data-testid="pending-row"]')];
-  rejecting = { txn, opener, index: Math.max(0, rows.indexOf(opener.closest("tr"))) };
-  $("#reject-summary").textContent = `${txnLabel(txn)} · ${formatMoney(txn.amount, txn.currency)} · occurred ${formatDate(txn.occurred_at)}`;
+  rejecting = { txns: many ? target : [target], many, opener, index: Math.max(0, rows.indexOf(opener.closest("tr"))) };
+  if (many) {
+    const sums = new Map();
+    for (const txn of target) sums.set(txn.currency, sumDecimals([sums.get(txn.currency) ?? "0", txn.amount]));
+    const amounts = [...sums].map(([currency, amount]) => formatMoney(amount, currency)).join(" + ");
+    $("#reject-title").textContent = `Reject ${target.length} transactions`;
+    $("#reject-summary").textContent = `${target.length} selected · ${amounts}`;
+    $("#reject-reason-note").textContent = "(required; the same reason is recorded for each)";
+    $("#reject-confirm").textContent = `Reject ${target.length}`;
+  } else {
+    $("#reject-title").textContent = "Reject transaction";
+    $("#reject-summary").textContent = `${txnLabel(target)} · ${formatMoney(target.amount, target.currency)} · occurred ${formatDate(target.occurred_at)}`;
+    $("#reject-reason-note").textContent = "(required; shared with the audit log)";
+    $("#reject-confirm").textContent = "Reject transaction";
+  }
   reasonField.value = "";
   reasonField.removeAttribute("aria-invalid");
   reasonError.textContent = "";
@@ -794,7 +1174,7 @@ dialog.addEventListener("close", () => {
 $("#reject-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   if (!rejecting) return;
-  const { txn, opener } = rejecting;
+  const { txns, many, opener } = rejecting;
   const reason = reasonField.value.trim();
   if (!reason) {
     showReasonError("Enter a reason: rejections are recorded with one.");
@@ -802,6 +1182,23 @@ $("#reject-form").addEventListener("submit", async (event) => {
   }
   const confirm = $("#reject-confirm");
   confirm.disabled = true;
+  if (many) {
+    try {
+      const outcome = await decideMany(txns, "reject", reason);
+      dialog.close("rejected");
+      summarize(outcome, "Rejected");
+    } catch (error) {
+      if (error.status === 400) showReasonError(problemMessage(error.problem, "The reason", 400));
+      else {
+        dialog.close("failed");
+        toast(`Could not reject the selection: ${problemMessage(error.problem, `${txns.length} transactions`, error.status)}`, "error");
+      }
+    } finally {
+      confirm.disabled = false;
+    }
+    return;
+  }
+  const [txn] = txns;
   const tr = opener.closest("tr");
   if (tr) setRowBusy(tr, true, "Rejecting…");
   try {
@@ -827,20 +1224,27 @@ $("#reject-form").addEventListener("submit", async (event) => {
 const feedList = $("#feed");
 const FEED_TEXT = {
   "transaction.submitted": ["Submitted", "submitted", "+"],
+  "transaction.approval_recorded": ["First approval", "first", "½"],
   "transaction.approved": ["Approved", "approved", "✓"],
   "transaction.rejected": ["Rejected", "rejected", "✕"],
+  "transaction.reversed": ["Reversed", "reversed", "↺"],
 };
 const FEED_FROM_EVENT = {
   TransactionSubmitted: "transaction.submitted",
+  TransactionApprovalRecorded: "transaction.approval_recorded",
   TransactionApproved: "transaction.approved",
   TransactionRejected: "transaction.rejected",
+  TransactionReversed: "transaction.reversed",
 };
+const WITH_REASON = new Set(["transaction.rejected", "transaction.reversed"]);
 const BACKFILL_EVENTS = 1000; // one page of the events API: enough to find the submissions behind 50 decisions
 
 function feedItem(entry) {
   const txn = entry.transaction;
   const [verb, modifier, icon] = FEED_TEXT[entry.type];
-  const who = entry.type === "transaction.submitted" ? null : txn.decided_by;
+  const who = entry.type === "transaction.submitted" ? txn.submitted_by || null
+    : entry.type === "transaction.approval_recorded" ? entry.actor || txn.first_approved_by || txn.decided_by
+    : entry.actor || txn.decided_by;
   return h(
     "li",
     { class: `feed__item feed__item--${modifier}`, "data-testid": "feed-item", "data-type": entry.type, "data-id": txn.id, "data-key": entry.key },
@@ -852,9 +1256,30 @@ function feedItem(entry) {
         txn.amount && txn.currency ? h("span", { class: "feed__amt" }, formatMoney(txn.amount, txn.currency)) : null),
       h("p", { class: "feed__meta" },
         who ? `by ${who} · ` : "",
-        h("time", { datetime: entry.at || "" }, formatTime(entry.at))),
-      entry.type === "transaction.rejected" && txn.decision_reason ? h("p", { class: "feed__reason" }, `“${txn.decision_reason}”`) : null),
+        h("time", { datetime: entry.at || "" }, formatTime(entry.at)),
+        entry.type === "transaction.approval_recorded" ? " · needs a second approver" : ""),
+      WITH_REASON.has(entry.type) && (entry.reason ?? txn.decision_reason)
+        ? h("p", { class: "feed__reason" }, `“${entry.reason ?? txn.decision_reason}”`) : null,
+      entry.type === "transaction.approved" && canDecide
+        ? h("p", { class: "feed__actions" },
+          h("button", {
+            type: "button", class: "btn btn--reject btn--xs", "data-action": "reverse", "data-testid": "reverse",
+            "aria-label": `Reverse the approval of ${txnLabel(txn)}${txn.amount ? `, ${formatMoney(txn.amount, txn.currency)}` : ""}`,
+          }, "Reverse…"),
+          h("span", { class: "feed__done", "data-testid": "reversed-mark", hidden: true }, "Reversed since"))
+        : null),
   );
+}
+
+/** Recent approvals keep a Reverse button until they are reversed (by anyone). */
+function refreshFeedActions(li) {
+  if (li.dataset.type !== "transaction.approved") return;
+  const reversed = state.isReversed(li.dataset.id);
+  const button = li.querySelector('[data-action="reverse"]');
+  const mark = li.querySelector('[data-testid="reversed-mark"]');
+  if (button) button.hidden = reversed;
+  if (mark) mark.hidden = !reversed;
+  li.classList.toggle("is-reversed", reversed);
 }
 
 function renderFeed() {
@@ -864,13 +1289,20 @@ function renderFeed() {
   state.feed.forEach((entry, index) => {
     const li = existing.get(entry.key) || feedItem(entry);
     if (feedList.children[index] !== li) feedList.insertBefore(li, feedList.children[index] || null);
+    refreshFeedActions(li);
   });
   $("#feed-empty").hidden = state.feed.length > 0;
 }
 
 feedList.addEventListener("click", (event) => {
-  const button = event.target.closest('button[data-action="detail"]');
-  if (button) openDetail(button.closest("li").dataset.id, button);
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const li = button.closest("li");
+  if (button.dataset.action === "detail") openDetail(li.dataset.id, button);
+  if (button.dataset.action === "reverse") {
+    const entry = state.feed.find((e) => e.key === li.dataset.key);
+    if (entry) openReverse(entry.transaction, button);
+  }
 });
 
 /** On load the feed shows what happened before the page opened, read from the events API. */
@@ -888,11 +1320,14 @@ async function backfillFeed(upTo) {
       const id = event.data.transaction_id ?? event.stream_id;
       const submitted = submissions.get(id);
       const known = state.pending.get(id) || {};
+      if (type === "transaction.reversed") state.rememberDecision(id, "reversed");
       entries.push({
         key: `${type}:${id}`,
         type,
         seq: event.position,
         at: event.recorded_at,
+        actor: event.metadata?.actor ?? "",
+        reason: event.data.reason ?? "",
         transaction: {
           id,
           amount: event.data.amount ?? submitted?.data.amount ?? known.amount,
@@ -945,8 +1380,20 @@ function auditEntry(event) {
   );
 }
 
+let detailTxn = null;
+
+function statusText(txn) {
+  if (txn.status === "awaiting_second_approval") {
+    return `awaiting a second approval (first approval by ${txn.first_approved_by || "another admin"})`;
+  }
+  if (txn.status === "reversed" && txn.decided_by) return `reversed by ${txn.decided_by}`;
+  return txn.status.replaceAll("_", " ");
+}
+
 async function openDetail(id, opener) {
   detailOpener = opener;
+  detailTxn = null;
+  $("#detail-reverse").hidden = true;
   const facts = $("#detail-facts");
   const audit = $("#detail-audit");
   detailDialog.dataset.id = id;
@@ -959,9 +1406,15 @@ async function openDetail(id, opener) {
     const [txn, events] = await Promise.all([api.transaction(id), api.transactionEvents(id)]);
     if (detailDialog.dataset.id !== id) return;
     $("#detail-title").textContent = `Transaction ${txnLabel(txn)}`;
+    detailTxn = txn;
+    const reverse = $("#detail-reverse");
+    reverse.hidden = !(canDecide && txn.status === "approved");
+    reverse.setAttribute("aria-label", `Reverse the approval of ${txnLabel(txn)}, ${formatMoney(txn.amount, txn.currency)}`);
     facts.replaceChildren(
       ...fact("Amount", formatMoney(txn.amount, txn.currency), "detail-amount"),
-      ...fact("Status", txn.status.replaceAll("_", " "), "detail-status"),
+      ...fact("Status", statusText(txn), "detail-status"),
+      ...(txn.submitted_by ? fact("Submitted by", txn.submitted_by, "detail-submitted-by") : []),
+      ...(txn.first_approved_by ? fact("First approval", txn.first_approved_by, "detail-first-approver") : []),
       ...fact("Occurred", `${formatDateTime(txn.occurred_at)} ${state.timeZone}`, "detail-occurred"),
       ...fact("Reference", txn.reference || "—", "detail-reference"),
       ...(txn.description ? fact("Description", txn.description, "detail-description") : []),
@@ -976,10 +1429,143 @@ async function openDetail(id, opener) {
 }
 
 detailDialog.addEventListener("close", () => {
+  if (reversing?.fromDetail) return; // the reverse dialog is on top; the panel is opened again after it
   delete detailDialog.dataset.id;
   if (detailOpener?.isConnected) detailOpener.focus();
   detailOpener = null;
 });
+
+$("#detail-reverse").addEventListener("click", (event) => {
+  if (detailTxn) openReverse(detailTxn, event.currentTarget, { fromDetail: true });
+});
+
+// --- reverse dialog ------------------------------------------------------------------------------------
+// A reversal is recorded beside the approval (nothing is edited) and counts in the week it happens.
+
+const reverseDialog = $("#reverse-dialog");
+const reverseReason = $("#reverse-reason");
+const reverseError = $("#reverse-error");
+let reversing = null; // {txn, opener, key, fromDetail}
+
+function openReverse(txn, opener, { fromDetail = false } = {}) {
+  // A new key per opening; retries from this dialog (a lost answer) reuse it and take effect once.
+  reversing = { txn, opener, key: newKey(), fromDetail };
+  reverseDialog.returnValue = "";
+  const amount = txn.amount && txn.currency ? ` · ${formatMoney(txn.amount, txn.currency)}` : "";
+  $("#reverse-summary").textContent = `${txnLabel(txn)}${amount}${txn.decided_by ? ` · approved by ${txn.decided_by}` : ""}`;
+  reverseReason.value = "";
+  reverseReason.removeAttribute("aria-invalid");
+  reverseError.textContent = "";
+  $("#reverse-confirm").disabled = false;
+  reverseDialog.showModal();
+  reverseReason.focus();
+}
+
+function showReverseError(message) {
+  reverseError.textContent = message;
+  reverseReason.setAttribute("aria-invalid", "true");
+  reverseReason.focus();
+}
+
+$("#reverse-cancel").addEventListener("click", () => reverseDialog.close("cancel"));
+
+reverseDialog.addEventListener("close", () => {
+  const { opener, fromDetail, txn } = reversing || {};
+  reversing = null;
+  const done = reverseDialog.returnValue === "reversed";
+  if (fromDetail && detailDialog.open && txn && done) openDetail(txn.id, detailOpener); // the new status and trail
+  else if (fromDetail && detailDialog.open) $("#detail-reverse").focus();
+  else if (opener?.isConnected && !opener.hidden) opener.focus();
+  else $("#feed-title").focus?.();
+});
+
+$("#reverse-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!reversing) return;
+  const { txn, key } = reversing;
+  const reason = reverseReason.value.trim();
+  if (!reason) {
+    showReverseError("Enter a reason: a reversal is recorded with one (refund, chargeback, approved by mistake…).");
+    return;
+  }
+  const confirm = $("#reverse-confirm");
+  confirm.disabled = true;
+  try {
+    const result = await api.reverse(txn.id, reason, key);
+    reverseDialog.close("reversed");
+    applyOwnDecision(result, "reversed");
+    toast(`Reversed ${txnLabel(txn)} · ${formatMoney(result.amount, result.currency)}: this week's net income is lower by that amount.`, "success");
+  } catch (error) {
+    if (error.status === 400) showReverseError(error.fieldErrors.reason || problemMessage(error.problem, txnLabel(txn), 400));
+    else if (error.status === 0 || error.status >= 500) showReverseError(`Not reversed yet: ${error.message} Try again; it is recorded once.`);
+    else showReverseError(problemMessage(error.problem, txnLabel(txn), error.status));
+  } finally {
+    confirm.disabled = false;
+  }
+});
+
+// --- review queue tiles ----------------------------------------------------------------------------------
+// Pending now, the oldest one's age (ticking here between updates), and this week's median time from
+// submission to decision, from the snapshot's "review_queue" and `review_queue.updated` messages.
+
+let reviewFetched = false;
+
+function oldestAgeSeconds(pending) {
+  if (!pending?.oldest_submitted_at) return null;
+  return Math.max(0, Math.floor((Date.now() - Date.parse(pending.oldest_submitted_at)) / 1000));
+}
+
+function setTile(testid, value, text, title) {
+  const el = $(`[data-testid="${testid}"]`);
+  el.dataset.value = value === null || value === undefined ? "" : String(value);
+  el.textContent = text;
+  if (title) el.title = title;
+  return el;
+}
+
+function renderReview() {
+  const { pending, week } = state.review;
+  if (pending) setTile("rq-pending", pending.count, Number(pending.count).toLocaleString("en-US"), "Pending or awaiting a second approval");
+  renderOldest();
+  if (week || pending) {
+    const p50 = week?.time_to_decision_p50_seconds ?? null;
+    const p90 = week?.time_to_decision_p90_seconds ?? null;
+    const decisions = week?.decisions ?? 0;
+    setTile("rq-median", p50 === null ? null : Math.round(p50), p50 === null ? "–" : formatDuration(p50),
+      p50 === null ? "No decision yet this week" : `Median from submission to approval or rejection, ${decisions} decisions this week`);
+    $("#rq-median-hint").textContent = p50 === null
+      ? "this week: no decision yet"
+      : `this week · ${decisions.toLocaleString("en-US")} decision${decisions === 1 ? "" : "s"}${p90 === null ? "" : ` · p90 ${formatDuration(p90)}`}`;
+  }
+}
+
+function renderOldest() {
+  const pending = state.review.pending;
+  if (!pending) return;
+  const age = oldestAgeSeconds(pending);
+  const el = setTile("rq-oldest", age, age === null ? "none" : formatDuration(age));
+  el.dataset.since = pending.oldest_submitted_at || "";
+  el.classList.toggle("is-old", age !== null && age >= 86_400);
+  $("#rq-oldest-hint").textContent = age === null ? "nothing is waiting" : `waiting since ${formatDateTime(pending.oldest_submitted_at)}`;
+}
+
+setInterval(renderOldest, 1000);
+
+/** A server whose snapshot has no "review_queue" yet: read it once from the REST API. */
+async function fetchReview() {
+  if (reviewFetched) return;
+  reviewFetched = true;
+  try {
+    const report = await api.reviewQueue();
+    if (state.review.seq === 0) {
+      state.review.pending = report.pending;
+      state.review.week = report.weeks?.at(-1) ?? null;
+      renderReview();
+    }
+  } catch (error) {
+    console.warn("review queue:", error);
+  }
+}
 
 // --- range ------------------------------------------------------------------------------------------------
 
@@ -1047,7 +1633,8 @@ function applied(change) {
   if (change.kind === "ignored") return;
   if (change.weekly) renderWeekly(change.weekly.changed);
   if (change.kind === "queue" || change.kind === "snapshot") renderQueue();
-  if (change.feed || change.kind === "snapshot") renderFeed();
+  if (change.feed || change.kind === "snapshot" || change.reversed) renderFeed();
+  if (change.kind === "review" || change.kind === "snapshot") renderReview();
 }
 
 let firstSnapshot = true;
@@ -1065,6 +1652,7 @@ function onMessage(message) {
     renderMeta();
     if (firstSnapshot) {
       firstSnapshot = false;
+      if (!message.review_queue) fetchReview();
       backfillFeed(message.seq);
       loadBaseline();
       if (state.rangeWeeks > SNAPSHOT_WEEKS) {

@@ -7,7 +7,11 @@
 //   at one consistent position) when it is not older;
 // - a snapshot is the new truth for the pending queue; transaction messages
 //   after it are deltas, each applied once (keyed by type and id);
-// - lastSeq is the highest seq received over the websocket, sent back on resume.
+// - lastSeq is the highest seq received over the websocket, sent back on resume;
+// - a weekly cell's `total` is its net (gross - reversed): the bars and the table show net,
+//   and `gross`/`reversed` say how it came about;
+// - a transaction awaiting its second approval stays in the pending queue (it still needs a
+//   decision), marked with who approved first.
 
 import { fractionDigits, zeroWithDigits } from "./money.js";
 import { todayIn, weekRange, weekStartOf } from "./weeks.js";
@@ -16,6 +20,7 @@ export const FEED_LIMIT = 50;
 const REMEMBERED_DECISIONS = 5000;
 
 const DECISIONS = { "transaction.approved": "approved", "transaction.rejected": "rejected" };
+export const WAITING = new Set(["pending", "awaiting_second_approval"]);
 
 function newestFirst(a, b) {
   if (a.created_at !== b.created_at) return a.created_at < b.created_at ? 1 : -1;
@@ -28,7 +33,7 @@ export class DashboardState {
     this.timeZone = "UTC";
     this.weekStartDay = "monday";
     this.currentWeek = null;
-    this.cells = new Map(); // "YYYY-MM-DD|EUR" -> {week, currency, total, count, seq}
+    this.cells = new Map(); // "YYYY-MM-DD|EUR" -> {week, currency, total, count, gross, reversed, reversedCount, seq}
     this.digits = new Map(); // currency -> digits after the dot
     this.lastSeq = 0;
     this.snapshotSeq = null; // seq of the snapshot the queue was last reset from
@@ -36,7 +41,9 @@ export class DashboardState {
     this.pendingCount = 0;
     this.pendingNext = null; // REST cursor URL for loading older pending rows
     this.appliedSinceSnapshot = new Set(); // "submitted:<id>" / "decided:<id>"
-    this.decided = new Map(); // id -> "approved" | "rejected", remembered across snapshots
+    this.decided = new Map(); // id -> "approved" | "rejected" | "reversed", remembered across snapshots
+    // The review queue: pending now ({count, oldest_submitted_at, oldest_age_seconds}) and this week's decisions.
+    this.review = { pending: null, week: null, seq: 0 };
     this.feed = []; // newest first
     this.feedKeys = new Set();
   }
@@ -56,15 +63,24 @@ export class DashboardState {
   }
 
   cell(week, currency) {
+    const zero = zeroWithDigits(this.digits.get(currency) ?? 2);
     return (
       this.cells.get(`${week}|${currency}`) ?? {
         week,
         currency,
-        total: zeroWithDigits(this.digits.get(currency) ?? 2),
+        total: zero,
         count: 0,
+        gross: zero,
+        reversed: zero,
+        reversedCount: 0,
         seq: 0,
       }
     );
+  }
+
+  /** Whether any week of the range had a reversal in `currency` (the table then shows gross and reversed). */
+  hasReversals(currency, weeks = this.weeks()) {
+    return weeks.some((week) => this.cell(week, currency).reversedCount > 0);
   }
 
   /** Store one row at `seq`; returns {changed, layout} or null when it was not newer. */
@@ -77,12 +93,23 @@ export class DashboardState {
     const newWeek = this.currentWeek === null || row.week_start > this.currentWeek;
     if (newWeek) this.currentWeek = row.week_start;
     const previous = have ?? this.cell(row.week_start, row.currency);
-    const count = Number(row.count);
-    this.cells.set(key, { week: row.week_start, currency: row.currency, total: row.total, count, seq });
+    const next = {
+      week: row.week_start,
+      currency: row.currency,
+      total: row.total,
+      count: Number(row.count),
+      // A row without the breakdown (a server before reversals existed) had none: gross = total.
+      gross: row.gross ?? row.total,
+      reversed: row.reversed ?? zeroWithDigits(fractionDigits(row.total)),
+      reversedCount: Number(row.reversed_count ?? 0),
+      seq,
+    };
+    this.cells.set(key, next);
+    const reversalsAppeared = (previous.reversedCount > 0) !== (next.reversedCount > 0);
     return {
       key,
-      changed: previous.total !== row.total || previous.count !== count,
-      layout: newCurrency || newWeek,
+      changed: ["total", "count", "gross", "reversed", "reversedCount"].some((field) => previous[field] !== next[field]),
+      layout: newCurrency || newWeek || reversalsAppeared,
     };
   }
 
@@ -111,7 +138,24 @@ export class DashboardState {
     for (const txn of snapshot.pending?.latest || []) this.pending.set(txn.id, txn);
     this.pendingCount = snapshot.pending?.count ?? this.pending.size;
     this.pendingNext = null;
+    if (snapshot.review_queue) {
+      this.review = { pending: snapshot.review_queue.pending ?? null, week: snapshot.review_queue.this_week ?? null, seq: snapshot.seq };
+    }
     return { kind: "snapshot", weekly };
+  }
+
+  /** `review_queue.updated`: the pending figures of its position, and the week it changed. */
+  applyReviewQueue(message) {
+    if (message.seq <= this.review.seq) return { kind: "ignored" };
+    this.review.seq = message.seq;
+    if (message.pending) this.review.pending = message.pending;
+    const week = message.week;
+    // Only this week's figures are shown; a decision's week is the week it was made, so an older
+    // week's update (a late replay) never replaces the current one.
+    if (week && (!this.review.week || week.week_start >= this.review.week.week_start) && week.week_start >= this.lastWeek) {
+      this.review.week = week;
+    }
+    return { kind: "review" };
   }
 
   /** One message from the socket; returns a description of what it changed (or {kind: "ignored"}). */
@@ -128,7 +172,39 @@ export class DashboardState {
     }
     if (message.type === "transaction.submitted") return this.applySubmitted(message.transaction, message.seq);
     if (message.type in DECISIONS) return this.applyDecision(message.transaction, DECISIONS[message.type], message.seq);
+    if (message.type === "transaction.approval_recorded") return this.applyFirstApproval(message.transaction, message.seq);
+    if (message.type === "transaction.reversed") return this.applyReversal(message.transaction, message.seq);
+    if (message.type === "review_queue.updated") return this.applyReviewQueue(message);
     return { kind: "ignored" };
+  }
+
+  /** The first of two approvals: the row stays in the queue, now marked with its first approver. */
+  applyFirstApproval(txn, seq) {
+    const key = `first:${txn.id}`;
+    if (this.appliedSinceSnapshot.has(key)) return { kind: "ignored" };
+    this.appliedSinceSnapshot.add(key);
+    const feed = this.addFeed("transaction.approval_recorded", txn, seq);
+    const listed = this.pending.get(txn.id);
+    if (listed && !this.decided.has(txn.id)) {
+      this.pending.set(txn.id, { ...listed, ...txn, status: "awaiting_second_approval" });
+      return { kind: "queue", queue: true, updated: txn.id, feed };
+    }
+    return { kind: "queue", queue: false, feed };
+  }
+
+  /** A reversal of an approved transaction: not in the queue; the feed and recent approvals change. */
+  applyReversal(txn, seq) {
+    const key = `reversed:${txn.id}`;
+    if (this.appliedSinceSnapshot.has(key)) return { kind: "ignored" };
+    this.appliedSinceSnapshot.add(key);
+    this.rememberDecision(txn.id, "reversed");
+    const feed = this.addFeed("transaction.reversed", txn, seq);
+    return { kind: "queue", queue: false, reversed: txn.id, feed };
+  }
+
+  /** Whether an approval can still be reversed, as far as this page knows. */
+  isReversed(id) {
+    return this.decided.get(id) === "reversed";
   }
 
   applySubmitted(txn, seq) {
@@ -167,6 +243,7 @@ export class DashboardState {
   }
 
   rememberDecision(id, status) {
+    if (this.decided.get(id) === "reversed" && status === "approved") return; // a late echo of the approval
     this.decided.delete(id);
     this.decided.set(id, status);
     if (this.decided.size > REMEMBERED_DECISIONS) this.decided.delete(this.decided.keys().next().value);
@@ -190,7 +267,7 @@ export class DashboardState {
     const oldest = rows[rows.length - 1];
     let added = 0;
     for (const txn of results) {
-      if (txn.status !== "pending" || this.pending.has(txn.id) || this.decided.has(txn.id)) continue;
+      if (!WAITING.has(txn.status) || this.pending.has(txn.id) || this.decided.has(txn.id)) continue;
       if (oldest && newestFirst(txn, oldest) <= 0) continue;
       this.pending.set(txn.id, txn);
       added += 1;
@@ -220,7 +297,9 @@ export class DashboardState {
     const key = `${type}:${txn.id}`;
     if (this.feedKeys.has(key)) return null;
     this.feedKeys.add(key);
-    const entry = { key, type, transaction: txn, seq, at: type === "transaction.submitted" ? txn.created_at : txn.decided_at };
+    // A first approval may not be "the latest decision" of the read model: then it happened just now.
+    const at = type === "transaction.submitted" ? txn.created_at : txn.decided_at ?? new Date().toISOString();
+    const entry = { key, type, transaction: txn, seq, at };
     this.feed.unshift(entry);
     while (this.feed.length > FEED_LIMIT) this.feed.pop();
     if (this.feedKeys.size > REMEMBERED_DECISIONS) this.feedKeys = new Set(this.feed.map((e) => e.key));

@@ -57,3 +57,15 @@ export function weekLabel(day) {
 export function longWeekLabel(day) {
   return `${WEEKDAYS[new Date(toUtc(day)).getUTCDay()]} ${weekLabel(day)}`;
 }
+
+/**
+ * A duration for people: 42 -> "42 s", 725 -> "12 min 5 s", 11520 -> "3 h 12 min", 187200 -> "2 d 4 h".
+ * Seconds are shown only under an hour, where they are what changes.
+ */
+export function formatDuration(seconds) {
+  const s = Math.max(0, Math.floor(Number(seconds)));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86_400)} d ${Math.floor((s % 86_400) / 3600)} h`;
+}

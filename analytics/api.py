@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from analytics import selectors, waiting
 from analytics.renderers import CSVRenderer
 from analytics.serializers import SnapshotOutput, SummaryOutput, WeeklyIncomeOutput, WeeklyIncomeQuery
+from analytics.projection import CHECKPOINT
 from analytics.snapshot import dashboard_snapshot
 from core.errors import DomainError, InvalidInput
 from core.params import reject_blank
@@ -175,7 +176,7 @@ class WeeklySummaryApi(APIView):
         responses={200: SummaryOutput, **PROBLEM_RESPONSES(401, 403)},
     )
     def get(self, request):
-        return Response({"as_of": selectors.projection_position(), "results": selectors.weekly_summary()})
+        return Response({"as_of": selectors.projection_position(CHECKPOINT), "results": selectors.weekly_summary()})
 
 
 class DashboardSnapshotApi(APIView):

@@ -1,4 +1,9 @@
-"""The weekly income projector: events after the checkpoint -> pandas -> rows, history and checkpoint, in one transaction."""
+"""The projector (every registered projection, one batch, one transaction) and the weekly income projection's batch code.
+
+analytics.registry lists the projections; project_next_batch reads one batch of the log from the
+lowest checkpoint, hands each projection the events past its own checkpoint, and moves every
+checkpoint with the rows they cover.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,6 +15,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from analytics import registry
 from analytics.frames import weekly_running_totals
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
 from core import eventstore
@@ -29,12 +35,12 @@ class ProjectionConfigChanged(RuntimeError):
 
 
 class ProjectionFailed(RuntimeError):
-    """A batch could not be projected; nothing of it was written and the checkpoint stayed put."""
+    """A batch could not be projected; nothing of it was written and every checkpoint stayed put."""
 
-    def __init__(self, *, after: int, first: int, through: int, cause: BaseException):
-        self.after, self.first, self.through, self.cause = after, first, through, cause
+    def __init__(self, *, after: int, first: int, through: int, cause: BaseException, projection: str = CHECKPOINT):
+        self.after, self.first, self.through, self.cause, self.projection = after, first, through, cause, projection
         super().__init__(
-            f"weekly income: events {first}..{through} could not be projected "
+            f"{projection.replace('_', ' ')}: events {first}..{through} could not be projected "
             f"({cause.__class__.__name__}: {cause}); the checkpoint stays at {after}"
         )
 
@@ -82,18 +88,31 @@ def weekly_income_message(row: WeeklyIncome, seq: int) -> dict:
     }
 
 
-def _locked_checkpoint() -> ProjectionCheckpoint:
-    # The row lock admits one projector at a time, so two workers never apply
-    # the same events twice nor commit totals out of order.
-    checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(
-        name=CHECKPOINT, defaults={"config": current_config()}
-    )
-    if checkpoint.config != current_config():
-        raise ProjectionConfigChanged(
-            f"weekly income was computed for {checkpoint.config!r} but settings say {current_config()!r}: "
-            "run `manage.py rebuild_projections`"
+def _locked_checkpoints() -> list[tuple[registry.Projection, ProjectionCheckpoint]]:
+    """Every registered projection with its checkpoint row, locked (rows created at 0 the first time)."""
+    projections = registry.projections()
+    names = [p.name for p in projections]
+
+    def lock() -> dict[str, ProjectionCheckpoint]:
+        # The row locks admit one projector at a time, so two workers never apply the same events
+        # twice nor commit totals out of order. Locked in name order: a rebuild's swap locks one of
+        # them, and nobody waits in a circle.
+        return {row.name: row for row in ProjectionCheckpoint.objects.select_for_update().filter(name__in=names).order_by("name")}
+
+    rows = lock()
+    if len(rows) < len(names):
+        ProjectionCheckpoint.objects.bulk_create(
+            [ProjectionCheckpoint(name=p.name, config=p.config()) for p in projections if p.name not in rows], ignore_conflicts=True
         )
-    return checkpoint
+        rows = lock()
+    for projection in projections:
+        stored = rows[projection.name].config
+        if stored != projection.config():
+            raise ProjectionConfigChanged(
+                f"{projection.name} was computed for {stored!r} but settings say {projection.config()!r}: "
+                f"run `manage.py rebuild_projections --projection {projection.name}`"
+            )
+    return [(projection, rows[projection.name]) for projection in projections]
 
 
 def _running_totals(batch: list[eventstore.RecordedEvent]) -> pd.DataFrame:
@@ -191,49 +210,67 @@ def _add_to_rows(batch_totals: dict[tuple, tuple[int, int, int]], table: str = L
     }
 
 
-def _move_checkpoint(checkpoint: ProjectionCheckpoint, through: int) -> None:
-    """Move the checkpoint to `through` and let this transaction's COMMIT return before its WAL
+def _move_checkpoints(checkpoints: list[ProjectionCheckpoint], through: int) -> None:
+    """Move the checkpoints to `through` and let this transaction's COMMIT return before its WAL
     reaches disk (PostgreSQL), in one round trip.
 
-    The projection is derived from the log, whose events were committed durably by the
+    The projections are derived from the log, whose events were committed durably by the
     commands. A crash can lose at most the last few projector commits, and each loses its
-    rows, history and checkpoint together (commits stay atomic and ordered): the batch is
+    rows, history and checkpoints together (commits stay atomic and ordered): the batch is
     projected again, to the same totals, from the same events. The flush it saves is most
     of a small batch's commit (about 2 ms at p50 here, more under load). The setting is
     read at COMMIT, so it may be made by the transaction's last statement, and it is
     LOCAL: the connection's next transaction is durable again.
     """
-    checkpoint.position = through
-    if connection.vendor != "postgresql":
-        checkpoint.save(update_fields=["position", "updated_at"])
+    if not checkpoints:
         return
-    checkpoint.updated_at = timezone.now()
+    now = timezone.now()
+    for checkpoint in checkpoints:
+        checkpoint.position, checkpoint.updated_at = through, now
+    names = [checkpoint.name for checkpoint in checkpoints]
+    if connection.vendor != "postgresql":
+        ProjectionCheckpoint.objects.filter(name__in=names).update(position=through, updated_at=now)
+        return
     table = connection.ops.quote_name(ProjectionCheckpoint._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET position = %s, updated_at = %s WHERE name = %s "
+            f"UPDATE {table} SET position = %s, updated_at = %s WHERE name = ANY(%s) "
             "RETURNING set_config('synchronous_commit', 'off', true)",
-            [through, checkpoint.updated_at, checkpoint.name],
+            [through, now, names],
         )
 
 
 def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None:
-    """Project the next batch of events; None when the projection is caught up."""
+    """Project the next batch of events into every registered projection; None when all are caught up.
+
+    One read from the lowest checkpoint; each projection gets only the events past its own (a
+    projection just rebuilt may be ahead of the others). The batch published covers (after,
+    through] from that lowest checkpoint: a client already past some of it drops those messages
+    by their seq.
+    """
     with transaction.atomic():
-        checkpoint = _locked_checkpoint()
-        after = checkpoint.position
+        checkpoints = _locked_checkpoints()
+        after = min(checkpoint.position for _, checkpoint in checkpoints)
         batch = eventstore.read_all(after=after, limit=batch_size)
         if not batch:
             return None
-        try:
-            changed = apply_events(batch)
-        except Exception as exc:
-            # Raised inside the atomic block: rows, history and checkpoint all roll back.
-            raise ProjectionFailed(after=after, first=batch[0].position, through=batch[-1].position, cause=exc) from exc
         through = batch[-1].position
-        _move_checkpoint(checkpoint, through)
-        messages = transaction_messages(batch)
-        messages.extend(weekly_income_message(row, through) for row in changed)
+        projected, moved = [], []
+        for projection, checkpoint in checkpoints:
+            if checkpoint.position >= through:
+                continue
+            mine = [e for e in batch if e.position > checkpoint.position and e.type in projection.handles]
+            if mine:
+                try:
+                    projected.extend(projection.apply(mine, through=through))
+                except Exception as exc:
+                    # Raised inside the atomic block: every projection's rows and checkpoint roll back.
+                    raise ProjectionFailed(
+                        projection=projection.name, after=checkpoint.position, first=mine[0].position, through=through, cause=exc
+                    ) from exc
+            moved.append(checkpoint)
+        _move_checkpoints(moved, through)
+        messages = transaction_messages(batch) + projected
     return ProjectedBatch(
         after=after, through=through, event_count=len(batch), messages=messages, short=len(batch) < batch_size, events=batch
     )
@@ -244,3 +281,32 @@ def rebuild_weekly_income(**options) -> int:
     from analytics.rebuild import rebuild_weekly_income as rebuild
 
     return rebuild(**options)
+
+
+class WeeklyIncomeProjection(registry.Projection):
+    """Weekly income per (week_start, currency): the first registered projection."""
+
+    name = CHECKPOINT
+    handles = frozenset({txn_events.APPROVED})
+
+    def config(self) -> str:
+        return current_config()
+
+    def apply(self, events: list[eventstore.RecordedEvent], *, through: int) -> list[dict]:
+        return [weekly_income_message(row, through) for row in apply_events(events)]
+
+    def rebuild(self, *, readers: int) -> registry.Rebuilt:
+        from analytics.rebuild import RebuildStats, rebuild_weekly_income as rebuild
+
+        stats = RebuildStats()
+        position = rebuild(readers=readers, stats=stats)
+        timing = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stats.seconds.items())
+        return registry.Rebuilt(position, (
+            f"{stats.approvals} events read in bulk up to position {stats.cut}, "
+            f"{stats.caught_up} events caught up after it, {stats.buckets} rows ({timing})"
+        ))
+
+    def verify(self) -> list[str]:
+        from analytics.verification import verify_weekly_income
+
+        return verify_weekly_income()

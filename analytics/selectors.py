@@ -1,4 +1,4 @@
-"""Read-side queries for weekly income: zero-filled weeks and the projection's position."""
+"""Read-side queries for weekly income (zero-filled weeks, time travel, the summary) and the projections' positions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +11,7 @@ from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from analytics import registry
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
 from analytics.projection import CHECKPOINT
 from core import eventstore
@@ -45,21 +46,40 @@ def default_range(now: datetime | None = None) -> tuple[date, date]:
     return end - timedelta(weeks=DEFAULT_WEEKS - 1), end
 
 
-def projection_position() -> int:
-    return ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("position", flat=True).first() or 0
+def projection_position(name: str | None = None) -> int:
+    """How far the projections have applied the log: one projection's checkpoint, or with no name the
+    lowest over every registered projection (the position through which every read model is current).
+
+    Which one a caller wants: readiness, lag and the catch-up's empty batch speak for every read
+    model, so they take the lowest; a read of one projection's rows (weekly income's `as_of`,
+    `min_position`, `at`) takes that projection's own. The projector moves them together, so
+    they differ only while one catches up (a new projection) or after one was rebuilt (ahead).
+    """
+    names = [name] if name else registry.names()
+    positions = dict(ProjectionCheckpoint.objects.filter(name__in=names).values_list("name", "position"))
+    # A projection without a row has applied nothing yet.
+    return min(positions.get(n, 0) for n in names)
 
 
 def projection_lag(now: datetime | None = None) -> dict:
-    """How far the weekly income projection is behind the event log, in events and in seconds.
+    """How far each registered projection is behind the event log, in events and in seconds.
 
     `seconds` is the age of the oldest event not yet applied (0 when caught up): a
     projector that is stuck shows a growing number here even when no new events come.
     """
-    applied = projection_position()
+    names = registry.names()
+    positions = dict(ProjectionCheckpoint.objects.filter(name__in=names).values_list("name", "position"))
     last = eventstore.last_position()
-    oldest = StoredEvent.objects.filter(position__gt=applied).order_by("position").values_list("recorded_at", flat=True).first()
-    seconds = max(0.0, ((now or timezone.now()) - oldest).total_seconds()) if oldest else 0.0
-    return {"weekly_income": {"applied": applied, "last_event": last, "behind": max(0, last - applied), "seconds": round(seconds, 3)}}
+    now = now or timezone.now()
+    ages: dict[int, float] = {}
+    lag = {}
+    for name in names:
+        applied = positions.get(name, 0)
+        if applied not in ages:
+            oldest = StoredEvent.objects.filter(position__gt=applied).order_by("position").values_list("recorded_at", flat=True).first()
+            ages[applied] = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+        lag[name] = {"applied": applied, "last_event": last, "behind": max(0, last - applied), "seconds": round(ages[applied], 3)}
+    return lag
 
 
 def resolve_range(start: date | None, end: date | None) -> list[date]:

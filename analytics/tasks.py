@@ -16,7 +16,9 @@ MAX_BATCHES_PER_RUN = 20
 
 
 def project_and_publish(*, max_batches: int = MAX_BATCHES_PER_RUN) -> int:
-    """Project until caught up (or the bound), publishing each batch after it commits."""
+    """Project every registered projection until caught up (or the bound), publishing each batch after it commits."""
+    # One run serves every projection (one batch, one transaction): its metrics keep the label they
+    # always had, the first projection's, so dashboards and alerts on it go on working.
     with metrics.ProjectionRun(projection.CHECKPOINT) as run:
         return _project_and_publish(run, max_batches)
 
@@ -83,7 +85,7 @@ def catch_up_projections() -> int:
     """Periodic (beat): whatever a lost wake-up left behind is projected within seconds.
 
     When there was nothing to project it still publishes an empty batch at the current
-    position: a consumer whose last batch was lost (Redis restarting, say) sees that it
+    position (the lowest checkpoint: never ahead of what any projection has applied): a consumer whose last batch was lost (Redis restarting, say) sees that it
     is behind and resyncs, instead of waiting for the next approval to reveal the gap.
     """
     projected = project_and_publish()

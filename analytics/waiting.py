@@ -45,10 +45,13 @@ def announce_position(position: int) -> None:
 
 
 def _read_position() -> int:
+    from analytics.projection import CHECKPOINT
     from analytics.selectors import projection_position
 
     try:
-        return projection_position()
+        # The only waiters are weekly income reads (`min_position`, `at`): its own checkpoint, not
+        # the lowest, or a projection catching up from 0 would make every such read wait.
+        return projection_position(CHECKPOINT)
     finally:
         # Back to the pool now: this thread may not query again for a long time.
         if not connection.in_atomic_block:

@@ -59,6 +59,9 @@ def readiness() -> tuple[bool, dict]:
 def judge_lag(lag: dict) -> str:
     """A busy projector is ready; one whose oldest unapplied event is older than the limit is not.
 
+    `lag` has an entry per registered projection: any one of them stuck makes the service unready
+    (its read model would serve stale answers), whichever it is.
+
     Counting events would fail a healthy projector during a burst; the age of the oldest
     unapplied event only grows when the projector is stuck or far too slow.
     """

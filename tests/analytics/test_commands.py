@@ -40,7 +40,7 @@ def test_rebuild_repairs_what_verify_found():
     call_command("rebuild_projections", stdout=out)
     call_command("verify_projections", stdout=StringIO())
     assert WeeklyIncome.objects.get().total_minor == 1000
-    assert re.search(r"rebuilt through position \d+: 1 approvals read in bulk up to position \d+, 0 events caught up after it, "
+    assert re.search(r"rebuilt through position \d+: 1 events read in bulk up to position \d+, 0 events caught up after it, "
                      r"1 rows \(lock [0-9.]+ s, read", out.getvalue())
 
 

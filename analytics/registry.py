@@ -1,0 +1,106 @@
+"""The projection registry: the read models the projector keeps current, each with its own checkpoint.
+
+A projection is a subclass of `Projection` listed (by dotted path) in PROJECTIONS below:
+
+    class ReviewQueue(Projection):
+        name = "review_queue"                       # its ProjectionCheckpoint row
+        handles = frozenset({"TransactionSubmitted", "TransactionApproved", ...})
+
+        def apply(self, events, *, through):        # the batch function
+            ...                                     # write its tables; return its dashboard messages
+        def rebuild(self, *, readers):              # -> Rebuilt(position, summary)
+            ...
+        def verify(self):                           # -> ["what differs", ...], [] when the tables agree with the log
+            ...
+
+The projector (analytics.projection.project_next_batch) locks every registered checkpoint row
+(in name order), reads ONE batch of the log from the lowest checkpoint, and calls each projection's
+`apply` with the events of that batch that it `handles` and that lie past its own checkpoint, in
+position order, inside the projector's transaction; then it moves each checkpoint to the batch's end.
+Rows, messages' source data and every checkpoint commit together or not at all: an exception from
+any `apply` rolls the whole batch back (analytics.projection.ProjectionFailed names the projection),
+and the next run tries it again. `apply` is not called when none of the batch's events are for it
+(its checkpoint still moves). It must not commit, must not publish (the caller publishes after
+commit) and must be deterministic: the same events give the same rows. Messages carry
+`"seq": through`, the batch's last position, so a client never applies a stale value.
+
+`rebuild` recomputes the projection from the whole log and moves its checkpoint; it may hold its
+own checkpoint row lock (SELECT ... FOR UPDATE) only briefly, for a final catch-up and a swap: the
+projector waits on that lock, so a long hold stalls every projection, not only this one. The other
+projections' rows and checkpoints are not touched. `verify` re-derives the rows from the log with
+arithmetic of its own and lists the differences; it takes no projector lock.
+
+`config()` names the settings the rows were computed with (stored on the checkpoint row); when it
+changes, the projector refuses to run (ProjectionConfigChanged) until that projection is rebuilt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+# In this order: the first is the one the dashboard's `seq` and `min_position` speak about.
+PROJECTIONS = (
+    "analytics.projection.WeeklyIncomeProjection",
+)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    position: int  # the checkpoint the rebuilt rows reflect
+    summary: str  # one line for the operator
+
+
+class Projection:
+    """One read model: see the module docstring for the contract."""
+
+    name: str = ""
+    handles: frozenset[str] = frozenset()
+
+    def config(self) -> str:
+        """The settings the rows depend on; a change needs a rebuild. Weeks cut by zone and first day, by default."""
+        return f"{settings.ANALYTICS_TIME_ZONE}/{settings.ANALYTICS_WEEK_START}"
+
+    def apply(self, events: list, *, through: int) -> list[dict]:
+        raise NotImplementedError
+
+    def rebuild(self, *, readers: int) -> Rebuilt:
+        raise NotImplementedError
+
+    def verify(self) -> list[str]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<projection {self.name}>"
+
+
+class UnknownProjection(LookupError):
+    """A name that is not registered."""
+
+
+@lru_cache(maxsize=1)
+def projections() -> tuple[Projection, ...]:
+    """Every registered projection, one instance each, in PROJECTIONS order."""
+    found = tuple(import_string(path)() for path in PROJECTIONS)
+    names = [p.name for p in found]
+    if len(set(names)) != len(names) or not all(names):
+        raise RuntimeError(f"projection names must be unique and non-empty: {names}")
+    return found
+
+
+def names() -> list[str]:
+    return [p.name for p in projections()]
+
+
+def get(name: str) -> Projection:
+    for projection in projections():
+        if projection.name == name:
+            return projection
+    raise UnknownProjection(f"no projection named {name!r}; registered: {', '.join(names())}")
+
+
+def selected(name: str | None) -> tuple[Projection, ...]:
+    """`--projection NAME` for the commands: that one, or every projection when None."""
+    return projections() if name is None else (get(name),)

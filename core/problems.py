@@ -61,10 +61,13 @@ def problem_body(*, status: int, code: str, detail: str, title: str | None = Non
 
 
 def _flatten(detail, path: str = "") -> list[dict]:
-    """DRF's nested error dicts/lists -> [{"field": "items.0.amount", "message", "code"}]."""
+    """DRF's nested error dicts/lists -> [{"field": "items[0].amount", "message", "code"}]."""
     if isinstance(detail, dict):
         out = []
         for key, value in detail.items():
+            if isinstance(key, int):  # a list's items by index (DRF's ListSerializer and ListField)
+                out.extend(_flatten(value, f"{path}[{key}]"))
+                continue
             field = key if key != "non_field_errors" else ""
             out.extend(_flatten(value, f"{path}.{field}" if path and field else (field or path)))
         return out
@@ -73,7 +76,7 @@ def _flatten(detail, path: str = "") -> list[dict]:
             return [{"field": path or None, "message": str(item), "code": getattr(item, "code", "invalid")} for item in detail]
         out = []
         for index, item in enumerate(detail):
-            out.extend(_flatten(item, f"{path}.{index}" if path else str(index)))
+            out.extend(_flatten(item, f"{path}[{index}]"))  # decisions[3].action, as clients write it
         return out
     return [{"field": path or None, "message": str(detail), "code": getattr(detail, "code", "invalid")}]
 

@@ -51,6 +51,8 @@ class TransactionIdField(serializers.UUIDField):
 
 
 class BulkDecisionInput(_Strict):
+    """One decision: the transaction, what to do with it, why, and optionally the version it must be at."""
+
     id = TransactionIdField()
     action = serializers.ChoiceField(choices=bulk.ACTIONS)
     reason = StrictTextField(
@@ -61,7 +63,10 @@ class BulkDecisionInput(_Strict):
 
 
 class BulkDecisionsInput(_Strict):
-    decisions = BulkDecisionInput(many=True, allow_empty=False, max_length=bulk.MAX_DECISIONS)
+    """1 to 500 decisions, run in order. Unknown fields, here or in an item, are refused."""
+
+    # A ListField rather than many=True: the schema then says minItems and maxItems.
+    decisions = serializers.ListField(child=BulkDecisionInput(), allow_empty=False, min_length=1, max_length=bulk.MAX_DECISIONS)
 
 
 class BulkDecisionResult(serializers.Serializer):
@@ -76,7 +81,7 @@ class BulkDecisionResult(serializers.Serializer):
 
 
 class BulkDecisionsOutput(serializers.Serializer):
-    """Schema only."""
+    """Schema only: every item's outcome in the order of the request, and the highest position appended."""
 
     results = BulkDecisionResult(many=True)
     position = serializers.IntegerField(allow_null=True, help_text="The highest position appended; null when no item was decided")

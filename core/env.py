@@ -2,6 +2,7 @@
 import os
 import re
 from datetime import date, datetime, timezone
+from decimal import Decimal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -200,3 +201,32 @@ def env_sentinel_master_url(name: str, value: str | None, sentinels_name: str) -
             f"{sentinels_name} is set, so {name} must be redis://MASTER_NAME/DB (the master's Sentinel name, no port), e.g. redis://mymaster/0"
         )
     return value
+
+
+def env_currency_thresholds(name: str) -> dict[str, Decimal]:
+    """CUR:AMOUNT,... (e.g. EUR:10000,USD:10000) as {"EUR": Decimal("10000"), ...}; {} when unset.
+
+    Each currency an ISO 4217 code, once; each amount a positive decimal in major units with at
+    most the currency's minor digits (JPY:10000.5 is refused), in ASCII digits.
+    """
+    from core.money import MoneyError, normalize_currency, parse_amount  # iso4217 only: safe at settings time
+
+    value = env_str(name)
+    if value is None:
+        return {}
+    thresholds: dict[str, Decimal] = {}
+    for item in env_list(name, value):
+        code, colon, amount = (part.strip() for part in item.partition(":"))
+        if not colon or not code or not amount:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not CURRENCY:AMOUNT (e.g. EUR:10000)")
+        try:
+            currency = normalize_currency(code)
+        except MoneyError as exc:
+            raise ImproperlyConfigured(f"{name}: {item!r}: {exc}") from None
+        if currency in thresholds:
+            raise ImproperlyConfigured(f"{name}: {currency} is given twice")
+        try:
+            thresholds[currency] = parse_amount(amount, currency)
+        except MoneyError as exc:
+            raise ImproperlyConfigured(f"{name}: {item!r}: bad threshold: {exc}") from None
+    return thresholds

@@ -21,6 +21,14 @@ class InvalidInput(DomainError):
         super().__init__(detail)
 
 
+class Forbidden(DomainError):
+    """Allowed to do this in general, but not to this one (the four-eyes rules): nothing was written."""
+
+    status_code = 403
+    code = "permission_denied"
+    title = "Forbidden"
+
+
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"

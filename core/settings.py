@@ -8,7 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.env import env_bool, env_choice, env_date, env_int, env_str, env_time_zone
 from core.env import env_database, env_hosts, env_log_level, env_pattern, env_rate, env_url
-from core.env import env_host_ports, env_sentinel_master_url
+from core.env import env_host_ports, env_sentinel_master_url, env_currency_thresholds
 from core.redis import SENTINEL_KWARGS, broker_url, channel_layer_host, master_params
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -215,6 +215,9 @@ if OCCURRED_AT_EARLIEST.year < 1900:
 READYZ_MAX_PROJECTION_LAG_SECONDS = env_int("READYZ_MAX_PROJECTION_LAG_SECONDS", 60, minimum=1, maximum=86_400)
 
 # --- write path ---------------------------------------------------------------
+# Four-eyes control: per currency, the amount (major units) at and above which an approval needs two
+# different approvers, e.g. EUR:10000,USD:10000. Currencies not named need one. Empty by default.
+APPROVAL_DUAL_CONTROL = env_currency_thresholds("APPROVAL_DUAL_CONTROL")
 # How long an append waits for the event store's lock before answering a retryable 503.
 EVENT_STORE_LOCK_TIMEOUT_MS = env_int("EVENT_STORE_LOCK_TIMEOUT_MS", 2000, minimum=1, maximum=60_000)
 # Readers stop before a hole in the positions younger than this (almost surely a commit in

@@ -10,9 +10,18 @@ def submit(amount="10.00", currency="EUR", occurred_at: datetime | None = None, 
     return services.transaction_submit(amount=Decimal(amount), currency=currency, occurred_at=occurred_at, actor=actor, **extra)
 
 
-def approved(amount="10.00", currency="EUR", occurred_at: datetime | None = None, actor="tester"):
-    txn = submit(amount, currency, occurred_at, actor)
+def approved(amount="10.00", currency="EUR", occurred_at: datetime | None = None, actor="tester", submitter=None):
+    """Submitted by `submitter` (default: a clerk who is not `actor`) and approved by `actor`: nobody
+    approves their own submission."""
+    submitter = submitter or ("clerk" if actor != "clerk" else "other-clerk")
+    txn = submit(amount, currency, occurred_at, submitter)
     return services.transaction_approve(transaction_id=txn.id, actor=actor, reason="ok")
+
+
+def reversed_(amount="10.00", currency="EUR", occurred_at: datetime | None = None, actor="tester", reason="refund"):
+    """Approved by `actor` (submitted by a clerk), then reversed by `actor`: the reversal's Decision."""
+    decision = approved(amount, currency, occurred_at, actor)
+    return services.transaction_reverse(transaction_id=decision.transaction.id, actor=actor, reason=reason)
 
 
 def project_all():

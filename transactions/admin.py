@@ -9,18 +9,18 @@ from transactions.models import Transaction
 
 
 class DecisionActionForm(ActionForm):
-    reason = forms.CharField(required=False, max_length=1000, label="Reason", help_text="Required to reject")
+    reason = forms.CharField(required=False, max_length=1000, label="Reason", help_text="Required to reject or reverse")
 
 
 @admin.register(Transaction)
 class TransactionAdmin(admin.ModelAdmin):
-    list_display = ["id", "amount", "currency", "status", "occurred_at", "reference", "decided_by"]
+    list_display = ["id", "amount", "currency", "status", "occurred_at", "reference", "submitted_by", "first_approved_by", "decided_by"]
     list_filter = ["status", "currency"]
     search_fields = ["id", "reference", "description"]
     ordering = ["-created_at"]
     date_hierarchy = "occurred_at"
     action_form = DecisionActionForm
-    actions = ["approve_selected", "reject_selected"]
+    actions = ["approve_selected", "reject_selected", "reverse_selected"]
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in Transaction._meta.fields]
@@ -53,6 +53,13 @@ class TransactionAdmin(admin.ModelAdmin):
             self.message_user(request, "Give a reason to reject.", messages.ERROR)
             return
         self._decide(request, queryset, services.transaction_reject, "Rejected")
+
+    @admin.action(description="Reverse selected approved transactions (give a reason)", permissions=["approve"])
+    def reverse_selected(self, request, queryset):
+        if not request.POST.get("reason", "").strip():
+            self.message_user(request, "Give a reason to reverse.", messages.ERROR)
+            return
+        self._decide(request, queryset, services.transaction_reverse, "Reversed")
 
     def _decide(self, request, queryset, command, verb):
         # Through the commands, like the API: events are appended and dashboards hear of it.

@@ -15,10 +15,12 @@ from core.schema import CURRENCY_PARAMETER, IDEMPOTENCY_KEY, PROBLEM_RESPONSES
 from core.serializers import EventOutput
 from transactions import selectors, services
 from transactions.filters import TransactionFilter
+from transactions.models import TransactionStatus
 from transactions.serializers import (
     ApproveInput,
     DecisionOutput,
     RejectInput,
+    ReverseInput,
     TransactionCreateInput,
     TransactionOutput,
     transaction_payload,
@@ -46,7 +48,7 @@ class TransactionListCreateApi(APIView):
         summary="List transactions",
         description="Newest first, cursor-paginated: follow `next` until it is null.",
         parameters=[
-            OpenApiParameter("status", str, enum=["pending", "approved", "rejected"]),
+            OpenApiParameter("status", str, enum=[value for value, _ in TransactionStatus.choices]),
             OpenApiParameter("currency", CURRENCY_PARAMETER, description="ISO 4217 code"),
             OpenApiParameter("occurred_after", OpenApiTypes.DATETIME, description="occurred_at >= this"),
             OpenApiParameter("occurred_before", OpenApiTypes.DATETIME, description="occurred_at < this"),
@@ -124,7 +126,10 @@ class TransactionApproveApi(APIView):
         operation_id="transactions_approve",
         summary="Approve a pending transaction",
         description="Appends TransactionApproved. `position` is the event's position: pass it as `min_position` "
-        "to the weekly income endpoint to read your write.",
+        "to the weekly income endpoint to read your write. Its submitter cannot approve it (403 `own_submission`). "
+        "Under dual control (APPROVAL_DUAL_CONTROL: an amount at or above its currency's threshold) the first "
+        "approval appends TransactionApprovalRecorded and the status becomes `awaiting_second_approval`; another "
+        "user's approval then appends TransactionApproved, the first approver's is 403 `second_approver_required`.",
         request=ApproveInput,
         parameters=[IDEMPOTENCY_KEY],
         responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422, 503)},
@@ -141,6 +146,8 @@ class TransactionRejectApi(APIView):
     @extend_schema(
         operation_id="transactions_reject",
         summary="Reject a pending transaction",
+        description="Appends TransactionRejected; from `pending` or `awaiting_second_approval`, by anyone with the "
+        "permission (its submitter included: a withdrawal).",
         request=RejectInput,
         parameters=[IDEMPOTENCY_KEY],
         responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422, 503)},
@@ -148,6 +155,25 @@ class TransactionRejectApi(APIView):
     @idempotent
     def post(self, request, transaction_id):
         decision = services.transaction_reject(transaction_id=transaction_id, **_origin(request), **_decision_input(request, RejectInput))
+        return _decision_response(decision)
+
+
+class TransactionReverseApi(APIView):
+    permission_classes = [CanDecide]
+
+    @extend_schema(
+        operation_id="transactions_reverse",
+        summary="Reverse an approved transaction",
+        description="Appends TransactionReversed (a refund, a chargeback, an approval by mistake); the status becomes "
+        "`reversed`. Weekly income counts it against the week in which it happened; earlier weeks never change. "
+        "409 `transaction_not_approved` unless the transaction is approved.",
+        request=ReverseInput,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={200: DecisionOutput, **PROBLEM_RESPONSES(400, 401, 403, 404, 409, 413, 422, 503)},
+    )
+    @idempotent
+    def post(self, request, transaction_id):
+        decision = services.transaction_reverse(transaction_id=transaction_id, **_origin(request), **_decision_input(request, ReverseInput))
         return _decision_response(decision)
 
 

@@ -23,8 +23,15 @@ def _check_write_allowed(what: str) -> None:
 
 class TransactionStatus(models.TextChoices):
     PENDING = "pending", "Pending"
+    # Dual control: one approval recorded, a second approver (someone else) still needed.
+    AWAITING_SECOND_APPROVAL = "awaiting_second_approval", "Awaiting second approval"
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
+    REVERSED = "reversed", "Reversed"
+
+
+# Waiting for a decision: what the pending queue shows and what may still be approved or rejected.
+UNDECIDED = (TransactionStatus.PENDING, TransactionStatus.AWAITING_SECOND_APPROVAL)
 
 
 class TransactionQuerySet(models.QuerySet):
@@ -58,7 +65,7 @@ class Transaction(models.Model):
     occurred_at = models.DateTimeField()
     reference = models.CharField(max_length=140, blank=True, default="")
     description = models.TextField(max_length=1000, blank=True, default="")
-    status = models.CharField(max_length=8, choices=TransactionStatus.choices, default=TransactionStatus.PENDING)
+    status = models.CharField(max_length=24, choices=TransactionStatus.choices, default=TransactionStatus.PENDING)
     version = models.PositiveIntegerField()
     created_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -66,6 +73,12 @@ class Transaction(models.Model):
     decision_reason = models.TextField(max_length=1000, blank=True, default="")
     # Position of the last event folded into this row.
     last_position = models.BigIntegerField()
+    # The submission's actor (its event's metadata), "" when the log does not name one (an imported
+    # event without an actor): the four-eyes rule compares the approver with it.
+    # db_default too: rows inserted in SQL (benchmarks, fault tests building history) need not name it.
+    submitted_by = models.CharField(max_length=150, blank=True, default="", db_default="")
+    # Dual control: who recorded the first approval; "" unless one was recorded.
+    first_approved_by = models.CharField(max_length=150, blank=True, default="", db_default="")
 
     objects = TransactionQuerySet.as_manager()
 

@@ -5,10 +5,18 @@ derives the same row from the events alone, so a log restored from an export get
 list back and a damaged table can be repaired. What each event sets:
 
 * TransactionSubmitted (version 1): id, amount, currency, occurred_at, reference, description from
-  the data; status pending; created_at = the event's recorded_at.
-* TransactionApproved / TransactionRejected (the next version, on a pending transaction): status;
-  decided_at = recorded_at, decided_by = metadata actor, decision_reason = data reason.
+  the data; status pending; created_at = the event's recorded_at; submitted_by = metadata actor ("" when
+  the event names none: an unknown submitter, whom the four-eyes rule cannot compare with anyone).
+* TransactionApprovalRecorded (on a pending transaction): status awaiting_second_approval,
+  first_approved_by = metadata actor; decided_* stay empty (not a decision yet).
+* TransactionApproved / TransactionRejected (on a pending or awaiting_second_approval transaction) and
+  TransactionReversed (on an approved one): status; decided_at = recorded_at, decided_by = metadata
+  actor, decision_reason = data reason. Events that repeat the money (approval, first approval,
+  reversal) must repeat the submitted amount and currency.
 * every event: version = its version, last_position = its position.
+
+The four-eyes rules (own submission, a second approver) are the commands' to enforce; the log is
+replayed as it is.
 
 How it reads. A cut is taken first (core.eventstore.final_position: no append in flight below it),
 then the log is read in position order through eventstore.read_all, `batch_size` events at a time,
@@ -79,11 +87,14 @@ class Row:
     decided_by: str
     decision_reason: str
     last_position: int
+    submitted_by: str
+    first_approved_by: str
 
 
 COLUMNS = tuple(f.name for f in dataclass_fields(Row))
 _TYPES = ("uuid", "numeric", "text", "timestamptz", "text", "text", "text", "integer", "timestamptz", "timestamptz", "text",
-          "text", "bigint")
+          "text", "bigint", "text", "text")
+ACTOR_MAX = 150  # the read model's column
 
 
 @dataclass
@@ -128,13 +139,32 @@ def _submitted(event: eventstore.RecordedEvent) -> Row:
         reference=_text(event, "reference"), description=_text(event, "description"),
         status=TransactionStatus.PENDING.value, version=event.version, created_at=event.recorded_at,
         decided_at=None, decided_by="", decision_reason="", last_position=event.position,
+        submitted_by=_actor(event), first_approved_by="",
     )
+
+
+def _actor(event: eventstore.RecordedEvent) -> str:
+    """The metadata actor, or "" when the event names none (an imported log may not)."""
+    actor = event.metadata.get("actor") if isinstance(event.metadata, dict) else None
+    return actor[:ACTOR_MAX] if isinstance(actor, str) else ""
+
+
+_KINDS = (events.SUBMITTED, events.APPROVAL_RECORDED, events.APPROVED, events.REJECTED, events.REVERSED)
+_UNDECIDED = (TransactionStatus.PENDING.value, TransactionStatus.AWAITING_SECOND_APPROVAL.value)
+# The statuses each later event may follow, and the one it leaves.
+_FOLLOWS = {
+    events.APPROVAL_RECORDED: ((TransactionStatus.PENDING.value,), TransactionStatus.AWAITING_SECOND_APPROVAL.value),
+    events.APPROVED: (_UNDECIDED, TransactionStatus.APPROVED.value),
+    events.REJECTED: (_UNDECIDED, TransactionStatus.REJECTED.value),
+    events.REVERSED: ((TransactionStatus.APPROVED.value,), TransactionStatus.REVERSED.value),
+}
+_REPEATS_MONEY = (events.APPROVAL_RECORDED, events.APPROVED, events.REVERSED)
 
 
 def apply(row: Row | None, event: eventstore.RecordedEvent) -> Row:
     """The row after `event` (`row` is the stream's state before it, None if none); ReplayRefused if it cannot follow."""
     kind, stream = event.type, event.stream_id
-    if kind not in (events.SUBMITTED, events.APPROVED, events.REJECTED):
+    if kind not in _KINDS:
         raise ReplayRefused(event.position, f"event type {kind!r} (stream {stream}) has no rule for the transaction list")
     expected = 1 if row is None else row.version + 1
     if event.version != expected:
@@ -144,10 +174,11 @@ def apply(row: Row | None, event: eventstore.RecordedEvent) -> Row:
         return _submitted(event)
     if row is None:
         raise ReplayRefused(event.position, f"{kind} of stream {stream}, which was never submitted")
-    if row.status != TransactionStatus.PENDING:
-        raise ReplayRefused(event.position, f"{kind} of stream {stream}, which is already {row.status}")
-    if kind == events.APPROVED:
-        # The approval repeats the money (the projector reads it); a different one would make the list lie.
+    allowed, status = _FOLLOWS[kind]
+    if row.status not in allowed:
+        raise ReplayRefused(event.position, f"{kind} of stream {stream}, which is {'' if row.status in _UNDECIDED else 'already '}{row.status}")
+    if kind in _REPEATS_MONEY:
+        # The event repeats the money (the projector reads it); a different one would make the list lie.
         for name, have in (("amount", row.amount), ("currency", row.currency)):
             try:
                 said = Decimal(_text(event, name)) if name == "amount" else _text(event, name)
@@ -156,17 +187,13 @@ def apply(row: Row | None, event: eventstore.RecordedEvent) -> Row:
             if said != have:
                 raise ReplayRefused(event.position, f"{kind} of stream {stream}: {name} {event.data.get(name)!r} differs "
                                                     f"from the submitted {have}")
-        status = TransactionStatus.APPROVED.value
-    else:
-        status = TransactionStatus.REJECTED.value
-    actor = event.metadata.get("actor") if isinstance(event.metadata, dict) else None
-    return _decided(row, event, status, _text(event, "reason"), actor if isinstance(actor, str) else "")
-
-
-def _decided(row: Row, event: eventstore.RecordedEvent, status: str, reason: str, actor: str) -> Row:
     values = {name: getattr(row, name) for name in COLUMNS}
-    values.update(status=status, version=event.version, decided_at=event.recorded_at, decided_by=actor,
-                  decision_reason=reason, last_position=event.position)
+    values.update(status=status, version=event.version, last_position=event.position)
+    if kind == events.APPROVAL_RECORDED:
+        _text(event, "reason")  # required like a decision's, though the row does not show it
+        values.update(first_approved_by=_actor(event))
+    else:
+        values.update(decided_at=event.recorded_at, decided_by=_actor(event), decision_reason=_text(event, "reason"))
     return Row(**values)
 
 

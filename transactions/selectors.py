@@ -1,7 +1,7 @@
 """Read-side queries over the transaction read model."""
 from django.db.models import QuerySet
 
-from transactions.models import Transaction, TransactionStatus
+from transactions.models import UNDECIDED, Transaction
 from transactions.services import TransactionNotFound
 
 
@@ -17,5 +17,6 @@ def transaction_get(*, transaction_id) -> Transaction:
 
 
 def pending_transactions(*, limit: int = 20) -> tuple[int, list[Transaction]]:
-    pending = Transaction.objects.filter(status=TransactionStatus.PENDING)
+    """The queue still waiting for a decision: pending, and (dual control) awaiting a second approval."""
+    pending = Transaction.objects.filter(status__in=UNDECIDED)
     return pending.count(), list(pending.order_by("-created_at", "-id")[:limit])

@@ -98,6 +98,11 @@ class RejectInput(serializers.Serializer):
     expected_version = StrictIntegerField(min_value=1, required=False)
 
 
+class ReverseInput(serializers.Serializer):
+    reason = StrictTextField(max_length=1000, multiline=True, help_text="Why: a refund, a chargeback, approved by mistake")
+    expected_version = StrictIntegerField(min_value=1, required=False)
+
+
 class TransactionOutput(serializers.ModelSerializer):
     amount = serializers.SerializerMethodField(help_text='Decimal string with the currency\'s minor digits, e.g. "12.50"')
 
@@ -116,7 +121,16 @@ class TransactionOutput(serializers.ModelSerializer):
             "decided_at",
             "decided_by",
             "decision_reason",
+            "submitted_by",
+            "first_approved_by",
         ]
+        extra_kwargs = {
+            "status": {"help_text": "pending, awaiting_second_approval (dual control: one approval recorded), approved, "
+                                    "rejected or reversed"},
+            "decided_by": {"help_text": "Who made the latest decision (approve, reject or reverse)"},
+            "submitted_by": {"help_text": 'Who submitted it ("" when the log does not say); they cannot approve it'},
+            "first_approved_by": {"help_text": 'Dual control: who recorded the first approval; "" unless one was recorded'},
+        }
 
     def get_amount(self, obj) -> str:
         return format_amount(obj.amount, obj.currency)
@@ -146,6 +160,8 @@ def transaction_payload(txn: Transaction) -> dict:
         "decided_at": _iso(txn.decided_at),
         "decided_by": txn.decided_by,
         "decision_reason": txn.decision_reason,
+        "submitted_by": txn.submitted_by,
+        "first_approved_by": txn.first_approved_by,
     }
 
 

@@ -70,6 +70,7 @@ GARBAGE = {
     "LOG_FORMAT": "xml",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://collector:4317",
     "OTEL_SERVICE_NAME": "ledger pulse",
+    "APPROVAL_DUAL_CONTROL": "EUR:abc",
 }
 # Free text or a path: any value is a value.
 UNCONSTRAINED = {"DJANGO_SECRET_KEY", "DJANGO_STATIC_ROOT", "METRICS_DIR"}
@@ -92,6 +93,7 @@ VALID = {
     "LOGIN_LOCKOUT_MINUTES": "60",
     "METRICS_PORT": "0",
     "METRICS_BIND": "::",
+    "APPROVAL_DUAL_CONTROL": "EUR:10000, usd:10000.50,JPY:1000000",
 }
 
 

@@ -264,7 +264,7 @@ def test_the_plain_payload_is_exactly_what_the_model_serializer_writes(decided):
 
     txn = submit(amount="1234" if decided == "rejected" else "1234.5", currency="JPY" if decided == "rejected" else "USD", reference="R-1", description="two\nlines")
     if decided == "approved":
-        txn = services.transaction_approve(transaction_id=txn.id, actor="tester", reason="ok").transaction
+        txn = services.transaction_approve(transaction_id=txn.id, actor="checker", reason="ok").transaction
     elif decided == "rejected":
         txn = services.transaction_reject(transaction_id=txn.id, actor="tester", reason="no").transaction
     txn = Transaction.objects.get(pk=txn.pk)
@@ -289,7 +289,7 @@ def test_the_decided_transaction_a_command_returns_is_the_stored_row(decide):
 
     txn = submit(amount="99.99", currency="EUR", reference="R-2")
     command = services.transaction_approve if decide == "approve" else services.transaction_reject
-    decision = command(transaction_id=str(txn.id), actor="tester", reason="checked")
+    decision = command(transaction_id=str(txn.id), actor="checker", reason="checked")
     stored = Transaction.objects.get(pk=txn.id)
     fields = [field.attname for field in Transaction._meta.concrete_fields]
     assert {f: getattr(decision.transaction, f) for f in fields} == {f: getattr(stored, f) for f in fields}

@@ -39,7 +39,8 @@ def table() -> list[tuple]:
     """Every column of every row, as stored."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT id, amount, currency, occurred_at, reference, description, status, version, created_at, "
-                       "decided_at, decided_by, decision_reason, last_position FROM transactions_transaction ORDER BY id")
+                       "decided_at, decided_by, decision_reason, last_position, submitted_by, first_approved_by "
+                       "FROM transactions_transaction ORDER BY id")
         return cursor.fetchall()
 
 

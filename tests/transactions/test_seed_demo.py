@@ -20,10 +20,14 @@ def test_it_prints_a_working_staff_login_and_seeds_mostly_approved_transactions(
     assert user is not None and user.is_staff
     statuses = list(Transaction.objects.values_list("status", flat=True))
     assert len(statuses) == 60
-    assert statuses.count("approved") > 30 and "pending" in statuses and "rejected" in statuses
+    assert statuses.count("approved") > 30 and {"pending", "rejected", "reversed"} <= set(statuses)
     assert len(set(Transaction.objects.values_list("currency", flat=True))) == 3
-    # Every row came from a command: one event per submission and per decision.
-    assert len(eventstore.read_all(limit=1000)) == 60 + statuses.count("approved") + statuses.count("rejected")
+    # Every row came from a command: one event per submission and per decision (a reversal follows an approval).
+    decided = statuses.count("approved") + statuses.count("rejected") + 2 * statuses.count("reversed")
+    assert len(eventstore.read_all(limit=1000)) == 60 + decided
+    # Submitted by the seed, not by the demo login: the admin may approve what is pending.
+    assert set(Transaction.objects.values_list("submitted_by", flat=True)) == {"seed_demo"}
+    assert set(Transaction.objects.exclude(status="pending").values_list("decided_by", flat=True)) == {"admin"}
 
 
 def test_running_it_again_does_not_seed_twice():

@@ -1,5 +1,6 @@
 """Seed a demo: an admin login and about 12 weeks of transactions, most approved, via the real commands."""
 import random
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
@@ -8,11 +9,16 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from transactions import services
-from transactions.models import Transaction
+from transactions.models import Transaction, TransactionStatus
 
 CURRENCIES = {"EUR": (20, 2500, 2), "USD": (20, 3000, 2), "JPY": (2000, 300000, 0)}
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "ledgerpulse-demo"
+# Who submits the demo's transactions: a process, not a login, so the demo admin may approve them
+# (nobody approves their own submission). Their submitted_by says "seed_demo".
+SEED_ACTOR = "seed_demo"
+# One approval in this many is reversed afterwards (a refund), so the demo shows corrections.
+REVERSE_EVERY = 15
 
 
 class Command(BaseCommand):
@@ -53,7 +59,7 @@ class Command(BaseCommand):
     def _seed(self, actor, count, weeks, rng):
         now = timezone.now()
         span = timedelta(weeks=weeks)
-        approved = rejected = 0
+        approvals = 0
         for _ in range(count):
             currency = rng.choice(list(CURRENCIES))
             low, high, digits = CURRENCIES[currency]
@@ -66,15 +72,18 @@ class Command(BaseCommand):
                 occurred_at=occurred_at,
                 reference=f"INV-{rng.randint(10000, 99999)}",
                 description="demo payment",
-                actor=actor,
+                actor=SEED_ACTOR,
             )
             roll = rng.random()
             # Recent transactions are more likely still waiting for a decision.
             if roll < 0.78 and occurred_at < now - timedelta(days=2) or roll < 0.5:
-                services.transaction_approve(transaction_id=txn.id, actor=actor, reason="demo")
-                approved += 1
+                # Under APPROVAL_DUAL_CONTROL a large one stays awaiting a second approver (someone
+                # other than the demo admin): nothing special, that is what the setting means.
+                decision = services.transaction_approve(transaction_id=txn.id, actor=actor, reason="demo")
+                approvals += 1
+                if approvals % REVERSE_EVERY == 0 and decision.transaction.status == TransactionStatus.APPROVED:
+                    services.transaction_reverse(transaction_id=txn.id, actor=actor, reason="demo: refunded to the customer")
             elif roll < 0.88:
                 services.transaction_reject(transaction_id=txn.id, actor=actor, reason="demo: duplicate invoice")
-                rejected += 1
-        pending = count - approved - rejected
-        self.stdout.write(f"seeded {count} transactions: {approved} approved, {rejected} rejected, {pending} pending")
+        statuses = Counter(Transaction.objects.values_list("status", flat=True))
+        self.stdout.write(f"seeded {count} transactions: " + ", ".join(f"{statuses[s]} {s.replace('_', ' ')}" for s in TransactionStatus.values if statuses[s]))

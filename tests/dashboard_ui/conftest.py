@@ -97,3 +97,36 @@ def browser(live_stack):
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# Dual control in the stack of the decision and screenshot tests: EUR amounts from 2,000 need two approvers.
+DUAL_CONTROL = "EUR:2000"
+
+
+@pytest.fixture
+def dual_control_stack(transactional_db, tmp_path):
+    """tests/conftest.py's live_stack, with APPROVAL_DUAL_CONTROL set (DUAL_CONTROL)."""
+    from django.db import connection
+
+    from tests.services import redis_available, require
+    from tests.stack import LiveStack, flush_test_redis, stack_env
+
+    require("PostgreSQL", connection.vendor == "postgresql")
+    require("Redis", redis_available())
+    flush_test_redis()
+    stack = LiveStack(env=stack_env(APPROVAL_DUAL_CONTROL=DUAL_CONTROL), log_dir=tmp_path)
+    try:
+        stack.wait_ready(stack.start_worker(wait=False), stack.start_server(wait=False), timeout=60)
+        yield stack
+    finally:
+        stack.stop()
+        flush_test_redis()
+
+
+@pytest.fixture
+def dual_control_browser(dual_control_stack):
+    """A browser started after (and stopped before) the dual-control stack."""
+    with launched_chromium() as launched:
+        contexts = Contexts(launched)
+        yield contexts
+        contexts.close()

@@ -53,6 +53,21 @@ def approve_new(amount: str, currency: str, week: date, reference: str = ""):
     return in_thread(run)
 
 
+def approved_transaction(amount: str, currency: str, week: date, reference: str = "") -> str:
+    """Submit (as "seed") and approve (as "seed-approver") through the commands; returns the transaction id."""
+
+    def run():
+        from transactions import services
+
+        txn = services.transaction_submit(
+            amount=Decimal(amount), currency=currency, occurred_at=inside(week), reference=reference, actor="seed"
+        )
+        services.transaction_approve(transaction_id=txn.id, actor="seed-approver", reason="seed")
+        return str(txn.id)
+
+    return in_thread(run)
+
+
 def submit_pending(amount: str, currency: str, week: date, reference: str = "", description: str = "") -> str:
     def run():
         from transactions import services
@@ -119,7 +134,7 @@ def show_currency(page: Page, currency: str) -> None:
     page.wait_for_function(
         """(currency) => {
             const chart = window.Chart && window.Chart.getChart(document.querySelector('[data-testid="income-chart"]'));
-            return chart && chart.data.datasets.length === 1 && chart.data.datasets[0].label === currency;
+            return chart && chart.data.datasets[0] && chart.data.datasets[0].label === currency;
         }""",
         arg=currency,
     )

@@ -79,7 +79,7 @@ def test_an_admin_signs_in_through_the_form_and_sees_the_seeded_weekly_totals_ex
     page.wait_for_timeout(400)  # the 300 ms draw animation
     assert painted_pixels(page) > 2000
     labels = page.evaluate("() => Chart.getChart(document.querySelector('[data-testid=income-chart]')).data.datasets.map(d => d.label)")
-    assert labels == ["EUR"]
+    assert labels == ["EUR", "EUR reversed"]  # net bars, and the reversed spans (none here)
     options = page.eval_on_selector_all('[data-testid="currency-option"]', "inputs => inputs.map((i) => i.value)")
     assert options == ["EUR", "JPY", "USD"]
     assert chart_value(page, "EUR", week) == float(eur_now)

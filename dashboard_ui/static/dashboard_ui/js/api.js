@@ -55,8 +55,8 @@ export async function request(path, { method = "GET", body, params, keepalive = 
 export const api = {
   weeklyIncome: (from, to) => request("/api/analytics/weekly-income/", { params: { from, to } }),
   /** Pending transactions, newest first; `next` is the previous page's cursor URL. */
-  pending: (next) => {
-    if (!next) return request("/api/transactions/", { params: { status: "pending", limit: 50 } });
+  pending: (next, status = "pending") => {
+    if (!next) return request("/api/transactions/", { params: { status, limit: 50 } });
     const url = new URL(next, window.location.origin); // same path and cursor, on this page's origin
     return request(url.pathname + url.search);
   },

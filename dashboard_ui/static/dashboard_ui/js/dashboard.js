@@ -875,6 +875,7 @@ async function approve(tr, txn) {
     decisionFailed(error, txn, "approve");
   } finally {
     if (tr.isConnected) setRowBusy(tr, false);
+    renderQueue(); // a first approval redraws the row, which could not happen while it was busy
   }
 }
 
@@ -985,17 +986,42 @@ queueBody.addEventListener("click", (event) => {
   else openReject(txn, button);
 });
 
+// The list API filters one status at a time: rows awaiting a second approval are read once (there are
+// few) and each page of pending rows takes those that fall within it, so the queue stays newest first.
+let awaitingPool = null;
+
+async function loadAwaitingPool() {
+  if (awaitingPool) return awaitingPool;
+  const rows = [];
+  let page = await api.pending(null, "awaiting_second_approval");
+  rows.push(...page.results);
+  for (let pages = 1; page.next && pages < 10; pages += 1) {
+    page = await api.pending(page.next);
+    rows.push(...page.results);
+  }
+  awaitingPool = rows;
+  return rows;
+}
+
+function withAwaiting(page, pool) {
+  const oldest = page.results[page.results.length - 1];
+  if (!page.next || !oldest) return [...page.results, ...pool];
+  const newer = (t) => t.created_at > oldest.created_at || (t.created_at === oldest.created_at && t.id > oldest.id);
+  return [...page.results, ...pool.filter(newer)];
+}
+
 $("#queue-more").addEventListener("click", async (event) => {
   const button = event.currentTarget;
   button.disabled = true;
   button.textContent = "Loading…";
   try {
+    const pool = await loadAwaitingPool();
     let page = await api.pending(state.pendingNext);
-    let added = state.addPendingPage(page.results, page.next);
+    let added = state.addPendingPage(withAwaiting(page, pool), page.next);
     // The first page may hold only rows already shown: keep paging until something is new.
     while (!added && page.next) {
       page = await api.pending(page.next);
-      added = state.addPendingPage(page.results, page.next);
+      added = state.addPendingPage(withAwaiting(page, pool), page.next);
     }
     if (!page.next && !added) state.pendingCount = state.pending.size;
     renderQueue();
@@ -1626,7 +1652,7 @@ function renderWeekly(changed) {
 
 function renderMeta() {
   const start = state.weekStartDay === "sunday" ? "Sunday" : "Monday";
-  $("#income-meta").textContent = `Approved transactions per week · weeks start ${start} · times in ${state.timeZone}`;
+  $("#income-meta").textContent = `Net income per week (approved less reversed) · weeks start ${start} · times in ${state.timeZone}`;
 }
 
 function applied(change) {
@@ -1649,6 +1675,7 @@ function onMessage(message) {
   if (change.kind === "snapshot") {
     // A snapshot covers the last 12 weeks; older weeks of a longer range are re-read.
     loadedFrom = state.weeks(SNAPSHOT_WEEKS)[0];
+    awaitingPool = null;
     renderMeta();
     if (firstSnapshot) {
       firstSnapshot = false;

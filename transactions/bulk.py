@@ -5,9 +5,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from django.db import OperationalError
+
 from core import tracing
 from core.db import commands_one_by_one
-from core.errors import DomainError, InvalidInput
+from core.errors import Conflict, DomainError, InvalidInput
 from core.signals import coalesced_commits
 from transactions import services
 
@@ -19,6 +21,14 @@ COMMANDS: dict[str, Callable[..., services.Decision]] = {
     "reject": services.transaction_reject,
 }
 ACTIONS = tuple(COMMANDS)
+_DEADLOCK_DETECTED = "40P01"
+
+
+class DecisionDeadlocked(Conflict):
+    """Under one unit of work a batch holds every row it decided until it commits, so two batches that
+    take the same rows in another order can deadlock; PostgreSQL undoes one item's statement."""
+
+    code = "conflict"
 
 
 @dataclass(frozen=True)
@@ -91,4 +101,11 @@ def _decide_one(item: Mapping, actor: str, request_id, client_request_id) -> Bul
         )
     except DomainError as exc:
         return BulkItemOutcome(id=transaction_id, action=action, error=exc)
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != _DEADLOCK_DETECTED:
+            raise
+        # Only this item's savepoint was undone (the rows locked before it stay ours), and the other
+        # batch goes on once we commit: this item is a lost race, like a concurrent decision (409).
+        error = DecisionDeadlocked(f"another request was deciding transaction {transaction_id} at the same time; nothing was written, retry")
+        return BulkItemOutcome(id=transaction_id, action=action, error=error)
     return BulkItemOutcome(id=transaction_id, action=action, decision=decision)

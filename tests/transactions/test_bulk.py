@@ -210,3 +210,48 @@ def test_it_adds_a_nested_block_to_the_outer_one_and_announces_an_empty_block_no
     with coalesced_commits():
         pass
     assert sends == []
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(60)
+def test_it_answers_409_for_an_item_that_deadlocks_with_another_batch_and_keeps_the_rest(monkeypatch):
+    import threading
+    import time
+
+    from django.db import connection
+
+    first, second = submit(), submit()
+    rows_taken, main_waits, done = threading.Event(), threading.Event(), threading.Event()
+
+    def other_batch():
+        # Another unit of work holding `second` that then wants `first`, as a batch in the other order would.
+        try:
+            with transaction.atomic():
+                list(Transaction.objects.select_for_update().filter(pk=second.id))
+                rows_taken.set()
+                main_waits.wait(10)
+                time.sleep(0.3)  # the main batch waits longer, so its deadlock check runs first: it is the victim
+                list(Transaction.objects.select_for_update().filter(pk=first.id))
+        finally:
+            connection.close()
+            done.set()
+
+    approve = services.transaction_approve
+
+    def approve_signalling(*, transaction_id, **kwargs):
+        if transaction_id == second.id:
+            main_waits.set()
+        return approve(transaction_id=transaction_id, **kwargs)
+
+    monkeypatch.setitem(bulk.COMMANDS, "approve", approve_signalling)
+    thread = threading.Thread(target=other_batch)
+    thread.start()
+    assert rows_taken.wait(10)
+    with unit_of_work():
+        outcome = decide((first.id, "approve"), (second.id, "approve"))
+    assert done.wait(20)
+    thread.join()
+    assert [item.error.code if item.error else "ok" for item in outcome.items] == ["ok", "conflict"]
+    assert outcome.items[1].error.status_code == 409
+    assert [Transaction.objects.get(pk=txn.id).status for txn in (first, second)] == ["approved", "pending"]

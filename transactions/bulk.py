@@ -19,6 +19,7 @@ MAX_DECISIONS = 500
 COMMANDS: dict[str, Callable[..., services.Decision]] = {
     "approve": services.transaction_approve,
     "reject": services.transaction_reject,
+    "reverse": services.transaction_reverse,
 }
 ACTIONS = tuple(COMMANDS)
 _DEADLOCK_DETECTED = "40P01"

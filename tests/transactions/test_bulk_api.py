@@ -242,3 +242,60 @@ def test_it_answers_413_for_a_body_over_one_mebibyte_and_decides_nothing(api):
     response = api.post(URL, data=body, content_type="application/json")
     assert response.status_code == 413 and response.json()["code"] == "body_too_large"
     assert eventstore.last_position() == log_before
+
+
+# --- reversals and the four-eyes rules, item by item ------------------------------------------------------
+
+
+def test_it_mixes_approvals_rejections_and_reversals_each_answered_as_its_own_endpoint_would(api):
+    from tests.factories import approved
+
+    to_approve, to_reject, to_reverse, still_pending = submit(), submit(), approved().transaction, submit()
+    response = post(
+        api,
+        decisions(
+            (to_approve, "approve"),
+            (to_reject, "reject", {"reason": "duplicate"}),
+            (to_reverse, "reverse", {"reason": "refunded"}),
+            (still_pending, "reverse", {"reason": "too early"}),
+            (to_reverse, "reverse"),
+        ),
+    )
+    results = response.json()["results"]
+    assert [(r["status"], r.get("transaction", {}).get("status")) for r in results[:3]] == [(200, "approved"), (200, "rejected"), (200, "reversed")]
+    assert results[3]["status"] == 409
+    assert results[3]["problem"] == api.post(f"/api/transactions/{still_pending.id}/reverse/", {"reason": "too early"}, format="json").json()
+    assert results[4]["status"] == 400 and [e["field"] for e in results[4]["problem"]["errors"]] == ["reason"]
+    assert eventstore.read_stream(to_reverse.id)[-1].type == "TransactionReversed"
+    assert response.json()["position"] == results[2]["position"]
+
+
+def test_it_lets_an_approval_and_its_reversal_run_in_one_batch_in_order(api):
+    txn = submit()
+    response = post(api, decisions((txn, "approve"), (txn, "reverse", {"reason": "approved by mistake"})))
+    assert [r["status"] for r in response.json()["results"]] == [200, 200]
+    assert [e.type for e in eventstore.read_stream(txn.id)] == ["TransactionSubmitted", "TransactionApproved", "TransactionReversed"]
+
+
+def test_it_refuses_the_submitters_own_approval_item_by_item_with_the_single_endpoints_403(api, admin_user):
+    own, theirs = submit(actor=admin_user.get_username()), submit()
+    response = post(api, decisions((own, "approve"), (theirs, "approve"), (own, "reject", {"reason": "withdrawn"})))
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [403, 200, 200]
+    assert results[0]["problem"]["code"] == "own_submission"
+    refused_alone = api.post(f"/api/transactions/{submit(actor=admin_user.get_username()).id}/approve/", {}, format="json").json()
+    assert {k: v for k, v in results[0]["problem"].items() if k not in ("detail", "instance")} == {
+        k: v for k, v in refused_alone.items() if k not in ("detail", "instance")
+    }
+
+
+def test_it_records_a_first_approval_under_dual_control_and_refuses_the_same_approver_again(api, settings):
+    from decimal import Decimal
+
+    settings.APPROVAL_DUAL_CONTROL = {"EUR": Decimal("100.00")}
+    large = submit(amount="250.00")
+    response = post(api, decisions((large, "approve"), (large, "approve")))
+    first, again = response.json()["results"]
+    assert (first["status"], first["transaction"]["status"]) == (200, "awaiting_second_approval")
+    assert (again["status"], again["problem"]["code"]) == (403, "second_approver_required")
+    assert eventstore.read_stream(large.id)[-1].type == "TransactionApprovalRecorded"

@@ -44,6 +44,7 @@ from django.utils.module_loading import import_string
 # In this order: the first is the one the dashboard's `seq` and `min_position` speak about.
 PROJECTIONS = (
     "analytics.projection.WeeklyIncomeProjection",
+    "analytics.review_queue.ReviewQueue",
 )
 
 

@@ -1,0 +1,399 @@
+"""The review-queue projection: decisions per week, time to decision, decisions per admin, and what is pending now.
+
+Rows: ReviewQueuePending (what waits, since when), ReviewQueueDecision (one per approval, rejection
+or reversal: its week, actor and seconds since submission), ReviewQueueWeek (counts and the two
+percentiles per week) and ReviewQueueAdminWeek (decisions per actor per week). A batch adds to the
+counts; the percentiles of the weeks it gave timed decisions are read again from the decision rows
+(percentiles do not add up), by rank, as index probes.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from analytics import review_queue_frames as rqf
+from analytics.models import (
+    ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueueDecision, ReviewQueuePending, ReviewQueueWeek,
+)
+from analytics.rebuild import EventStoreBusy
+from analytics.registry import Projection, Rebuilt
+from analytics.review_queue_selectors import NAME, pending_now, week_objects
+from analytics.selectors import current_week_start
+from core import eventstore
+from core.db import consistent_read
+from core.models import StoredEvent
+from transactions import events as txn_events
+
+MESSAGE_TYPE = "review_queue.updated"
+KINDS = {
+    txn_events.SUBMITTED: rqf.SUBMITTED,
+    txn_events.APPROVAL_RECORDED: rqf.APPROVAL_RECORDED,
+    txn_events.APPROVED: rqf.APPROVED,
+    txn_events.REJECTED: rqf.REJECTED,
+    txn_events.REVERSED: rqf.REVERSED,
+}
+INSERT_ROWS = 5000
+REBUILD_READ_ROWS = 50_000
+
+
+def _records(events) -> list[tuple]:
+    """(position, kind, transaction_id, actor, recorded_at) of the events the queue cares about."""
+    return [
+        (e.position, KINDS[e.type], str(e.stream_id), str((e.metadata or {}).get("actor", "")), e.recorded_at)
+        for e in events
+        if e.type in KINDS
+    ]
+
+
+def _week_cut() -> dict:
+    return {"time_zone": settings.ANALYTICS_TIME_ZONE, "week_start": settings.ANALYTICS_WEEK_START}
+
+
+def _fold(records: list[tuple], known: dict[str, datetime]) -> rqf.ReviewBatch:
+    return rqf.review_batch(records, known=known, **_week_cut())
+
+
+# ---- the batch function ----------------------------------------------------------------------
+
+def apply_review_events(events) -> tuple[list[date], bool]:
+    """Add a batch's events to the rows (the caller holds the transaction); the weeks changed and whether pending changed."""
+    records = _records(events)
+    if not records:
+        return [], False
+    submitted_here = {r[2] for r in records if r[1] == rqf.SUBMITTED}
+    asked = {r[2] for r in records if r[1] in rqf.TIMED_KINDS} - submitted_here
+    known = {
+        str(tid): at
+        for tid, at in ReviewQueuePending.objects.filter(transaction_id__in=asked).values_list("transaction_id", "submitted_at")
+    } if asked else {}
+    batch = _fold(records, known)
+    if batch.resolved:
+        ReviewQueuePending.objects.filter(transaction_id__in=batch.resolved).delete()
+    if batch.submitted:
+        ReviewQueuePending.objects.bulk_create(
+            [ReviewQueuePending(transaction_id=tid, submitted_at=at, position=pos) for tid, (at, pos) in batch.submitted.items()],
+            batch_size=INSERT_ROWS,
+        )
+    decisions = batch.decisions
+    if decisions.empty:
+        return [], batch.pending_changed
+    ReviewQueueDecision.objects.bulk_create(_decision_rows(decisions), batch_size=INSERT_ROWS)
+    counts = rqf.week_counts(decisions)
+    _add_week_counts(counts)
+    _add_admin_counts(counts)
+    timed_weeks = sorted(set(decisions.loc[decisions["seconds"].notna(), "week_start"]))
+    for week in timed_weeks:
+        _update_percentiles(week)
+    return sorted(counts), batch.pending_changed
+
+
+def _decision_rows(decisions: pd.DataFrame) -> list[ReviewQueueDecision]:
+    return [
+        ReviewQueueDecision(
+            position=int(position), transaction_id=tid, week_start=week, kind=kind, actor=actor,
+            seconds=None if seconds is None or pd.isna(seconds) else int(seconds),
+        )
+        for position, tid, week, kind, actor, seconds in decisions[rqf.DECISION_COLUMNS].itertuples(index=False, name=None)
+    ]
+
+
+def _add_week_counts(counts: dict[date, dict]) -> None:
+    """Upsert each week's increments in one statement."""
+    table = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
+    values, params = [], []
+    for week, entry in counts.items():
+        values.append("(%s, %s, %s, %s, %s)")
+        params += [week, entry[rqf.APPROVED], entry[rqf.REJECTED], entry[rqf.REVERSED], entry["last_position"]]
+    sql = f"""
+        INSERT INTO {table} AS t (week_start, approved, rejected, reversed, last_position) VALUES {", ".join(values)}
+        ON CONFLICT (week_start) DO UPDATE SET
+            approved = t.approved + excluded.approved,
+            rejected = t.rejected + excluded.rejected,
+            reversed = t.reversed + excluded.reversed,
+            last_position = CASE WHEN excluded.last_position > t.last_position THEN excluded.last_position ELSE t.last_position END
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _add_admin_counts(counts: dict[date, dict]) -> None:
+    table = connection.ops.quote_name(ReviewQueueAdminWeek._meta.db_table)
+    values, params = [], []
+    for week, entry in counts.items():
+        for actor, n in entry["admins"].items():
+            values.append("(%s, %s, %s)")
+            params += [week, actor, n]
+    sql = f"""
+        INSERT INTO {table} AS t (week_start, actor, decisions) VALUES {", ".join(values)}
+        ON CONFLICT (week_start, actor) DO UPDATE SET decisions = t.decisions + excluded.decisions
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _update_percentiles(week: date) -> None:
+    """Set the week's nearest-rank p50 and p90 from its decision rows, in one statement.
+
+    Each is one probe of the (week_start, seconds) index at rank ceil(p * n / 100), written as
+    (p * n + 99) / 100 in integer division: rqf.percentile_rank's formula (the rebuild uses that
+    one, and the tests compare both on every cut of a log). The week has a timed decision (n >= 1).
+    """
+    decisions = connection.ops.quote_name(ReviewQueueDecision._meta.db_table)
+    weeks = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
+    timed = f"FROM {decisions} WHERE week_start = %s AND seconds IS NOT NULL"
+    at_rank = f"(SELECT seconds {timed} ORDER BY seconds LIMIT 1 OFFSET (SELECT (%s * COUNT(*) + 99) / 100 - 1 {timed}))"
+    p50, p90 = rqf.PERCENTILES
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {weeks} SET p50_seconds = {at_rank}, p90_seconds = {at_rank} WHERE week_start = %s",
+            [week, p50, week, week, p90, week, week],
+        )
+
+
+# ---- messages ---------------------------------------------------------------------------------------
+
+def review_queue_messages(weeks: list[date], pending_changed: bool, *, seq: int, now: datetime | None = None) -> list[dict]:
+    """One `review_queue.updated` per week the batch changed, each with pending now; when only pending
+    changed (submissions), one for the current week, which is what the dashboard's tiles show."""
+    if not weeks and not pending_changed:
+        return []
+    now = now or timezone.now()
+    weeks = weeks or [current_week_start(now)]
+    pending = pending_now(now)
+    objects = week_objects(weeks)
+    return [{"type": MESSAGE_TYPE, "seq": seq, "week": objects[week], "pending": pending} for week in weeks]
+
+
+# ---- rebuild ---------------------------------------------------------------------------------------
+
+class _Replay:
+    """The whole queue computed in memory from the log, batch by batch (the same fold as the projector)."""
+
+    def __init__(self):
+        self.pending: dict[str, tuple[datetime, int]] = {}
+        self.decisions: list[pd.DataFrame] = []
+        self.through = 0
+        self.events = 0
+
+    def add(self, records: list[tuple], through: int) -> None:
+        if records:
+            batch = _fold(records, {tid: at for tid, (at, _) in self.pending.items()})
+            for tid in batch.resolved:
+                del self.pending[tid]
+            self.pending.update(batch.submitted)
+            if not batch.decisions.empty:
+                self.decisions.append(batch.decisions)
+            self.events += len(records)
+        self.through = max(self.through, through)
+
+    def frame(self) -> pd.DataFrame:
+        if not self.decisions:
+            return pd.DataFrame({c: pd.Series(dtype="object") for c in rqf.DECISION_COLUMNS})
+        return pd.concat(self.decisions, ignore_index=True)
+
+
+def _bulk_records(through: int):
+    """The log's relevant events up to a gap-free `through`, straight from the table in chunks (read once)."""
+    after = 0
+    while True:
+        rows = list(
+            StoredEvent.objects.filter(position__gt=after, position__lte=through, type__in=list(KINDS))
+            .order_by("position")
+            .values_list("position", "type", "stream_id", "metadata", "recorded_at")[:REBUILD_READ_ROWS]
+        )
+        if not rows:
+            return
+        yield [(p, KINDS[t], str(s), str((m or {}).get("actor", "")), at) for p, t, s, m, at in rows]
+        after = rows[-1][0]
+
+
+def _write_all(replay: _Replay) -> tuple[int, int]:
+    """Replace every row with the replay's (inside the caller's transaction); (weeks, decisions) written."""
+    for model in (ReviewQueuePending, ReviewQueueDecision, ReviewQueueWeek, ReviewQueueAdminWeek):
+        model.objects.all().delete()
+    ReviewQueuePending.objects.bulk_create(
+        [ReviewQueuePending(transaction_id=tid, submitted_at=at, position=pos) for tid, (at, pos) in replay.pending.items()],
+        batch_size=INSERT_ROWS,
+    )
+    decisions = replay.frame()
+    if decisions.empty:
+        return 0, 0
+    ReviewQueueDecision.objects.bulk_create(_decision_rows(decisions), batch_size=INSERT_ROWS)
+    summaries = rqf.weekly_summaries(decisions)
+    counts = rqf.week_counts(decisions)
+    ReviewQueueWeek.objects.bulk_create(
+        [
+            ReviewQueueWeek(
+                week_start=week, approved=s["approved"], rejected=s["rejected"], reversed=s["reversed"],
+                p50_seconds=s["time_to_decision_p50_seconds"], p90_seconds=s["time_to_decision_p90_seconds"],
+                last_position=counts[week]["last_position"],
+            )
+            for week, s in summaries.items()
+        ],
+        batch_size=INSERT_ROWS,
+    )
+    ReviewQueueAdminWeek.objects.bulk_create(
+        [ReviewQueueAdminWeek(week_start=week, actor=actor, decisions=n) for week, e in counts.items() for actor, n in e["admins"].items()],
+        batch_size=INSERT_ROWS,
+    )
+    return len(summaries), len(decisions)
+
+
+def _gap_free_cut() -> int:
+    """A position with every event at or below it committed or never to be (SQLite numbers rows in commit order)."""
+    if connection.vendor != "postgresql":
+        return eventstore.last_position()
+    try:
+        return eventstore.settled_position(attempts=3)
+    except eventstore.StillAppending as exc:
+        raise EventStoreBusy(f"no gap-free cut of the log: {exc}; try again") from exc
+
+
+def rebuild_review_queue(*, catch_up_batch: int = 5000) -> Rebuilt:
+    """Recompute every row from the log: read in bulk without any lock up to a gap-free cut, then,
+    holding this projection's checkpoint row only, read what came after, replace the rows and move
+    the checkpoint. The projector (every projection) waits for that last part, which writes the
+    rows: proportional to the number of decisions in the log, not to its events."""
+    config = ReviewQueue().config()
+    replay = _Replay()
+    cut = _gap_free_cut()
+    for records in _bulk_records(cut):
+        replay.add(records, records[-1][0])
+    replay.through = cut
+    with transaction.atomic():
+        checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=NAME, defaults={"config": config})
+        while True:
+            batch = eventstore.read_all(after=replay.through, limit=catch_up_batch)
+            if not batch:
+                if replay.through >= checkpoint.position:
+                    break
+                # A hole the live projector already passed is final: read_all proves it within a grace period.
+                time.sleep(0.05)
+                continue
+            replay.add(_records(batch), batch[-1].position)
+        weeks, decisions = _write_all(replay)
+        checkpoint.position = replay.through
+        checkpoint.config = config
+        checkpoint.save(update_fields=["position", "config", "updated_at"])
+    return Rebuilt(
+        position=replay.through,
+        summary=f"{replay.events} events read, {decisions} decisions in {weeks} weeks, {len(replay.pending)} pending",
+    )
+
+
+# ---- verify: arithmetic of its own (zoneinfo, sorted lists), no pandas --------------------------------
+
+def _week_of(instant: datetime, zone: ZoneInfo, week_start: str) -> date:
+    local = instant.astimezone(zone).date()
+    return local - timedelta(days=local.weekday() if week_start == "monday" else (local.weekday() + 1) % 7)
+
+
+def _percentile(values: list[int], percent: int) -> int | None:
+    """The smallest value with at least `percent`% of the values at or below it (by counting, not by rank)."""
+    ordered = sorted(values)
+    for index, value in enumerate(ordered, start=1):
+        if index * 100 >= percent * len(ordered):
+            return value
+    return None
+
+
+def recompute(*, through: int) -> tuple[dict, dict, dict]:
+    """From the log up to `through`: ({week: object}, {transaction_id: submitted_at} pending, {week: decision count})."""
+    zone, week_start = ZoneInfo(settings.ANALYTICS_TIME_ZONE), settings.ANALYTICS_WEEK_START
+    pending: dict[str, datetime] = {}
+    kinds: dict[date, Counter] = defaultdict(Counter)
+    admins: dict[date, Counter] = defaultdict(Counter)
+    seconds: dict[date, list[int]] = defaultdict(list)
+    rows = (
+        StoredEvent.objects.filter(position__lte=through, type__in=list(KINDS))
+        .order_by("position")
+        .values_list("type", "stream_id", "metadata", "recorded_at")
+    )
+    for type_, stream_id, metadata, recorded_at in rows.iterator(chunk_size=5000):
+        tid, kind = str(stream_id), KINDS[type_]
+        if kind == rqf.SUBMITTED:
+            pending[tid] = recorded_at
+            continue
+        if kind == rqf.APPROVAL_RECORDED:
+            continue
+        week = _week_of(recorded_at, zone, week_start)
+        kinds[week][kind] += 1
+        admins[week][str((metadata or {}).get("actor", ""))] += 1
+        if kind != rqf.REVERSED and tid in pending:
+            waited = recorded_at - pending.pop(tid)
+            # Whole seconds from the timedelta's own fields (microseconds dropped), never negative.
+            seconds[week].append(max(0, waited.days * 86400 + waited.seconds))
+    weeks = {
+        week: rqf.week_object(
+            week, approved=k[rqf.APPROVED], rejected=k[rqf.REJECTED], reversed=k[rqf.REVERSED],
+            p50=_percentile(seconds[week], 50), p90=_percentile(seconds[week], 90), admins=dict(admins[week]),
+        )
+        for week, k in kinds.items()
+    }
+    return weeks, pending, {week: sum(k.values()) for week, k in kinds.items()}
+
+
+def verify_review_queue() -> list[str]:
+    """Differences between the stored rows and the log; empty when they agree."""
+    config = ReviewQueue().config()
+    with consistent_read():
+        checkpoint = ProjectionCheckpoint.objects.filter(name=NAME).first()
+        through = checkpoint.position if checkpoint else 0
+        stored_weeks = {w.week_start for w in ReviewQueueWeek.objects.all()}
+        stored = week_objects(sorted(stored_weeks))
+        stored_pending = {str(t): at for t, at in ReviewQueuePending.objects.values_list("transaction_id", "submitted_at")}
+        decision_rows = dict(
+            ReviewQueueDecision.objects.order_by().values("week_start").annotate(n=Count("position")).values_list("week_start", "n")
+        )
+        expected, pending, expected_rows = recompute(through=through)
+    problems = []
+    if checkpoint and checkpoint.config != config:
+        problems.append(f"config: rows are for {checkpoint.config}, settings say {config}")
+    for week in sorted(set(stored) | set(expected)):
+        have, want = stored.get(week, rqf.week_object(week)), expected.get(week, rqf.week_object(week))
+        if have != want:
+            problems.append(f"{week}: stored {_short(have)}, log says {_short(want)}")
+        elif decision_rows.get(week, 0) != expected_rows.get(week, 0):
+            problems.append(f"{week}: {decision_rows.get(week, 0)} decision rows, log says {expected_rows.get(week, 0)}")
+    if stored_pending != pending:
+        missing, extra = sorted(set(pending) - set(stored_pending)), sorted(set(stored_pending) - set(pending))
+        changed = sorted(t for t in set(pending) & set(stored_pending) if pending[t] != stored_pending[t])
+        problems.append(
+            f"pending: {len(stored_pending)} stored, log says {len(pending)} "
+            f"(missing {missing[:5]}, not pending {extra[:5]}, other submission time {changed[:5]})"
+        )
+    return problems
+
+
+def _short(week: dict) -> str:
+    admins = ",".join(f"{a['actor']}={a['decisions']}" for a in week["by_admin"])
+    return (
+        f"approved={week['approved']} rejected={week['rejected']} reversed={week['reversed']} "
+        f"p50={week['time_to_decision_p50_seconds']} p90={week['time_to_decision_p90_seconds']} by_admin=[{admins}]"
+    )
+
+
+class ReviewQueue(Projection):
+    """The review queue: see the module docstring."""
+
+    name = NAME
+    handles = frozenset(KINDS)
+
+    def apply(self, events: list, *, through: int) -> list[dict]:
+        weeks, pending_changed = apply_review_events(events)
+        return review_queue_messages(weeks, pending_changed, seq=through)
+
+    def rebuild(self, *, readers: int) -> Rebuilt:
+        # One reader: this projection reads only the columns it needs, once.
+        return rebuild_review_queue()
+
+    def verify(self) -> list[str]:
+        return verify_review_queue()

@@ -328,3 +328,31 @@ def test_the_stored_percentiles_follow_the_nearest_rank_as_each_decision_arrives
         expected = time_percentiles(waits[:n])
         assert (week["time_to_decision_p50_seconds"], week["time_to_decision_p90_seconds"]) == expected, f"after {n}"
     assert time_percentiles(waits) == (41, 1000)
+
+
+def test_it_follows_the_real_commands_with_four_eyes_and_a_reversal(settings):
+    from transactions import services
+
+    settings.APPROVAL_DUAL_CONTROL = {"EUR": Decimal("100.00")}
+    with clock(MON):
+        small = services.transaction_submit(amount=Decimal("5.00"), currency="EUR", occurred_at=None, actor="clerk")
+        large = services.transaction_submit(amount=Decimal("500.00"), currency="EUR", occurred_at=None, actor="clerk")
+        withdrawn = services.transaction_submit(amount=Decimal("7.00"), currency="EUR", occurred_at=None, actor="clerk")
+    with clock(MON + timedelta(minutes=5)):
+        services.transaction_approve(transaction_id=small.id, actor="ana", reason="ok")
+        services.transaction_approve(transaction_id=large.id, actor="ana", reason="first")
+        services.transaction_reject(transaction_id=withdrawn.id, actor="clerk", reason="withdrawn")
+    project_all()
+    assert review_queue(start=WEEK, end=WEEK).pending["count"] == 1  # the large one awaits its second approval
+    with clock(MON + timedelta(hours=1)):
+        services.transaction_approve(transaction_id=large.id, actor="ben", reason="second")
+        services.transaction_reverse(transaction_id=small.id, actor="ben", reason="refund")
+    project_all()
+    report = review_queue(start=WEEK, end=WEEK)
+    [week] = report.weeks
+    assert (week["approved"], week["rejected"], week["reversed"]) == (2, 1, 1)
+    assert week["by_admin"] == [{"actor": "ben", "decisions": 2}, {"actor": "ana", "decisions": 1}, {"actor": "clerk", "decisions": 1}]
+    # 300 s twice (small, withdrawn), 3600 s for the large one (from its submission, not its first approval).
+    assert (week["time_to_decision_p50_seconds"], week["time_to_decision_p90_seconds"]) == (300, 3600)
+    assert report.pending["count"] == 0 and report.as_of == eventstore.last_position()
+    assert verify_review_queue() == []

@@ -299,3 +299,20 @@ def test_it_records_a_first_approval_under_dual_control_and_refuses_the_same_app
     assert (first["status"], first["transaction"]["status"]) == (200, "awaiting_second_approval")
     assert (again["status"], again["problem"]["code"]) == (403, "second_approver_required")
     assert eventstore.read_stream(large.id)[-1].type == "TransactionApprovalRecorded"
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("key", [None, "bulk-once"])
+def test_it_wakes_the_projector_once_for_the_whole_request_with_or_without_a_key(api, key):
+    from core.signals import events_committed
+
+    txns = [submit() for _ in range(5)]
+    heard = []
+    receiver = lambda sender, last_position, events, **kwargs: heard.append((last_position, len(events)))  # noqa: E731
+    events_committed.connect(receiver)
+    try:
+        response = post(api, decisions(*[(txn, "approve") for txn in txns]), **({"HTTP_IDEMPOTENCY_KEY": key} if key else {}))
+    finally:
+        events_committed.disconnect(receiver)
+    assert heard == [(response.json()["position"], 5)]

@@ -13,8 +13,8 @@ class _Unit:
     one_by_one: bool = False  # commands_one_by_one(): several commands, each its own savepoint
 
 
-# The open unit of work, if any: one command may run as a savepoint directly inside it
-# (see command_transaction), and none may run inside any other transaction.
+# The open unit of work, if any: one command (several inside commands_one_by_one()) may run as a
+# savepoint directly inside it (see command_transaction), and none inside any other transaction.
 _current_unit: ContextVar[_Unit | None] = ContextVar("current_unit_of_work", default=None)
 
 

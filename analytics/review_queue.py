@@ -25,7 +25,7 @@ from analytics.models import (
 )
 from analytics.rebuild import EventStoreBusy
 from analytics.registry import Projection, Rebuilt
-from analytics.review_queue_selectors import NAME, pending_now, week_objects
+from analytics.review_queue_selectors import NAME, queue_now, week_objects
 from analytics.selectors import current_week_start
 from core import eventstore
 from core.db import consistent_read
@@ -167,8 +167,7 @@ def review_queue_messages(weeks: list[date], pending_changed: bool, *, seq: int,
         return []
     now = now or timezone.now()
     weeks = weeks or [current_week_start(now)]
-    pending = pending_now(now)
-    objects = week_objects(weeks)
+    _, pending, objects = queue_now(weeks, now)
     return [{"type": MESSAGE_TYPE, "seq": seq, "week": objects[week], "pending": pending} for week in weeks]
 
 

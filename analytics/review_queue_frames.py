@@ -4,10 +4,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from analytics.frames import week_start_dates
+from analytics.frames import WEEK_STARTS, week_start_dates
 
 # What the projection calls each event it reads (the caller maps event types to these).
 SUBMITTED = "submitted"
@@ -49,6 +50,27 @@ def time_percentiles(seconds) -> tuple[int | None, int | None]:
     """(p50, p90) of the given seconds, in any order; (None, None) for none."""
     ordered = sorted(int(s) for s in seconds)
     return nearest_rank(ordered, 50), nearest_rank(ordered, 90)
+
+
+# Below this many decisions a batch's weeks are cut one by one: most batches hold one decision, and
+# a pandas conversion costs about a millisecond whatever its size.
+SMALL_BATCH = 64
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def decision_weeks(instants: list[datetime], *, time_zone: str, week_start: str) -> list[date]:
+    """The local date on which each instant's week begins: analytics.frames' cut (local calendar days
+    since 1970-01-01, a Thursday, floored to the week's first day), in Python for a few instants."""
+    if len(instants) >= SMALL_BATCH:
+        return list(week_start_dates(pd.Series(instants, dtype="object"), time_zone=time_zone, week_start=week_start))
+    if week_start not in WEEK_STARTS:
+        raise ValueError(f"week_start must be one of {WEEK_STARTS}, not {week_start!r}")
+    zone, shift = ZoneInfo(time_zone), 3 if week_start == "monday" else 4
+    weeks = []
+    for instant in instants:
+        days = instant.astimezone(zone).date().toordinal() - _EPOCH_ORDINAL
+        weeks.append(date.fromordinal(days - (days + shift) % 7 + _EPOCH_ORDINAL))
+    return weeks
 
 
 def seconds_between(submitted_at: datetime, decided_at: datetime) -> int:
@@ -151,10 +173,7 @@ def review_batch(events, *, known: dict[str, datetime], time_zone: str, week_sta
         {
             "position": pd.Series(columns[0], dtype="int64"),
             "transaction_id": pd.Series(columns[1], dtype="object"),
-            "week_start": (
-                week_start_dates(pd.Series(columns[2], dtype="object"), time_zone=time_zone, week_start=week_start)
-                if rows else pd.Series(dtype="object")
-            ),
+            "week_start": pd.Series(decision_weeks(list(columns[2]), time_zone=time_zone, week_start=week_start), dtype="object"),
             "kind": pd.Series(columns[3], dtype="object"),
             "actor": pd.Series(columns[4], dtype="object"),
             # Python ints or None, never floats: whole seconds stay exact at any size.

@@ -4,15 +4,15 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db import connection
 from django.utils import timezone
 
 from analytics import review_queue_frames as rqf
 from analytics.models import ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueuePending, ReviewQueueWeek
 from analytics.selectors import current_week_start, resolve_range
-from core.db import consistent_read
 
 # The projection's name: its checkpoint row (analytics.review_queue).
 NAME = "review_queue"
@@ -31,40 +31,84 @@ def review_queue_position() -> int:
     return ProjectionCheckpoint.objects.filter(name=NAME).values_list("position", flat=True).first() or 0
 
 
-def week_objects(weeks: list[date]) -> dict[date, dict]:
-    """The stored objects of these weeks; a week without decisions is zeros and nulls. Two queries."""
-    if not weeks:
-        return {}
-    # A few weeks (a batch's): by key; a range (the API's, contiguous): by range.
-    where = {"week_start__in": weeks} if len(weeks) <= 60 else {"week_start__gte": min(weeks), "week_start__lte": max(weeks)}
-    found = {w.week_start: w for w in ReviewQueueWeek.objects.filter(**where)}
-    admins: dict[date, dict[str, int]] = defaultdict(dict)
-    for week, actor, n in ReviewQueueAdminWeek.objects.filter(**where).values_list("week_start", "actor", "decisions"):
-        admins[week][actor] = n
+@dataclass(frozen=True)
+class _Stored:
+    as_of: int
+    pending: tuple[int, datetime | None]
+    weeks: dict[date, dict]
+
+
+def _aware(value) -> datetime | None:
+    # SQLite hands raw timestamps back as naive UTC text.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, dt_timezone.utc)
+    return value
+
+
+def _stored(weeks: list[date]) -> _Stored:
+    """The checkpoint, pending now and these weeks' rows with their admins, in one statement.
+
+    One statement reads one snapshot: the position, the pending figures and the weeks agree without
+    a transaction, in one round trip (the projector runs this for every batch's messages).
+    """
+    checkpoint, pending = ProjectionCheckpoint._meta.db_table, ReviewQueuePending._meta.db_table
+    week_table, admin_table = ReviewQueueWeek._meta.db_table, ReviewQueueAdminWeek._meta.db_table
+    if len(weeks) <= 60:
+        # A few weeks (a batch's): by key. A range (the API's, contiguous): by range.
+        where, week_params = f"week_start IN ({', '.join(['%s'] * len(weeks))})", list(weeks)
+    else:
+        where, week_params = "week_start >= %s AND week_start <= %s", [min(weeks), max(weeks)]
+    sql = f"""
+        SELECT 0, CAST(NULL AS DATE), CAST(NULL AS TEXT),
+               (SELECT position FROM {checkpoint} WHERE name = %s), (SELECT COUNT(*) FROM {pending}),
+               CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), (SELECT MIN(submitted_at) FROM {pending})
+        UNION ALL
+        SELECT 1, week_start, NULL, approved, rejected, reversed, p50_seconds, p90_seconds, NULL FROM {week_table} WHERE {where}
+        UNION ALL
+        SELECT 2, week_start, actor, decisions, NULL, NULL, NULL, NULL, NULL FROM {admin_table} WHERE {where}
+    """
+    as_of, pending_figures, rows, admins = 0, (0, None), {}, defaultdict(dict)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [NAME, *week_params, *week_params])
+        for kind, week, actor, a, b, c, d, e, at in cursor.fetchall():
+            if kind == 0:
+                as_of, pending_figures = int(a or 0), (int(b), _aware(at))
+                continue
+            week = week if isinstance(week, date) else date.fromisoformat(week)
+            if kind == 1:
+                rows[week] = (a, b, c, d, e)
+            else:
+                admins[week][actor] = int(a)
     objects = {}
     for week in weeks:
-        row = found.get(week)
-        objects[week] = rqf.week_object(week) if row is None else rqf.week_object(
-            week, approved=row.approved, rejected=row.rejected, reversed=row.reversed,
-            p50=row.p50_seconds, p90=row.p90_seconds, admins=admins.get(week),
+        if week not in rows:
+            objects[week] = rqf.week_object(week)
+            continue
+        approved, rejected, reversed_, p50, p90 = rows[week]
+        objects[week] = rqf.week_object(
+            week, approved=approved, rejected=rejected, reversed=reversed_, p50=p50, p90=p90, admins=admins.get(week),
         )
-    return objects
+    return _Stored(as_of=as_of, pending=pending_figures, weeks=objects)
 
 
-def pending_now(now: datetime | None = None) -> dict:
-    """Pending count and the oldest submission; its age is computed here, at read time. One query."""
-    found = ReviewQueuePending.objects.aggregate(count=Count("pk"), oldest=Min("submitted_at"))
-    return rqf.pending_object(found["count"], found["oldest"], now=now or timezone.now())
+def week_objects(weeks: list[date]) -> dict[date, dict]:
+    """The stored objects of these weeks; a week without decisions is zeros and nulls."""
+    return _stored(weeks).weeks if weeks else {}
+
+
+def queue_now(weeks: list[date], now: datetime | None = None) -> tuple[int, dict, dict[date, dict]]:
+    """(as_of, pending now, these weeks' objects) from one statement."""
+    stored = _stored(weeks)
+    count, oldest = stored.pending
+    return stored.as_of, rqf.pending_object(count, oldest, now=now or timezone.now()), stored.weeks
 
 
 def review_queue(*, start: date | None = None, end: date | None = None, now: datetime | None = None) -> ReviewQueueReport:
-    """Every week in [start, end] (the last 12 by default), zeros included, and pending now; one consistent read."""
+    """Every week in [start, end] (the last 12 by default), zeros included, and pending now: one statement, one snapshot."""
     weeks = resolve_range(start, end)
-    now = now or timezone.now()
-    with consistent_read():
-        as_of = review_queue_position()
-        objects = week_objects(weeks)
-        pending = pending_now(now)
+    as_of, pending, objects = queue_now(weeks, now)
     return ReviewQueueReport(
         as_of=as_of, time_zone=settings.ANALYTICS_TIME_ZONE, week_start_day=settings.ANALYTICS_WEEK_START,
         pending=pending, weeks=[objects[week] for week in weeks],
@@ -75,4 +119,5 @@ def review_queue_snapshot(now: datetime | None = None) -> dict:
     """The dashboard snapshot's part: {"pending": ..., "this_week": {...}} (inside the caller's consistent read)."""
     now = now or timezone.now()
     week = current_week_start(now)
-    return {"pending": pending_now(now), "this_week": week_objects([week])[week]}
+    _, pending, objects = queue_now([week], now)
+    return {"pending": pending, "this_week": objects[week]}

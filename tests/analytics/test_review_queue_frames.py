@@ -149,3 +149,23 @@ def test_it_imports_nothing_from_django():
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
     assert not {m for m in modules if m and m.split(".")[0] in {"django", "core", "transactions", "rest_framework"}}
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "Europe/Berlin", "America/New_York", "Pacific/Apia", "Asia/Kolkata"])
+@pytest.mark.parametrize("week_start", ["monday", "sunday"])
+def test_it_cuts_a_few_decisions_in_python_exactly_as_frames_cuts_many(time_zone, week_start):
+    from analytics.frames import week_start_dates
+    import pandas as pd
+
+    # Every half hour over three weeks around the 2026 autumn DST changes, and a few far instants.
+    instants = [datetime(2026, 10, 20, tzinfo=timezone.utc) + timedelta(minutes=30 * i) for i in range(3 * 7 * 48)]
+    instants += [datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2011, 12, 29, 10, tzinfo=timezone.utc), datetime(2099, 3, 29, 1, tzinfo=timezone.utc)]
+    by_frames = list(week_start_dates(pd.Series(instants, dtype="object"), time_zone=time_zone, week_start=week_start))
+    one_by_one = [rqf.decision_weeks([i], time_zone=time_zone, week_start=week_start)[0] for i in instants]
+    assert one_by_one == by_frames
+    assert rqf.decision_weeks(instants, time_zone=time_zone, week_start=week_start) == by_frames
+
+
+def test_it_refuses_an_unknown_first_day_of_the_week():
+    with pytest.raises(ValueError):
+        rqf.decision_weeks([T0], time_zone="UTC", week_start="friday")

@@ -23,7 +23,8 @@ from core.problems import PROBLEM_CONTENT_TYPE, problem_body
 from core.schema import PROBLEM_RESPONSES
 
 MIN_POSITION_WAIT_SECONDS = 10.0
-CSV_COLUMNS = ["week_start", "currency", "total", "count"]
+# The first four as before reversals (total is the net now), then the reversal columns.
+CSV_COLUMNS = ["week_start", "currency", "total", "count", "gross", "reversed", "reversed_count", "net"]
 # The query parameters, named once: a serializer instance deep-copies its fields, every time.
 QUERY_NAMES = (*WeeklyIncomeQuery().fields, "format")
 
@@ -68,8 +69,10 @@ class WeeklyIncomeApi(APIView):
     @extend_schema(
         summary="Weekly income",
         description=(
-            "Approved income per week and currency, zero-filled for every week in [from, to] and every currency "
-            "shown. `as_of` is the last event position reflected. `min_position` waits (up to 10 s) for the "
+            "Income per week and currency, zero-filled for every week in [from, to] and every currency shown: `gross` "
+            "and `count` are the approvals whose occurred_at falls in the week, `reversed` and `reversed_count` the "
+            "reversals recorded during the week (a reversal counts in the week it happened, so a closed week never "
+            "changes), and `total` = `net` = gross - reversed, which can be negative. `as_of` is the last event position reflected. `min_position` waits (up to 10 s) for the "
             "projection to reach a position you wrote (read-your-writes), holding no server thread or database "
             "connection while it waits; a position beyond the end of the log is a 400 at once. `at` answers as of an "
             "earlier position, read from each week's history (it waits like `min_position` if the projection has not "
@@ -81,7 +84,7 @@ class WeeklyIncomeApi(APIView):
         ],
         responses={
             (200, "application/json"): WeeklyIncomeOutput,
-            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="week_start,currency,total,count"),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description=",".join(CSV_COLUMNS)),
             **PROBLEM_RESPONSES(400, 401, 403, 503),
         },
         examples=[
@@ -92,8 +95,10 @@ class WeeklyIncomeApi(APIView):
                     "week_start_day": "monday",
                     "as_of": 461,
                     "results": [
-                        {"week_start": "2026-11-09", "currency": "EUR", "total": "0.00", "count": 0},
-                        {"week_start": "2026-11-16", "currency": "EUR", "total": "1089.75", "count": 3},
+                        {"week_start": "2026-11-09", "currency": "EUR", "total": "0.00", "count": 0, "gross": "0.00",
+                         "reversed": "0.00", "reversed_count": 0, "net": "0.00"},
+                        {"week_start": "2026-11-16", "currency": "EUR", "total": "1039.75", "count": 3, "gross": "1089.75",
+                         "reversed": "50.00", "reversed_count": 1, "net": "1039.75"},
                     ],
                 },
                 response_only=True,
@@ -171,8 +176,9 @@ weekly_income_view.csrf_exempt = True
 class WeeklySummaryApi(APIView):
     @extend_schema(
         summary="Income summary per currency",
-        description="This week against last week, and the last 4 weeks against the 4 before, with exact percent changes "
-        "(null when the earlier period had no income).",
+        description="This week against last week, and the last 4 weeks against the 4 before: net (`total`), `gross` and "
+        "`reversed` per period, with exact percent changes of the net, measured against the earlier period's size "
+        "(null when the earlier period's net was zero).",
         responses={200: SummaryOutput, **PROBLEM_RESPONSES(401, 403)},
     )
     def get(self, request):

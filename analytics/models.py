@@ -1,4 +1,4 @@
-"""Weekly income projection rows, their history by event position, and the projection's checkpoint."""
+"""Weekly income projection rows, their history by event position, and the projections' checkpoints."""
 from django.db import models
 
 # Totals in minor units as NUMERIC(38, 0): a bigint wraps after about 9,223 transactions at
@@ -11,10 +11,16 @@ def total_field(**kwargs):
 
 
 class WeeklyIncome(models.Model):
+    """One (week, currency): approvals by occurred_at week (gross, count), reversals by the week they
+    were recorded in (reversed, reversed_count), and total = net = gross - reversed (may be negative)."""
+
     week_start = models.DateField()
     currency = models.CharField(max_length=3)
     total_minor = total_field(default=0)
     count = models.PositiveBigIntegerField(default=0)
+    gross_minor = total_field(default=0)
+    reversed_minor = total_field(default=0)
+    reversed_count = models.PositiveBigIntegerField(default=0)
     # The highest event position that changed this row.
     last_position = models.BigIntegerField(default=0)
 
@@ -23,11 +29,11 @@ class WeeklyIncome(models.Model):
         ordering = ["week_start", "currency"]
 
     def __str__(self):
-        return f"{self.week_start} {self.currency}: {self.total_minor} ({self.count})"
+        return f"{self.week_start} {self.currency}: {self.total_minor} ({self.count}, {self.reversed_count} reversed)"
 
 
 class WeeklyIncomeHistory(models.Model):
-    """A bucket's total and count right after the approval at `position`: one row per approval.
+    """A bucket's sums right after the event at `position`: one row per approval or reversal.
 
     Time travel (`?at=P`) reads, per bucket, the row with the highest position <= P:
     an index lookup per bucket instead of a replay of the log.
@@ -38,6 +44,9 @@ class WeeklyIncomeHistory(models.Model):
     position = models.BigIntegerField()
     total_minor = total_field()
     count = models.PositiveBigIntegerField()
+    gross_minor = total_field(default=0)
+    reversed_minor = total_field(default=0)
+    reversed_count = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [

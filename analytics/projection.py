@@ -64,27 +64,39 @@ def current_config() -> str:
     return f"{settings.ANALYTICS_TIME_ZONE}/{settings.ANALYTICS_WEEK_START}"
 
 
-def approved_records(events: list[eventstore.RecordedEvent]) -> pd.DataFrame:
-    rows = [
-        (e.position, e.data["occurred_at"], e.data["currency"], to_minor_units(e.data["amount"], e.data["currency"]))
-        for e in events
-        if e.type == txn_events.APPROVED
-    ]
-    frame = pd.DataFrame(rows, columns=["position", "occurred_at", "currency", "amount_minor"])
+def income_records(events: list[eventstore.RecordedEvent]) -> pd.DataFrame:
+    """The approvals (placed by occurred_at) and reversals (placed by when they were recorded) of a batch, as frames' records."""
+    rows = []
+    for e in events:
+        if e.type == txn_events.APPROVED:
+            rows.append((e.position, e.data["occurred_at"], e.data["currency"], to_minor_units(e.data["amount"], e.data["currency"]), False))
+        elif e.type == txn_events.REVERSED:
+            # The week it happened, not the approval's: closed weeks never change.
+            rows.append((e.position, e.recorded_at.isoformat(), e.data["currency"], to_minor_units(e.data["amount"], e.data["currency"]), True))
+    frame = pd.DataFrame(rows, columns=["position", "occurred_at", "currency", "amount_minor", "reversal"])
     if rows and max(row[3] for row in rows) > INT64_MAX:
         # Amounts accepted before the per-transaction limit can exceed int64: keep Python ints.
         frame["amount_minor"] = pd.Series([row[3] for row in rows], dtype="object")
     return frame
 
 
+# What bench/time_travel.py (and anyone replaying the log into frames) calls it.
+approved_records = income_records
+
+
 def weekly_income_message(row: WeeklyIncome, seq: int) -> dict:
+    currency = row.currency
     return {
         "type": "weekly_income.updated",
         "seq": seq,
         "week_start": row.week_start.isoformat(),
-        "currency": row.currency,
-        "total": format_minor_units(int(row.total_minor), row.currency),
+        "currency": currency,
+        "total": format_minor_units(int(row.total_minor), currency),
         "count": row.count,
+        "gross": format_minor_units(int(row.gross_minor), currency),
+        "reversed": format_minor_units(int(row.reversed_minor), currency),
+        "reversed_count": row.reversed_count,
+        "net": format_minor_units(int(row.total_minor), currency),
     }
 
 
@@ -117,7 +129,7 @@ def _locked_checkpoints() -> list[tuple[registry.Projection, ProjectionCheckpoin
 
 def _running_totals(batch: list[eventstore.RecordedEvent]) -> pd.DataFrame:
     return weekly_running_totals(
-        approved_records(batch), time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START
+        income_records(batch), time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START
     )
 
 
@@ -131,82 +143,84 @@ class Tables:
 
 LIVE = Tables(income=WeeklyIncome._meta.db_table, history=WeeklyIncomeHistory._meta.db_table)
 HISTORY_INSERT_ROWS = 5000
+# The sums a bucket (and each history row) holds, in this order everywhere below; total is the net.
+SUMS = ("total_minor", "count", "gross_minor", "reversed_minor", "reversed_count")
 
 
 def apply_events(batch: list[eventstore.RecordedEvent], *, tables: Tables = LIVE) -> list[WeeklyIncome]:
-    """A batch's approvals added to `tables`' rows and history (the caller holds the transaction); the changed rows."""
+    """A batch's approvals and reversals added to `tables`' rows and history (the caller holds the transaction); the changed rows."""
     return _apply(_running_totals(batch), tables)
 
 
 def _apply(running: pd.DataFrame, tables: Tables = LIVE) -> list[WeeklyIncome]:
-    """Add a batch's per-approval running totals to the stored rows and record their history.
+    """Add a batch's per-event running sums to the stored rows and record their history.
 
-    Returns the changed rows. Totals are Python ints end to end: they cannot wrap.
+    Returns the changed rows. Sums are Python ints end to end: they cannot wrap.
     Two statements, however many buckets: the rows are upserted with their increments
-    (the new totals come back), and the history rows are inserted.
+    (the new sums come back), and the history rows are inserted.
     """
     if running.empty:
         return []
-    # Per bucket: the batch's own total and count, and its last position (rows are in position order).
-    batch_totals: dict[tuple, tuple[int, int, int]] = {}
+    # Per bucket: the batch's own sums and its last position (rows are in position order).
+    batch_sums: dict[tuple, tuple[int, tuple[int, ...]]] = {}
     entries = []
-    for ws, cur, position, total, count in running.itertuples(index=False, name=None):
-        entry = (ws, cur, int(position), int(total), int(count))
-        entries.append(entry)
-        batch_totals[(ws, cur)] = entry[2:]
-    stored = _add_to_rows(batch_totals, tables.income)
+    for row in running[["week_start", "currency", "position", *SUMS]].itertuples(index=False, name=None):
+        ws, cur, position, sums = row[0], row[1], int(row[2]), tuple(int(v) for v in row[3:])
+        entries.append((ws, cur, position, sums))
+        batch_sums[(ws, cur)] = (position, sums)
+    stored = _add_to_rows(batch_sums, tables.income)
     history, changed = [], []
-    for ws, cur, position, total, count in entries:
-        new_total, new_count, _ = stored[(ws, cur)]
-        batch_position, batch_total, batch_count = batch_totals[(ws, cur)]
-        # What the row held before this batch, plus the batch's running total up to this approval.
-        history.append(WeeklyIncomeHistory(
-            week_start=ws, currency=cur, position=position,
-            total_minor=new_total - batch_total + total, count=new_count - batch_count + count,
-        ))
-    for (ws, cur), (total, count, last_position) in sorted(stored.items()):
-        changed.append(WeeklyIncome(week_start=ws, currency=cur, total_minor=total, count=count, last_position=last_position))
+    for ws, cur, position, sums in entries:
+        after_batch, _ = stored[(ws, cur)]
+        _, batch_total = batch_sums[(ws, cur)]
+        # What the row held before this batch, plus the batch's running sums up to this event.
+        history.append((ws, cur, position, *(a - b + s for a, b, s in zip(after_batch, batch_total, sums))))
+    for (ws, cur), (sums, last_position) in sorted(stored.items()):
+        changed.append(WeeklyIncome(week_start=ws, currency=cur, last_position=last_position, **dict(zip(SUMS, sums))))
     _insert_history(history, tables.history)
     return changed
 
 
-def _insert_history(history: list[WeeklyIncomeHistory], table: str) -> None:
-    """Multi-row INSERTs into `table` (live or shadow: the ORM's bulk_create knows only the model's own table)."""
+def _insert_history(history: list[tuple], table: str) -> None:
+    """Multi-row INSERTs of (week_start, currency, position, *SUMS) into `table` (live or shadow: the ORM's
+    bulk_create knows only the model's own table)."""
     quoted = connection.ops.quote_name(table)
+    columns = ", ".join(("week_start", "currency", "position", *SUMS))
+    placeholders = "(" + ", ".join(["%s"] * (3 + len(SUMS))) + ")"
     with connection.cursor() as cursor:
         for start in range(0, len(history), HISTORY_INSERT_ROWS):
             part = history[start:start + HISTORY_INSERT_ROWS]
-            params = [value for h in part for value in (h.week_start, h.currency, h.position, h.total_minor, h.count)]
             cursor.execute(
-                f"INSERT INTO {quoted} (week_start, currency, position, total_minor, count) VALUES "
-                + ", ".join(["(%s, %s, %s, %s, %s)"] * len(part)),
-                params,
+                f"INSERT INTO {quoted} ({columns}) VALUES " + ", ".join([placeholders] * len(part)),
+                [value for row in part for value in row],
             )
 
 
-def _add_to_rows(batch_totals: dict[tuple, tuple[int, int, int]], table: str = LIVE.income) -> dict[tuple, tuple[int, int, int]]:
-    """Upsert each bucket's increment in one statement; its stored (total, count, last_position) after it."""
+def _add_to_rows(
+    batch_sums: dict[tuple, tuple[int, tuple[int, ...]]], table: str = LIVE.income
+) -> dict[tuple, tuple[tuple[int, ...], int]]:
+    """Upsert each bucket's increments in one statement; its stored (SUMS, last_position) after it."""
     table = connection.ops.quote_name(table)
     values, params = [], []
-    for (ws, cur), (position, total, count) in batch_totals.items():
-        values.append("(%s, %s, %s, %s, %s)")
-        params += [ws, cur, total, count, position]
+    for (ws, cur), (position, sums) in batch_sums.items():
+        values.append("(" + ", ".join(["%s"] * (3 + len(SUMS))) + ")")
+        params += [ws, cur, position, *sums]
+    added = ",\n            ".join(f"{name} = t.{name} + excluded.{name}" for name in SUMS)
     sql = f"""
-        INSERT INTO {table} AS t (week_start, currency, total_minor, count, last_position)
+        INSERT INTO {table} AS t (week_start, currency, last_position, {", ".join(SUMS)})
         VALUES {", ".join(values)}
         ON CONFLICT (week_start, currency) DO UPDATE SET
-            total_minor = t.total_minor + excluded.total_minor,
-            count = t.count + excluded.count,
+            {added},
             last_position = CASE WHEN excluded.last_position > t.last_position THEN excluded.last_position ELSE t.last_position END
-        RETURNING week_start, currency, total_minor, count, last_position
+        RETURNING week_start, currency, last_position, {", ".join(SUMS)}
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         returned = cursor.fetchall()
     return {
         # SQLite hands dates back as text.
-        (ws if isinstance(ws, date) else date.fromisoformat(ws), cur): (int(total), int(count), int(last))
-        for ws, cur, total, count, last in returned
+        (ws if isinstance(ws, date) else date.fromisoformat(ws), cur): (tuple(int(v) for v in sums), int(last))
+        for ws, cur, last, *sums in returned
     }
 
 
@@ -287,7 +301,7 @@ class WeeklyIncomeProjection(registry.Projection):
     """Weekly income per (week_start, currency): the first registered projection."""
 
     name = CHECKPOINT
-    handles = frozenset({txn_events.APPROVED})
+    handles = frozenset({txn_events.APPROVED, txn_events.REVERSED})
 
     def config(self) -> str:
         return current_config()

@@ -1,5 +1,8 @@
 """Online rebuild of the weekly income projection: built beside the live tables while approvals and the projector go on, then swapped in.
 
+What it reads: the approvals (placed by occurred_at) and the reversals (placed by recorded_at,
+the week they happened), in one pass.
+
 The bulk of the log is read as binary integer columns by parallel readers, summed in
 numpy and written to shadow tables with binary COPY. The cut: the event store is asked
 for a moment when no append is in flight (core.eventstore.final_position: the append
@@ -60,31 +63,37 @@ _PG_EPOCH = date(2000, 1, 1)
 _LOCK_NOT_AVAILABLE = "55P03"
 
 # One expression per column, each sent in PostgreSQL's binary format and concatenated
-# with string_agg: a chunk arrives as four byte strings, with no per-row work in Python.
+# with string_agg: a chunk arrives as five byte strings, with no per-row work in Python.
 # Anything these expressions cannot turn into an exact integer comes out as a sentinel
 # (an instant of 'infinity', a currency of '???', an amount of -1) that the caller checks.
+# An approval is placed by its occurred_at, a reversal by its recorded_at (the week it happened).
+_TYPES = [txn_events.APPROVED, txn_events.REVERSED]
+_IS_REVERSAL = f"type = '{txn_events.REVERSED}'"
 _OCCURRED = "(data->>'occurred_at')"
 _CURRENCY = "(data->>'currency')"
 _AMOUNT = "(data->>'amount')::numeric"
 _COLUMNS = f"""
     string_agg(int8send(position), ''),
-    string_agg(timestamptz_send(CASE WHEN substr({_OCCURRED}, 5, 1) = '-' THEN {_OCCURRED}::timestamptz
+    string_agg(timestamptz_send(CASE WHEN {_IS_REVERSAL} THEN recorded_at
+                                     WHEN substr({_OCCURRED}, 5, 1) = '-' THEN {_OCCURRED}::timestamptz
                                      ELSE 'infinity' END), ''),
     string_agg(CASE WHEN octet_length({_CURRENCY}) = 3 THEN textsend({_CURRENCY}) ELSE '\\x3f3f3f'::bytea END, ''),
     string_agg(int8send(CASE WHEN scale({_AMOUNT}) <= {rf.AMOUNT_SCALE_DIGITS} AND abs({_AMOUNT}) < 900000000000000
                              THEN ({_AMOUNT} * 10000)::int8 ELSE {rf.FLAGGED} END), ''),
+    string_agg(CASE WHEN {_IS_REVERSAL} THEN '\\x01'::bytea ELSE '\\x00'::bytea END, ''),
     count(*)"""
 _CHUNK_QUERY = f"""SELECT {_COLUMNS} FROM core_event
     WHERE ctid >= format('(%%s,0)', %(first)s::bigint)::tid AND ctid < format('(%%s,0)', %(end)s::bigint)::tid
-      AND type = %(type)s AND position <= %(through)s"""
-_PROBE_QUERY = f"SELECT {_COLUMNS} FROM core_event WHERE position BETWEEN %(low)s AND %(high)s AND type = %(type)s"
+      AND type = ANY(%(types)s) AND position <= %(through)s"""
+_PROBE_QUERY = f"SELECT {_COLUMNS} FROM core_event WHERE position BETWEEN %(low)s AND %(high)s AND type = ANY(%(types)s)"
 
 
 @dataclass
 class Chunk:
-    """One block range's approvals, checked and converted: everything but the amounts that need core.money."""
+    """One block range's approvals and reversals, checked and converted: everything but the amounts that need core.money."""
 
     position: np.ndarray  # int64
+    reversal: np.ndarray  # bool
     week: np.ndarray  # int32 days since 2000-01-01
     currency: np.ndarray  # int16 index into Decoder.codes
     high: np.ndarray  # minor units = high * 10^8 + low
@@ -100,7 +109,7 @@ class RebuildStats:
     through: int = 0
     cut: int = 0  # the bulk phase read up to here; the catch-up read the rest
     caught_up: int = 0
-    approvals: int = 0
+    approvals: int = 0  # events read in bulk: approvals and reversals (the name the benchmark reads)
     buckets: int = 0
     readers: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -123,13 +132,15 @@ class Decoder:
         self.exponents = np.array([CURRENCY_EXPONENTS[c] for c in self.codes], dtype="int64")
 
     def __call__(self, row) -> Chunk:
-        positions, instants, currencies, amounts, count = row
+        positions, instants, currencies, amounts, kinds, count = row
         position = np.frombuffer(positions or b"", ">i8").astype("int64")
+        reversal = np.frombuffer(kinds or b"", "u1").astype(bool)
         instant = np.frombuffer(instants or b"", ">i8").astype("int64")
         letters = np.frombuffer(currencies or b"", "u1").reshape(-1, 3).astype("uint32")
         amount = np.frombuffer(amounts or b"", ">i8").astype("int64")
-        if not len(position) == len(instant) == len(letters) == len(amount) == count:
-            raise RuntimeError(f"a chunk's columns disagree: {count} rows, {len(position)}/{len(instant)}/{len(letters)}/{len(amount)} values")
+        if not len(position) == len(instant) == len(letters) == len(amount) == len(reversal) == count:
+            raise RuntimeError(f"a chunk's columns disagree: {count} rows, "
+                               f"{len(position)}/{len(instant)}/{len(letters)}/{len(amount)}/{len(reversal)} values")
         problems: list[tuple[int, BaseException]] = []
 
         def first(mask: np.ndarray, make) -> None:
@@ -152,7 +163,7 @@ class Decoder:
         first(known & ~flagged & rounds, lambda row: MoneyError(
             f"the amount has more than {exponent[row]} decimal places for {self.codes[currency[row]]}"))
         high, low = np.divmod(np.maximum(minor, 0), rf.SPLIT)
-        return Chunk(position, week, currency, high, low, np.flatnonzero(flagged & known), problems)
+        return Chunk(position, reversal, week, currency, high, low, np.flatnonzero(flagged & known), problems)
 
 
 def _reader_params() -> dict:
@@ -196,7 +207,7 @@ def _read_parallel(*, decode: Decoder, snapshot: str, through: int, blocks: int,
                         except queue.Empty:
                             return
                         try:
-                            cursor.execute(_CHUNK_QUERY, {"first": first, "end": end, "type": txn_events.APPROVED, "through": through})
+                            cursor.execute(_CHUNK_QUERY, {"first": first, "end": end, "types": _TYPES, "through": through})
                         except psycopg.DataError as exc:
                             raise _SnapshotRead(first, end, exc) from exc
                         fetched.put((index, cursor.fetchone()))
@@ -249,7 +260,7 @@ def _read_ranges(*, decode: Decoder, through: int, ranges: list[tuple[int, int]]
         for first, end in ranges:
             try:
                 with transaction.atomic():
-                    cursor.execute(_CHUNK_QUERY, {"first": first, "end": end, "type": txn_events.APPROVED, "through": through})
+                    cursor.execute(_CHUNK_QUERY, {"first": first, "end": end, "types": _TYPES, "through": through})
                     row = cursor.fetchone()
             except DatabaseError as exc:
                 raise _SnapshotRead(first, end, exc) from exc
@@ -262,15 +273,15 @@ def _locate(failure: _SnapshotRead, *, through: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT position FROM core_event WHERE ctid >= format('(%%s,0)', %s::bigint)::tid AND ctid < format('(%%s,0)', %s::bigint)::tid "
-            "AND type = %s AND position <= %s ORDER BY position",
-            [failure.first_block, failure.end_block, txn_events.APPROVED, through],
+            "AND type = ANY(%s) AND position <= %s ORDER BY position",
+            [failure.first_block, failure.end_block, _TYPES, through],
         )
         positions = [p for (p,) in cursor.fetchall()]
 
         def fails(low: int, high: int) -> bool:
             try:
                 with transaction.atomic():
-                    cursor.execute(_PROBE_QUERY, {"low": low, "high": high, "type": txn_events.APPROVED})
+                    cursor.execute(_PROBE_QUERY, {"low": low, "high": high, "types": _TYPES})
                 return False
             except DatabaseError:
                 return True
@@ -288,6 +299,7 @@ def _locate(failure: _SnapshotRead, *, through: int) -> int:
 @dataclass
 class _Columns:
     position: np.ndarray
+    reversal: np.ndarray
     week: np.ndarray
     currency: np.ndarray  # index into codes
     high: np.ndarray
@@ -306,6 +318,7 @@ def _columns(chunks: list[Chunk], codes: list[str], *, before: int) -> _Columns:
         return np.concatenate([getattr(c, name) for c in chunks]) if chunks else np.zeros(0, dtype)
 
     position, week, currency = joined("position", "int64"), joined("week", "int32"), joined("currency", "int16")
+    reversal = joined("reversal", "bool")
     high, low = joined("high", "int64"), joined("low", "int64")
     problems = [problem for chunk in chunks for problem in chunk.problems]
     offsets = np.cumsum([0] + [len(c.position) for c in chunks])
@@ -327,7 +340,7 @@ def _columns(chunks: list[Chunk], codes: list[str], *, before: int) -> _Columns:
         raise _poison(stored, cause, before)
     if len(high) and int(high.max()) * len(high) >= _MAX_HIGH_SUM:
         raise OverflowError("high parts could wrap int64")
-    return _Columns(position, week, currency, high, low, codes)
+    return _Columns(position, reversal, week, currency, high, low, codes)
 
 
 def _code(packed) -> str:
@@ -337,7 +350,7 @@ def _code(packed) -> str:
 
 def _totals(columns: _Columns) -> rf.RunningTotals:
     bucket = columns.week.astype("int64") * max(1, len(columns.codes)) + columns.currency
-    return rf.running_totals(columns.position, bucket, columns.high, columns.low)
+    return rf.running_totals(columns.position, bucket, columns.high, columns.low, columns.reversal)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +423,7 @@ def _load_shadow(columns: _Columns, totals: rf.RunningTotals, lap) -> int:
     cur_index = columns.currency[totals.order]
     with connection.cursor() as cursor:
         raw = getattr(cursor, "cursor", cursor)
-        statement = f'COPY "{SHADOW.history}" (week_start, currency, position, total_minor, count) FROM STDIN (FORMAT binary)'
+        statement = f'COPY "{SHADOW.history}" ({", ".join(rf.HISTORY_COLUMNS)}) FROM STDIN (FORMAT binary)'
         # A background thread sends each slice while the next one is built.
         with raw.copy(statement, writer=psycopg.copy.QueuedLibpqWriter(raw)) as copy:
             copy.write(rf.PGCOPY_HEADER)
@@ -420,24 +433,23 @@ def _load_shadow(columns: _Columns, totals: rf.RunningTotals, lap) -> int:
                     (totals.bucket[part] // ncodes).astype("int32"),
                     currency_bytes[cur_index[part]],
                     totals.position[part],
-                    totals.high[part],
-                    totals.low[part],
-                    totals.count[part],
+                    totals,
+                    part,
                 )
                 copy.write(rows.tobytes())
             copy.write(rf.PGCOPY_TRAILER)
         lap("copy")
-    buckets = {
-        (_PG_EPOCH + timedelta(days=int(totals.bucket[i] // ncodes)), columns.codes[int(cur_index[i])]): (
-            int(totals.position[i]), rf.joined(totals.high[i], totals.low[i]), int(totals.count[i]))
-        for i in totals.last
-    }
+    buckets = {}
+    for i in totals.last:
+        gross, reversed_ = rf.joined(totals.gross_high[i], totals.gross_low[i]), rf.joined(totals.reversed_high[i], totals.reversed_low[i])
+        key = (_PG_EPOCH + timedelta(days=int(totals.bucket[i] // ncodes)), columns.codes[int(cur_index[i])])
+        buckets[key] = (int(totals.position[i]), gross - reversed_, int(totals.count[i]), gross, reversed_, int(totals.reversed_count[i]))
     if buckets:  # a plain INSERT: the unique constraint the projector's upsert names comes with the indexes, later
         with connection.cursor() as cursor:
             cursor.execute(
-                f'INSERT INTO "{SHADOW.income}" (week_start, currency, total_minor, count, last_position) VALUES '
-                + ", ".join(["(%s, %s, %s, %s, %s)"] * len(buckets)),
-                [v for (week, cur), (position, total, count) in buckets.items() for v in (week, cur, total, count, position)],
+                f'INSERT INTO "{SHADOW.income}" (week_start, currency, last_position, total_minor, count, gross_minor, '
+                "reversed_minor, reversed_count) VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(buckets)),
+                [v for key, values in buckets.items() for v in (*key, *values)],
             )
     return len(buckets)
 

@@ -106,7 +106,16 @@ def minor_units_text(minor: int, exponent: int) -> str:
     return f"{'-' if minor < 0 else ''}{units}.{cents:0{exponent}d}"
 
 
-def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tuple, tuple[int, int]]) -> WeeklyIncomeReport:
+# A bucket as the queries below return it: (total = net, count, gross, reversed, reversed_count), minor units.
+Sums = tuple[int, int, int, int, int]
+_EMPTY: Sums = (0, 0, 0, 0, 0)
+
+
+def _sums(total, count, gross, reversed_, reversed_count) -> Sums:
+    return int(total), int(count), int(gross), int(reversed_), int(reversed_count)
+
+
+def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tuple, Sums]) -> WeeklyIncomeReport:
     rows = []
     # Zero-filled weeks are most rows of a long range: format each currency's zero once.
     zero = {cur: format_minor_units(0, cur) for cur in currencies}
@@ -114,9 +123,15 @@ def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tu
     for week in weeks:
         week_text = week.isoformat()
         for cur in currencies:
-            total, count = found.get((week, cur), (0, 0))
-            text = minor_units_text(total, exponents[cur]) if total else zero[cur]
-            rows.append({"week_start": week_text, "currency": cur, "total": text, "count": count})
+            total, count, gross, reversed_, reversed_count = found.get((week, cur), _EMPTY)
+            exponent, nothing = exponents[cur], zero[cur]
+            net = minor_units_text(total, exponent) if total else nothing
+            rows.append({
+                "week_start": week_text, "currency": cur, "total": net, "count": count,
+                "gross": minor_units_text(gross, exponent) if gross else nothing,
+                "reversed": minor_units_text(reversed_, exponent) if reversed_ else nothing,
+                "reversed_count": reversed_count, "net": net,
+            })
     return WeeklyIncomeReport(
         as_of=as_of, time_zone=settings.ANALYTICS_TIME_ZONE, week_start_day=settings.ANALYTICS_WEEK_START, rows=rows
     )
@@ -129,7 +144,7 @@ def weekly_income(*, start: date | None = None, end: date | None = None, currenc
     return _report(as_of, weeks, [currency] if currency else currencies, found)
 
 
-def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[int, list[str], dict[tuple, tuple[int, int]]]:
+def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[int, list[str], dict[tuple, Sums]]:
     """The checkpoint, every currency with income, and the stored rows in range: one statement.
 
     One statement reads one snapshot, so the position and the rows it covers agree without
@@ -138,19 +153,21 @@ def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[
     rows_table, checkpoint_table = WeeklyIncome._meta.db_table, ProjectionCheckpoint._meta.db_table
     in_currency = "AND currency = %s" if currency else ""
     sql = f"""
-        SELECT 0, CAST(NULL AS DATE), CAST(NULL AS VARCHAR(3)), CAST(position AS NUMERIC), CAST(NULL AS BIGINT)
+        SELECT 0, CAST(NULL AS DATE), CAST(NULL AS VARCHAR(3)), CAST(position AS NUMERIC), CAST(NULL AS BIGINT),
+               CAST(NULL AS NUMERIC), CAST(NULL AS NUMERIC), CAST(NULL AS BIGINT)
         FROM {checkpoint_table} WHERE name = %s
         UNION ALL
-        SELECT DISTINCT 1, CAST(NULL AS DATE), currency, CAST(NULL AS NUMERIC), CAST(NULL AS BIGINT) FROM {rows_table}
+        SELECT DISTINCT 1, CAST(NULL AS DATE), currency, CAST(NULL AS NUMERIC), CAST(NULL AS BIGINT),
+               CAST(NULL AS NUMERIC), CAST(NULL AS NUMERIC), CAST(NULL AS BIGINT) FROM {rows_table}
         UNION ALL
-        SELECT 2, week_start, currency, total_minor, count FROM {rows_table}
+        SELECT 2, week_start, currency, total_minor, count, gross_minor, reversed_minor, reversed_count FROM {rows_table}
         WHERE week_start >= %s AND week_start <= %s {in_currency}
     """
     params = [CHECKPOINT, first, last] + ([currency] if currency else [])
     as_of, currencies, found = 0, [], {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for kind, week, cur, total, count in cursor.fetchall():
+        for kind, week, cur, total, *rest in cursor.fetchall():
             if kind == 0:
                 as_of = int(total)
             elif kind == 1:
@@ -158,7 +175,7 @@ def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[
             else:
                 # SQLite hands dates back as text.
                 week = week if isinstance(week, date) else date.fromisoformat(week)
-                found[(week, cur)] = (int(total), int(count))
+                found[(week, cur)] = _sums(total, *rest)
     return as_of, sorted(currencies), found
 
 
@@ -190,7 +207,7 @@ def weekly_income_at(*, position: int, start: date | None = None, end: date | No
     return _report(position, weeks, [currency] if currency else currencies, found)
 
 
-def _history_rows(position: int, first: date, last: date, currency: str | None) -> tuple[list[str], dict[tuple, tuple[int, int]]]:
+def _history_rows(position: int, first: date, last: date, currency: str | None) -> tuple[list[str], dict[tuple, Sums]]:
     """Each bucket's latest history row at `position`, and the currencies with income by then: one statement.
 
     One statement reads one snapshot (no transaction, one round trip instead of seven). Per bucket
@@ -200,31 +217,31 @@ def _history_rows(position: int, first: date, last: date, currency: str | None) 
     rows_table, history_table = WeeklyIncome._meta.db_table, WeeklyIncomeHistory._meta.db_table
     in_currency = "AND w.currency = %s" if currency else ""
     sql = f"""
-        SELECT w.week_start, w.currency, h.total_minor, h.count
+        SELECT w.week_start, w.currency, h.total_minor, h.count, h.gross_minor, h.reversed_minor, h.reversed_count
         FROM {rows_table} w
         CROSS JOIN LATERAL (
-            SELECT total_minor, count FROM {history_table}
+            SELECT total_minor, count, gross_minor, reversed_minor, reversed_count FROM {history_table}
             WHERE week_start = w.week_start AND currency = w.currency AND position <= %s
             ORDER BY position DESC LIMIT 1
         ) h
         WHERE w.week_start >= %s AND w.week_start <= %s {in_currency}
         UNION ALL
-        SELECT NULL, c.currency, NULL, NULL FROM (SELECT DISTINCT currency FROM {rows_table}) c
+        SELECT NULL, c.currency, NULL, NULL, NULL, NULL, NULL FROM (SELECT DISTINCT currency FROM {rows_table}) c
         WHERE EXISTS (SELECT 1 FROM {history_table} h WHERE h.currency = c.currency AND h.position <= %s)
     """
     params = [position, first, last] + ([currency] if currency else []) + [position]
     currencies, found = [], {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for week, cur, total, count in cursor.fetchall():
+        for week, cur, total, *rest in cursor.fetchall():
             if week is None:
                 currencies.append(cur)
             else:
-                found[(week, cur)] = (int(total), int(count))
+                found[(week, cur)] = _sums(total, *rest)
     return sorted(currencies), found
 
 
-def _history_rows_portable(position: int, first: date, last: date, currency: str | None) -> tuple[list[str], dict[tuple, tuple[int, int]]]:
+def _history_rows_portable(position: int, first: date, last: date, currency: str | None) -> tuple[list[str], dict[tuple, Sums]]:
     """_history_rows for SQLite (no LATERAL): the same rows through the ORM, in one read transaction."""
     latest = WeeklyIncomeHistory.objects.filter(
         week_start=OuterRef("week_start"), currency=OuterRef("currency"), position__lte=position
@@ -233,10 +250,11 @@ def _history_rows_portable(position: int, first: date, last: date, currency: str
         buckets = WeeklyIncome.objects.filter(week_start__gte=first, week_start__lte=last)
         if currency:
             buckets = buckets.filter(currency=currency)
+        fields = ("total_minor", "count", "gross_minor", "reversed_minor", "reversed_count")
         rows = buckets.annotate(
-            total_then=Subquery(latest.values("total_minor")[:1]), count_then=Subquery(latest.values("count")[:1])
-        ).values_list("week_start", "currency", "total_then", "count_then")
-        found = {(ws, cur): (int(total), count) for ws, cur, total, count in rows if total is not None}
+            **{f"{name}_then": Subquery(latest.values(name)[:1]) for name in fields}
+        ).values_list("week_start", "currency", *(f"{name}_then" for name in fields))
+        found = {(ws, cur): _sums(*sums) for ws, cur, *sums in rows if sums[0] is not None}
         # A currency is shown once it had income at `position`, in any week: one index probe each.
         known = WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct()
         currencies = sorted(
@@ -246,36 +264,50 @@ def _history_rows_portable(position: int, first: date, last: date, currency: str
 
 
 def weekly_summary(*, now: datetime | None = None) -> list[dict]:
-    """Per currency: this week against last week, and the last 4 weeks against the 4 before."""
+    """Per currency: this week against last week, and the last 4 weeks against the 4 before (net, with gross and reversed)."""
     this_week = current_week_start(now)
     weeks = [this_week - timedelta(weeks=i) for i in range(8)]
-    totals: dict[str, dict[date, int]] = {}
+    sums: dict[str, dict[date, tuple[int, int, int]]] = {}
     for row in WeeklyIncome.objects.filter(week_start__gte=weeks[-1], week_start__lte=this_week):
-        totals.setdefault(row.currency, {})[row.week_start] = int(row.total_minor)
+        sums.setdefault(row.currency, {})[row.week_start] = (int(row.total_minor), int(row.gross_minor), int(row.reversed_minor))
     for cur in WeeklyIncome.objects.order_by().values_list("currency", flat=True).distinct():
-        totals.setdefault(cur, {})
+        sums.setdefault(cur, {})
     summary = []
-    for cur in sorted(totals):
-        by_week = totals[cur]
-        now_total, before_total = by_week.get(weeks[0], 0), by_week.get(weeks[1], 0)
-        last4, prev4 = sum(by_week.get(w, 0) for w in weeks[:4]), sum(by_week.get(w, 0) for w in weeks[4:])
+    for cur in sorted(sums):
+        by_week = sums[cur]
+
+        def period(span: list[date]) -> tuple[int, int, int]:
+            parts = [by_week.get(w, (0, 0, 0)) for w in span]
+            return tuple(sum(p[i] for p in parts) for i in range(3))
+
+        def money(values: tuple[int, int, int]) -> dict:
+            net, gross, reversed_ = values
+            return {"total": format_minor_units(net, cur), "gross": format_minor_units(gross, cur),
+                    "reversed": format_minor_units(reversed_, cur)}
+
+        now_sums, before_sums = period(weeks[:1]), period(weeks[1:2])
+        last4, prev4 = period(weeks[:4]), period(weeks[4:])
         summary.append(
             {
                 "currency": cur,
-                "this_week": {"week_start": weeks[0].isoformat(), "total": format_minor_units(now_total, cur)},
-                "last_week": {"week_start": weeks[1].isoformat(), "total": format_minor_units(before_total, cur)},
-                "change_percent": percent_change(now_total, before_total),
-                "last_4_weeks": {"from": weeks[3].isoformat(), "total": format_minor_units(last4, cur)},
-                "previous_4_weeks": {"from": weeks[7].isoformat(), "total": format_minor_units(prev4, cur)},
-                "change_percent_4_weeks": percent_change(last4, prev4),
+                "this_week": {"week_start": weeks[0].isoformat(), **money(now_sums)},
+                "last_week": {"week_start": weeks[1].isoformat(), **money(before_sums)},
+                "change_percent": percent_change(now_sums[0], before_sums[0]),
+                "last_4_weeks": {"from": weeks[3].isoformat(), **money(last4)},
+                "previous_4_weeks": {"from": weeks[7].isoformat(), **money(prev4)},
+                "change_percent_4_weeks": percent_change(last4[0], prev4[0]),
             }
         )
     return summary
 
 
 def percent_change(current: int, previous: int) -> str | None:
-    """Exact percent change with one decimal ("12.5"); None when there is nothing to compare with."""
+    """Exact percent change of the net with one decimal ("12.5"); None when there is nothing to compare with.
+
+    Measured against the size of the earlier value, so a move up is positive even from a
+    negative week (reversals can outweigh income): -10.00 -> 5.00 is +150.0, not -150.0.
+    """
     if previous == 0:
         return None
-    change = (Decimal(current - previous) * 100 / Decimal(previous)).quantize(Decimal("0.1"), rounding=ROUND_HALF_EVEN)
+    change = (Decimal(current - previous) * 100 / abs(Decimal(previous))).quantize(Decimal("0.1"), rounding=ROUND_HALF_EVEN)
     return str(change)

@@ -49,8 +49,12 @@ class WeeklyIncomeQuery(serializers.Serializer):
 class WeeklyIncomeRow(serializers.Serializer):
     week_start = serializers.DateField()
     currency = serializers.CharField()
-    total = serializers.CharField()
-    count = serializers.IntegerField()
+    total = serializers.CharField(help_text="The net: gross - reversed (negative when reversals outweigh the week's income)")
+    count = serializers.IntegerField(help_text="Approvals whose occurred_at falls in the week")
+    gross = serializers.CharField(help_text="Approved amounts whose occurred_at falls in the week")
+    reversed = serializers.CharField(help_text="Amounts reversed during the week (when the reversal was recorded)")
+    reversed_count = serializers.IntegerField(help_text="Reversals recorded during the week")
+    net = serializers.CharField(help_text="gross - reversed; the same as total")
 
 
 class WeeklyIncomeOutput(serializers.Serializer):
@@ -62,11 +66,15 @@ class WeeklyIncomeOutput(serializers.Serializer):
 
 class PeriodTotal(serializers.Serializer):
     week_start = serializers.DateField()
-    total = serializers.CharField()
+    total = serializers.CharField(help_text="Net: gross - reversed")
+    gross = serializers.CharField()
+    reversed = serializers.CharField()
 
 
 class RangeTotal(serializers.Serializer):
-    total = serializers.CharField()
+    total = serializers.CharField(help_text="Net: gross - reversed")
+    gross = serializers.CharField()
+    reversed = serializers.CharField()
     # "from" is a keyword, see WeeklyIncomeQuery.
     vars()["from"] = serializers.DateField()
 

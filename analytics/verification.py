@@ -1,12 +1,15 @@
 """Check the weekly income projection against the log with arithmetic of its own: Decimal and zoneinfo, no pandas.
 
 Sharing the projector's code would make a wrong sum agree with itself; this module
-re-derives every bucket from the approved events' decimal strings, in one consistent
-snapshot, without taking the projector's lock (a long verify never stalls projection).
+re-derives every bucket from the approved and reversed events' decimal strings (an
+approval in its occurred_at week, a reversal in the week it was recorded), in one
+consistent snapshot, without taking the projector's lock (a long verify never stalls
+projection).
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
 from zoneinfo import ZoneInfo
@@ -25,9 +28,10 @@ from transactions import events as txn_events
 _DIGITS = 80
 
 
-def week_of(occurred_at: str, *, time_zone: ZoneInfo, week_start: str) -> date:
+def week_of(occurred_at: str | datetime, *, time_zone: ZoneInfo, week_start: str) -> date:
     """The local date on which the week holding `occurred_at` starts (datetime arithmetic, not pandas)."""
-    local_day = datetime.fromisoformat(occurred_at).astimezone(time_zone).date()
+    instant = occurred_at if isinstance(occurred_at, datetime) else datetime.fromisoformat(occurred_at)
+    local_day = instant.astimezone(time_zone).date()
     offset = local_day.weekday() if week_start == "monday" else (local_day.weekday() + 1) % 7
     return local_day - timedelta(days=offset)
 
@@ -36,35 +40,63 @@ def _in_minor(amount: Decimal, currency: str) -> Decimal:
     return amount.scaleb(CURRENCY_EXPONENTS[currency])
 
 
-def recompute(*, through: int) -> tuple[dict[tuple[date, str], tuple[Decimal, int]], list[str]]:
-    """(total in minor units, count) per bucket from approved events up to `through`, and the events it could not place."""
+@dataclass
+class Bucket:
+    """One (week, currency) in minor units; `total` is the net."""
+
+    gross: Decimal = Decimal(0)
+    count: int = 0
+    reversed: Decimal = Decimal(0)
+    reversed_count: int = 0
+
+    @property
+    def total(self) -> Decimal:
+        return self.gross - self.reversed
+
+    def values(self) -> tuple:
+        return (self.total, self.count, self.gross, self.reversed, self.reversed_count)
+
+
+def recompute(*, through: int) -> tuple[dict[tuple[date, str], Bucket], list[str]]:
+    """Every bucket from approved and reversed events up to `through`, and the events it could not place."""
     zone = ZoneInfo(settings.ANALYTICS_TIME_ZONE)
-    sums: dict[tuple[date, str], list] = defaultdict(lambda: [Decimal(0), 0])
+    sums: dict[tuple[date, str], Bucket] = defaultdict(Bucket)
     unplaceable = []
-    approved = (
-        StoredEvent.objects.filter(type=txn_events.APPROVED, position__lte=through)
+    events = (
+        StoredEvent.objects.filter(type__in=[txn_events.APPROVED, txn_events.REVERSED], position__lte=through)
         .order_by("position")
-        .values_list("position", "data")
+        .values_list("position", "type", "data", "recorded_at")
     )
     with localcontext(prec=_DIGITS):
-        for position, data in approved.iterator(chunk_size=5000):
+        for position, kind, data, recorded_at in events.iterator(chunk_size=5000):
+            reversal = kind == txn_events.REVERSED
+            # A reversal counts in the week it happened; an approval in the week the money moved.
+            instant = recorded_at if reversal else data["occurred_at"]
             try:
-                week = week_of(data["occurred_at"], time_zone=zone, week_start=settings.ANALYTICS_WEEK_START)
+                week = week_of(instant, time_zone=zone, week_start=settings.ANALYTICS_WEEK_START)
             except (OverflowError, ValueError) as exc:
-                unplaceable.append(f"event {position}: occurred_at {data['occurred_at']!r} has no week here ({exc})")
+                unplaceable.append(f"event {position}: {'recorded_at' if reversal else 'occurred_at'} {str(instant)!r} has no week here ({exc})")
                 continue
             bucket = sums[(week, data["currency"])]
-            bucket[0] += _in_minor(Decimal(data["amount"]), data["currency"])
-            bucket[1] += 1
-    return {key: (total, count) for key, (total, count) in sums.items()}, unplaceable
+            amount = _in_minor(Decimal(data["amount"]), data["currency"])
+            if reversal:
+                bucket.reversed += amount
+                bucket.reversed_count += 1
+            else:
+                bucket.gross += amount
+                bucket.count += 1
+    return dict(sums), unplaceable
 
 
-def _latest_history() -> dict[tuple[date, str], tuple[int, int]]:
+_SUMS = ("total_minor", "count", "gross_minor", "reversed_minor", "reversed_count")
+
+
+def _latest_history() -> dict[tuple[date, str], tuple | None]:
     latest = WeeklyIncomeHistory.objects.filter(week_start=OuterRef("week_start"), currency=OuterRef("currency")).order_by("-position")
     rows = WeeklyIncome.objects.annotate(
-        history_total=Subquery(latest.values("total_minor")[:1]), history_count=Subquery(latest.values("count")[:1])
-    ).values_list("week_start", "currency", "history_total", "history_count")
-    return {(ws, cur): (int(total) if total is not None else None, count) for ws, cur, total, count in rows}
+        **{f"history_{name}": Subquery(latest.values(name)[:1]) for name in _SUMS}
+    ).values_list("week_start", "currency", *(f"history_{name}" for name in _SUMS))
+    return {(ws, cur): (None if values[0] is None else tuple(int(v) for v in values)) for ws, cur, *values in rows}
 
 
 def _money(minor, currency: str) -> str:
@@ -73,26 +105,42 @@ def _money(minor, currency: str) -> str:
         return str(Decimal(minor).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
 
 
+def _plain(values: tuple) -> bool:
+    """Nothing reversed: the row reads as it did before reversals existed (total and count say it all)."""
+    total, _, gross, reversed_, reversed_count = values
+    return gross == total and not reversed_ and not reversed_count
+
+
+def _shown(values: tuple, currency: str, *, full: bool) -> str:
+    total, count, gross, reversed_, reversed_count = values
+    text = f"total={_money(total, currency)} count={count}"
+    if full:
+        text += f" gross={_money(gross, currency)} reversed={_money(reversed_, currency)} reversed_count={reversed_count}"
+    return text
+
+
 def verify_weekly_income() -> list[str]:
     """Differences between the stored rows (and their history) and the log; empty when they agree."""
     with consistent_read():
         checkpoint = ProjectionCheckpoint.objects.filter(name=CHECKPOINT).first()
         through = checkpoint.position if checkpoint else 0
-        stored = {(r.week_start, r.currency): (Decimal(r.total_minor), r.count) for r in WeeklyIncome.objects.all()}
+        stored = {(r.week_start, r.currency): tuple(int(getattr(r, name)) for name in _SUMS) for r in WeeklyIncome.objects.all()}
         history = _latest_history()
         expected, problems = recompute(through=through)
     if checkpoint and checkpoint.config != current_config():
         problems.insert(0, f"config: rows are for {checkpoint.config}, settings say {current_config()}")
+    empty = Bucket().values()
     for key in sorted(set(stored) | set(expected)):
-        have, want = stored.get(key, (Decimal(0), 0)), expected.get(key, (Decimal(0), 0))
+        have = stored.get(key, empty)
+        want = expected[key].values() if key in expected else empty
         week, currency = key
-        if have != want:
-            problems.append(
-                f"{week} {currency}: stored total={_money(have[0], currency)} count={have[1]}, "
-                f"log says total={_money(want[0], currency)} count={want[1]}"
-            )
-        elif key in stored and history.get(key) != (int(have[0]), have[1]):
-            total, count = history.get(key, (None, None))
-            shown = "none" if total is None else f"total={_money(total, currency)} count={count}"
-            problems.append(f"{week} {currency}: history ends at {shown}, stored total={_money(have[0], currency)} count={have[1]}")
+        if tuple(Decimal(v) for v in have) != tuple(Decimal(v) for v in want):
+            # Every column once either side has a reversal in it (a tampered `reversed` column shows).
+            full = not (_plain(have) and _plain(want))
+            problems.append(f"{week} {currency}: stored {_shown(have, currency, full=full)}, log says {_shown(want, currency, full=full)}")
+        elif key in stored and history.get(key) != have:
+            ended = history.get(key)
+            full = not _plain(have) or (ended is not None and not _plain(ended))
+            shown = "none" if ended is None else _shown(ended, currency, full=full)
+            problems.append(f"{week} {currency}: history ends at {shown}, stored {_shown(have, currency, full=full)}")
     return problems

@@ -13,6 +13,7 @@ from analytics.selectors import current_week_start
 from core import eventstore
 from core.eventstore import NewEvent
 from tests.factories import approved, no_wake_up, project_all, submit
+from tests.analytics.rows import income
 
 pytestmark = pytest.mark.django_db
 MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
@@ -26,12 +27,12 @@ def test_weeks_in_the_range_are_zero_filled_for_every_currency(api):
     assert body["time_zone"] == "UTC" and body["week_start_day"] == "monday"
     assert body["as_of"] == eventstore.last_position()
     assert body["results"] == [
-        {"week_start": "2026-11-02", "currency": "EUR", "total": "0.00", "count": 0},
-        {"week_start": "2026-11-02", "currency": "JPY", "total": "1500", "count": 1},
-        {"week_start": "2026-11-09", "currency": "EUR", "total": "0.00", "count": 0},
-        {"week_start": "2026-11-09", "currency": "JPY", "total": "0", "count": 0},
-        {"week_start": "2026-11-16", "currency": "EUR", "total": "10.00", "count": 1},
-        {"week_start": "2026-11-16", "currency": "JPY", "total": "0", "count": 0},
+        income("2026-11-02", "EUR", "0.00", 0),
+        income("2026-11-02", "JPY", "1500", 1),
+        income("2026-11-09", "EUR", "0.00", 0),
+        income("2026-11-09", "JPY", "0", 0),
+        income("2026-11-16", "EUR", "10.00", 1),
+        income("2026-11-16", "JPY", "0", 0),
     ]
 
 
@@ -42,7 +43,7 @@ def test_the_default_range_is_the_last_twelve_weeks(api):
     weeks = sorted({r["week_start"] for r in rows})
     assert len(weeks) == 12
     assert weeks[-1] == current_week_start().isoformat()
-    assert rows[-1] == {"week_start": weeks[-1], "currency": "EUR", "total": "10.00", "count": 1}
+    assert rows[-1] == income(weeks[-1], "EUR", "10.00", 1)
 
 
 def test_it_reads_a_years_weekly_income_in_one_statement(django_assert_num_queries):
@@ -56,8 +57,8 @@ def test_it_reads_a_years_weekly_income_in_one_statement(django_assert_num_queri
         report = weekly_income(start=(MON - timedelta(weeks=51)).date(), end=MON.date())
     assert report.as_of == eventstore.last_position() and len(report.rows) == 52 * 2
     assert [r for r in report.rows if r["count"]] == [
-        {"week_start": "2025-11-24", "currency": "JPY", "total": "1500", "count": 1},
-        {"week_start": "2026-11-16", "currency": "EUR", "total": "10.00", "count": 1},
+        income("2025-11-24", "JPY", "1500", 1),
+        income("2026-11-16", "EUR", "10.00", 1),
     ]
 
 
@@ -65,7 +66,7 @@ def test_a_currency_filter_shows_that_currency_even_without_income(api):
     approved("10.00", "EUR", MON)
     project_all()
     rows = api.get("/api/analytics/weekly-income/", {"from": "2026-11-16", "to": "2026-11-16", "currency": "usd"}).json()["results"]
-    assert rows == [{"week_start": "2026-11-16", "currency": "USD", "total": "0.00", "count": 0}]
+    assert rows == [income("2026-11-16", "USD", "0.00", 0)]
 
 
 @pytest.mark.parametrize(
@@ -225,7 +226,7 @@ def test_at_a_position_the_projection_has_not_applied_yet_waits_for_it_then_read
     body = api.get("/api/analytics/weekly-income/", {"from": "2026-11-16", "to": "2026-11-16", "at": target}).json()
     thread.join()
     assert body["as_of"] == target
-    assert body["results"] == [{"week_start": "2026-11-16", "currency": "EUR", "total": "15.00", "count": 2}]
+    assert body["results"] == [income("2026-11-16", "EUR", "15.00", 2)]
 
 
 @pytest.mark.parametrize("currency", ["EUR", "JPY", "BHD"])

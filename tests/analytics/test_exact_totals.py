@@ -18,6 +18,7 @@ from core import eventstore
 from core.models import StoredEvent
 from tests.factories import approved, project_all
 from transactions import events
+from tests.analytics.rows import income
 
 pytestmark = pytest.mark.django_db
 MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
@@ -49,7 +50,7 @@ def test_it_sums_a_week_beyond_int64_exactly(api):
     row = WeeklyIncome.objects.get(currency="CLF")
     assert int(row.total_minor) == 2 * (10**19 - 1) > 2**63
     body = api.get("/api/analytics/weekly-income/", {"from": "2026-11-16", "to": "2026-11-16"}).json()
-    assert body["results"] == [{"week_start": "2026-11-16", "currency": "CLF", "total": "1999999999999999.9998", "count": 2}]
+    assert body["results"] == [income("2026-11-16", "CLF", "1999999999999999.9998", 2)]
     assert verify_weekly_income() == []
 
 
@@ -96,7 +97,11 @@ def test_verify_recomputes_with_arithmetic_of_its_own(monkeypatch):
     # A projector whose arithmetic is off by one minor unit: verify must not share the bug.
     monkeypatch.setattr(frames, "_joined", lambda high, low: (high * frames._SPLIT + low + 1).astype("object"))
     project_all()
-    assert verify_weekly_income() == ["2026-11-16 EUR: stored total=10.01 count=1, log says total=10.00 count=1"]
+    # Both sums come out one minor unit high; verify, with Decimal of its own, names them.
+    assert verify_weekly_income() == [
+        "2026-11-16 EUR: stored total=10.00 count=1 gross=10.01 reversed=0.01 reversed_count=0, "
+        "log says total=10.00 count=1 gross=10.00 reversed=0.00 reversed_count=0"
+    ]
 
 
 def test_verify_notices_a_history_that_disagrees_with_the_rows():

@@ -8,6 +8,7 @@ import pytest
 from analytics.selectors import current_week_start, percent_change
 from core import eventstore
 from tests.factories import approved, project_all
+from tests.analytics.rows import income
 
 pytestmark = pytest.mark.django_db
 MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
@@ -23,18 +24,18 @@ def test_csv_by_query_parameter_has_a_header_row_and_exact_totals(api):
     assert response["X-As-Of"] == str(eventstore.last_position())
     text = b"".join(response.streaming_content).decode()
     assert list(csv.reader(io.StringIO(text))) == [
-        ["week_start", "currency", "total", "count"],
-        ["2026-11-09", "EUR", "0.00", "0"],
-        ["2026-11-09", "JPY", "0", "0"],
-        ["2026-11-16", "EUR", "10.50", "1"],
-        ["2026-11-16", "JPY", "1500", "1"],
+        ["week_start", "currency", "total", "count", "gross", "reversed", "reversed_count", "net"],
+        ["2026-11-09", "EUR", "0.00", "0", "0.00", "0.00", "0", "0.00"],
+        ["2026-11-09", "JPY", "0", "0", "0", "0", "0", "0"],
+        ["2026-11-16", "EUR", "10.50", "1", "10.50", "0.00", "0", "10.50"],
+        ["2026-11-16", "JPY", "1500", "1", "1500", "0", "0", "1500"],
     ]
 
 
 def test_csv_by_accept_header(api):
     response = api.get("/api/analytics/weekly-income/", HTTP_ACCEPT="text/csv")
     assert response["Content-Type"].startswith("text/csv")
-    assert b"".join(response.streaming_content).startswith(b"week_start,currency,total,count\r\n")
+    assert b"".join(response.streaming_content).startswith(b"week_start,currency,total,count,gross,reversed,reversed_count,net\r\n")
 
 
 def test_a_bad_csv_request_still_answers_problem_json(api):
@@ -54,7 +55,7 @@ def test_at_p_answers_the_weekly_income_as_it_stood_after_event_p(api):
     then = api.get("/api/analytics/weekly-income/", {**params, "at": after_first}).json()
     now = api.get("/api/analytics/weekly-income/", params).json()
     assert then["as_of"] == after_first
-    assert then["results"] == [{"week_start": "2026-11-16", "currency": "EUR", "total": "10.00", "count": 1}]
+    assert then["results"] == [income("2026-11-16", "EUR", "10.00", 1)]
     assert [r["total"] for r in now["results"]] == ["15.00", "7.00"]
 
 

@@ -79,6 +79,10 @@ def test_new_approvals_add_to_the_existing_week():
         "currency": "EUR",
         "total": "12.50",
         "count": 2,
+        "gross": "12.50",
+        "reversed": "0.00",
+        "reversed_count": 0,
+        "net": "12.50",
     }
 
 
@@ -154,7 +158,10 @@ def test_verify_reports_a_tampered_row_as_a_diff():
     project_all()
     assert verify_weekly_income() == []
     WeeklyIncome.objects.update(total_minor=999)
-    assert verify_weekly_income() == ["2026-11-16 EUR: stored total=9.99 count=1, log says total=10.00 count=1"]
+    assert verify_weekly_income() == [
+        "2026-11-16 EUR: stored total=9.99 count=1 gross=10.00 reversed=0.00 reversed_count=0, "
+        "log says total=10.00 count=1 gross=10.00 reversed=0.00 reversed_count=0"
+    ]
 
 
 def test_verify_reports_a_missing_row():
@@ -177,7 +184,9 @@ def test_the_task_projects_and_publishes_after_commit(django_capture_on_commit_c
     with django_capture_on_commit_callbacks(execute=True):
         approved("10.00", "EUR", MON)
     assert checkpoint() == eventstore.last_position()
-    assert [m["type"] for m in published] == ["transaction.submitted", "transaction.approved", "weekly_income.updated"]
+    assert [m["type"] for m in published] == [
+        "transaction.submitted", "transaction.approved", "weekly_income.updated", "review_queue.updated",
+    ]
     assert selectors.projection_position() == eventstore.last_position()
 
 

@@ -18,15 +18,19 @@ from analytics.verification import verify_weekly_income
 from core import eventstore
 from tests.factories import append_held_open, approved, no_wake_up, project_all, submit
 from transactions import events, services
+from tests.analytics.rows import reverse
 
 MON = datetime(2026, 11, 16, 12, 0, tzinfo=timezone.utc)
 # 10^15 - 1 minor units: the per-transaction limit; three of them carry out of every low part.
 TOP_EUR = "9999999999999.99"
 
 
+SUMS = ("total_minor", "count", "gross_minor", "reversed_minor", "reversed_count")
+
+
 def rows_and_history():
-    rows = sorted(WeeklyIncome.objects.values_list("week_start", "currency", "total_minor", "count", "last_position"))
-    history = sorted(WeeklyIncomeHistory.objects.values_list("week_start", "currency", "position", "total_minor", "count"))
+    rows = sorted(WeeklyIncome.objects.values_list("week_start", "currency", *SUMS, "last_position"))
+    history = sorted(WeeklyIncomeHistory.objects.values_list("week_start", "currency", "position", *SUMS))
     return rows, history
 
 
@@ -59,7 +63,14 @@ def a_varied_log():
     submit("7.00", "USD", MON)  # pending: no income
     approved("3.00", "USD", MON)
     # Accepted before the per-transaction limit: far beyond int64 in minor units.
-    append_approval({"amount": "999999999999999.9999", "currency": "CLF"})
+    legacy = append_approval({"amount": "999999999999999.9999", "currency": "CLF"})
+    # Reversals, placed by when they were recorded: the legacy amount in a week of its own (net far below
+    # zero), one in the week of its approval, one across the DST change.
+    reverse(legacy, at=MON + timedelta(weeks=3))
+    approved("4.00", "USD", MON)
+    reverse(eventstore.last_position(), at=MON + timedelta(hours=1))
+    approved("6.00", "EUR", datetime(2026, 10, 20, tzinfo=timezone.utc))
+    reverse(eventstore.last_position(), at=datetime(2026, 11, 1, 6, 30, tzinfo=timezone.utc))
 
 
 @pytest.mark.django_db
@@ -74,8 +85,9 @@ def test_it_writes_the_same_rows_and_history_as_the_incremental_projector(zone, 
         assert rows_and_history() == incremental
         assert verify_weekly_income() == []
     # The three approvals at the limit: every low part carried, and the sum is exact.
-    assert max(int(total) for _, currency, total, _, _ in incremental[0] if currency == "EUR") == 3 * (10**15 - 1)
-    assert max(int(total) for _, currency, total, _, _ in incremental[0] if currency == "CLF") > 2**63
+    assert max(int(row[2]) for row in incremental[0] if row[1] == "EUR") == 3 * (10**15 - 1)
+    assert max(int(row[2]) for row in incremental[0] if row[1] == "CLF") > 2**63
+    assert min(int(row[2]) for row in incremental[0] if row[1] == "CLF") < -(2**63)  # the legacy reversal's week
 
 
 @pytest.mark.django_db
@@ -373,15 +385,18 @@ def test_it_rebuilds_online_while_approvals_flow_and_readers_and_an_open_dashboa
         cursor.execute(_FILL, [20_000])
     project_all()
     create_live_user("rebuilder", "rebuilder-password-123")
+    create_live_user("clerk", "clerk-password-1234")
     browser = Browserless(live_stack.base_url).login("rebuilder", "rebuilder-password-123")
+    # Nobody approves their own submission: a clerk submits, the rebuilder approves.
+    clerk = Browserless(live_stack.base_url).login("clerk", "clerk-password-1234")
     today = datetime.now(timezone.utc).date()
     this_week = today - timedelta(days=today.weekday())
     stop, failures, reads, approvals, frames = threading.Event(), [], [], [], []
 
-    def approve(client, currency):
+    def approve(client, submitter, currency):
         try:
             while not stop.is_set():
-                created = client.post("/api/transactions/", {"amount": "1.25", "currency": currency})
+                created = submitter.post("/api/transactions/", {"amount": "1.25", "currency": currency})
                 decided = client.post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "during"})
                 if decided.status_code != 200:
                     failures.append(f"approve: {decided.status_code} {decided.text[:200]}")
@@ -413,7 +428,7 @@ def test_it_rebuilds_online_while_approvals_flow_and_readers_and_an_open_dashboa
             except Exception:  # noqa: BLE001 - closed at the end
                 pass
 
-        threads = [threading.Thread(target=approve, args=(browser.clone(), currency)) for currency in ("EUR", "USD")]
+        threads = [threading.Thread(target=approve, args=(browser.clone(), clerk.clone(), currency)) for currency in ("EUR", "USD")]
         threads += [threading.Thread(target=read, args=(browser.clone(),)), threading.Thread(target=listen)]
         for thread in threads:
             thread.start()

@@ -144,8 +144,8 @@ def test_the_csv_export_downloads_exactly_the_weeks_on_screen(live_stack, browse
         download = info.value
         rows = download.path().read_text().strip().splitlines()
         first = str(weeks_ago(weeks - 1))
-        assert rows[0] == "week_start,currency,total,count"
+        assert rows[0] == "week_start,currency,total,count,gross,reversed,reversed_count,net"
         assert [r.split(",")[0] for r in rows[1:]] == [str(weeks_ago(n)) for n in range(weeks - 1, -1, -1)]
         expected = rest.get("/api/analytics/weekly-income/", **{"from": first, "to": str(this_week()), "format": "csv"})
         assert rows == expected.text.strip().splitlines()
-    assert f"{weeks_ago(20)},EUR,7.00,1" in rows
+    assert f"{weeks_ago(20)},EUR,7.00,1,7.00,0.00,0,7.00" in rows

@@ -97,6 +97,7 @@ def test_approve_waits_out_an_undo_window_with_the_row_in_place_and_undo_sends_n
     row = pending_row(page, second)  # newest first: the top row
     assert page.locator('[data-testid="pending-row"]').first.get_attribute("data-id") == second
     button = row.locator("td.actions button").first
+    button.scroll_into_view_if_needed()  # clicks below go to viewport coordinates
     box = button.bounding_box()
 
     # A double click on the same spot: the second click lands on Undo, not on the next row's Approve.

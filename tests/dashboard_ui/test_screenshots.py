@@ -1,5 +1,7 @@
-"""Full-page screenshots at a laptop and a phone size, written to test-artifacts/ for a human to look at,
-plus the layout facts a screenshot review would check: nothing wider than the phone, chart beside table."""
+"""Full-page screenshots at a laptop and a phone size, written to test-artifacts/ for a human to look at
+(docs/img/dashboard.png and dashboard-mobile.png are copies of the two viewport shots), plus the layout
+facts a screenshot review would check: nothing wider than the phone, chart beside table. The stack runs
+with dual control, so the demo has rows awaiting a second approval, and seed_demo reverses a few."""
 import pytest
 from playwright.sync_api import expect
 
@@ -21,7 +23,18 @@ def caught_up(rest: Browserless) -> int:
     return report.json()["as_of"]
 
 
-def test_the_dashboard_reads_well_at_1280x800_and_390x844_and_screenshots_are_written(live_stack, browser, artifacts):
+def all_waiting(rest: Browserless) -> list[dict]:
+    """Every transaction waiting for a decision (pending or awaiting a second approval), newest first."""
+    rows = []
+    for status in ("pending", "awaiting_second_approval"):
+        rows += rest.get("/api/transactions/", status=status, limit=200).json()["results"]
+    return sorted(rows, key=lambda t: (t["created_at"], t["id"]), reverse=True)
+
+
+def test_the_dashboard_reads_well_at_1280x800_and_390x844_and_screenshots_are_written(
+    dual_control_stack, dual_control_browser, artifacts
+):
+    live_stack, browser = dual_control_stack, dual_control_browser
     seeded = live_stack.manage("seed_demo", "--transactions", "150", "--seed", "7")
     assert seeded.returncode == 0, seeded.stderr
     create_admin("grace")
@@ -42,7 +55,8 @@ def test_the_dashboard_reads_well_at_1280x800_and_390x844_and_screenshots_are_wr
         sign_in(page, live_stack.base_url, DEMO_USER, DEMO_PASSWORD)
 
     # Some live activity while both pages watch, so the feed and the flashes are real.
-    pending = rest.get("/api/transactions/", status="pending", limit=3).json()["results"]
+    # Small enough for one approval each (under the dual-control threshold).
+    pending = [t for t in rest.get("/api/transactions/", status="pending", limit=50).json()["results"] if t["currency"] != "EUR"][:3]
     assert len(pending) == 3
     for txn, action, body in zip(pending, ("approve", "approve", "reject"), ({}, {}, {"reason": "Duplicate invoice"})):
         decided = rest.post(f"/api/transactions/{txn['id']}/{action}/", body)
@@ -96,7 +110,8 @@ def test_the_dashboard_reads_well_at_1280x800_and_390x844_and_screenshots_are_wr
 
     # The queue shows the snapshot's newest rows first; older ones page in from the REST API on request.
     count = int(wide.locator('[data-testid="pending-count"]').get_attribute("data-value"))
-    all_pending = rest.get("/api/transactions/", status="pending", limit=200).json()["results"]
+    all_pending = all_waiting(rest)
+    assert any(t["status"] == "awaiting_second_approval" for t in all_pending)
     assert count == len(all_pending) > wide.locator('[data-testid="pending-row"]').count()
     wide.get_by_role("button", name="Show older pending").click()
     expect(wide.locator('[data-testid="pending-row"]')).to_have_count(count)

@@ -356,3 +356,14 @@ def test_it_follows_the_real_commands_with_four_eyes_and_a_reversal(settings):
     assert (week["time_to_decision_p50_seconds"], week["time_to_decision_p90_seconds"]) == (300, 3600)
     assert report.pending["count"] == 0 and report.as_of == eventstore.last_position()
     assert verify_review_queue() == []
+
+
+def test_a_rebuild_catches_up_past_its_cut_with_what_the_projector_applied_meanwhile(monkeypatch):
+    a_busy_fortnight()
+    project_all()
+    live = state()
+    # The bulk read stops at an earlier cut, as when decisions keep coming during a rebuild.
+    monkeypatch.setattr("analytics.review_queue._gap_free_cut", lambda: eventstore.last_position() - 4)
+    rebuilt = rebuild_review_queue()
+    assert rebuilt.position == eventstore.last_position()
+    assert state() == live

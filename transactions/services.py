@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from core import eventstore, tracing
@@ -23,6 +23,7 @@ from transactions.models import UNDECIDED, Transaction, TransactionStatus, read_
 MAX_REFERENCE = 140
 MAX_DESCRIPTION = 1000
 MAX_REASON = 1000
+_DEADLOCK_DETECTED = "40P01"
 
 
 class TransactionNotFound(NotFound):
@@ -331,9 +332,17 @@ def _read_row(transaction_id, *, lock: bool) -> Transaction | None:
     pk = Transaction._meta.pk.to_python(transaction_id)  # a malformed id fails as the ORM's lookup would
     name = "lock" if lock else "read"
     sql = _SQL.get(name) or _SQL.setdefault(name, _sql(name))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk])
-        row = cursor.fetchone()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [pk])
+            row = cursor.fetchone()
+    except OperationalError as exc:
+        if lock and getattr(exc.__cause__, "sqlstate", None) == _DEADLOCK_DETECTED:
+            # Waiting for the row lock, we were part of a cycle with decisions made outside any
+            # transaction (their UPDATE rides along with their append, after the INSERT took the
+            # version): PostgreSQL rolled us back. Another decision is winning: a conflict, never a 500.
+            raise Conflict(f"transaction {pk} was being decided by another request at the same time; nothing was written") from exc
+        raise
     if row is None:
         return None
     return Transaction.from_db(connection.alias, [field.attname for field in _FIELDS], list(row))

@@ -148,3 +148,53 @@ def test_a_secret_is_not_echoed_in_the_message():
     result = start({"DATABASE_URL": "postgres://user:hunter2@db.internal:port/ledgerpulse"})
     assert result.returncode != 0 and "DATABASE_URL" in result.stderr
     assert "hunter2" not in result.stderr
+
+
+# --- APPROVAL_DUAL_CONTROL: per-currency thresholds ----------------------------------------------
+
+BAD_THRESHOLDS = ["EUR:abc", "EUR", "XYZ:10", "EUR:-5", "EUR:0", "EUR:10,eur:20", "JPY:10.5", "EUR:1e3", "EUR:10,", ":10", "EUR:\u0661\u0660"]
+
+
+def test_every_bad_dual_control_value_stops_start_up_naming_the_variable():
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda value: start({"APPROVAL_DUAL_CONTROL": value}), BAD_THRESHOLDS))
+    for value, result in zip(BAD_THRESHOLDS, results):
+        assert result.returncode != 0, f"accepted {value!r}"
+        message = last_line(result.stderr)
+        assert message.startswith(IMPROPERLY_CONFIGURED) and "APPROVAL_DUAL_CONTROL" in message, (value, message)
+
+
+@pytest.mark.parametrize("value", BAD_THRESHOLDS)
+def test_the_dual_control_parser_refuses_a_bad_value_naming_the_variable(monkeypatch, value):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from core.env import env_currency_thresholds
+
+    monkeypatch.setenv("APPROVAL_DUAL_CONTROL", value)
+    with pytest.raises(ImproperlyConfigured, match="APPROVAL_DUAL_CONTROL"):
+        env_currency_thresholds("APPROVAL_DUAL_CONTROL")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, {}),
+        ("", {}),
+        ("EUR:10000,USD:10000", {"EUR": "10000.00", "USD": "10000.00"}),  # quantized to the minor unit
+        (" eur : 10000.5 , JPY:1000000 ", {"EUR": "10000.50", "JPY": "1000000"}),
+        ("KWD:0.001", {"KWD": "0.001"}),
+    ],
+)
+def test_the_dual_control_parser_reads_thresholds_in_major_units_as_decimals(monkeypatch, value, expected):
+    from decimal import Decimal
+
+    from core.env import env_currency_thresholds
+
+    if value is None:
+        monkeypatch.delenv("APPROVAL_DUAL_CONTROL", raising=False)
+    else:
+        monkeypatch.setenv("APPROVAL_DUAL_CONTROL", value)
+    parsed = env_currency_thresholds("APPROVAL_DUAL_CONTROL")
+    assert parsed == {code: Decimal(amount) for code, amount in expected.items()}
+    assert all(isinstance(amount, Decimal) for amount in parsed.values())
+    assert [str(amount) for amount in parsed.values()] == list(expected.values())

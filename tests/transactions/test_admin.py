@@ -38,6 +38,31 @@ def test_the_reject_action_needs_a_reason(client, admin_user):
     assert eventstore.read_stream(txn.id)[-1].data["reason"] == "duplicate"
 
 
+def test_the_reverse_action_needs_a_reason_and_reverses_only_approved_transactions(client, admin_user):
+    client.force_login(admin_user)
+    pending = submit()
+    approved = services.transaction_approve(transaction_id=submit().id, actor="checker", reason="ok").transaction
+    client.post(CHANGELIST, {"action": "reverse_selected", "_selected_action": [approved.id], "reason": ""})
+    assert Transaction.objects.get(pk=approved.id).status == "approved"
+    response = client.post(CHANGELIST, {"action": "reverse_selected", "_selected_action": [approved.id, pending.id], "reason": "refund"},
+                           follow=True)
+    assert Transaction.objects.get(pk=approved.id).status == "reversed"
+    assert Transaction.objects.get(pk=pending.id).status == "pending"
+    event = eventstore.read_stream(approved.id)[-1]
+    assert (event.type, event.data["reason"], event.metadata["actor"]) == ("TransactionReversed", "refund", "boss")
+    shown = [str(m) for m in response.context["messages"]]
+    assert "Reversed 1 transaction(s)." in shown and any(str(pending.id) in m and "pending" in m for m in shown)
+
+
+def test_the_approve_action_reports_an_own_submission_and_approves_the_rest(client, admin_user):
+    client.force_login(admin_user)
+    mine, theirs = submit(actor="boss"), submit()
+    response = client.post(CHANGELIST, {"action": "approve_selected", "_selected_action": [mine.id, theirs.id], "reason": "ok"}, follow=True)
+    assert Transaction.objects.get(pk=mine.id).status == "pending"
+    assert Transaction.objects.get(pk=theirs.id).status == "approved"
+    assert any(str(mine.id) in str(m) and "cannot approve" in str(m) for m in response.context["messages"])
+
+
 def test_the_change_form_is_view_only_and_a_post_to_it_is_refused(client, admin_user):
     client.force_login(admin_user)
     txn = submit()

@@ -257,14 +257,16 @@ def test_occurred_at_with_an_extreme_offset_is_stored_in_utc(api):
     assert response.json()["occurred_at"] == "2026-11-19T07:23:00Z"
 
 
-@pytest.mark.parametrize("decided", ["pending", "approved", "rejected"])
+@pytest.mark.parametrize("decided", ["pending", "approved", "rejected", "reversed"])
 def test_the_plain_payload_is_exactly_what_the_model_serializer_writes(decided):
     from transactions import services
     from transactions.serializers import TransactionOutput, transaction_payload
 
     txn = submit(amount="1234" if decided == "rejected" else "1234.5", currency="JPY" if decided == "rejected" else "USD", reference="R-1", description="two\nlines")
-    if decided == "approved":
+    if decided in ("approved", "reversed"):
         txn = services.transaction_approve(transaction_id=txn.id, actor="checker", reason="ok").transaction
+    if decided == "reversed":
+        txn = services.transaction_reverse(transaction_id=txn.id, actor="checker", reason="refund").transaction
     elif decided == "rejected":
         txn = services.transaction_reject(transaction_id=txn.id, actor="tester", reason="no").transaction
     txn = Transaction.objects.get(pk=txn.pk)
@@ -294,3 +296,138 @@ def test_the_decided_transaction_a_command_returns_is_the_stored_row(decide):
     fields = [field.attname for field in Transaction._meta.concrete_fields]
     assert {f: getattr(decision.transaction, f) for f in fields} == {f: getattr(stored, f) for f in fields}
     assert stored.status == ("approved" if decide == "approve" else "rejected") and stored.last_position == decision.position
+
+
+# --- reversals -------------------------------------------------------------------------------
+
+
+def approved_by_someone_else(**overrides):
+    from transactions import services
+
+    txn = submit(**overrides)
+    return services.transaction_approve(transaction_id=txn.id, actor="checker", reason="ok").transaction
+
+
+def test_reversing_answers_the_reversed_transaction_and_the_events_position(api):
+    txn = approved_by_someone_else(amount="40.00", currency="USD")
+    response = api.post(f"/api/transactions/{txn.id}/reverse/", {"reason": "chargeback"}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["status"], body["version"], body["decided_by"], body["decision_reason"]) == ("reversed", 3, "boss", "chargeback")
+    assert (body["submitted_by"], body["first_approved_by"]) == ("tester", "")
+    [*_, event] = eventstore.read_stream(txn.id)
+    assert body["position"] == event.position and event.type == "TransactionReversed"
+    assert event.data == {"transaction_id": str(txn.id), "amount": "40.00", "currency": "USD", "reason": "chargeback"}
+    assert api.get(f"/api/transactions/{txn.id}/").json() == {k: v for k, v in body.items() if k != "position"}
+
+
+@pytest.mark.parametrize("state", ["pending", "rejected", "reversed"])
+def test_reversing_what_is_not_approved_is_a_409_problem(api, state):
+    txn = submit() if state in ("pending", "rejected") else approved_by_someone_else()
+    if state == "rejected":
+        api.post(f"/api/transactions/{txn.id}/reject/", {"reason": "no"}, format="json")
+    elif state == "reversed":
+        api.post(f"/api/transactions/{txn.id}/reverse/", {"reason": "refund"}, format="json")
+    before = len(eventstore.read_stream(txn.id))
+    body = assert_problem(api.post(f"/api/transactions/{txn.id}/reverse/", {"reason": "again"}, format="json"), 409)
+    assert body["code"] == "transaction_not_approved"
+    assert len(eventstore.read_stream(txn.id)) == before
+
+
+@pytest.mark.parametrize("body", [{}, {"reason": ""}, {"reason": "   "}, {"reason": 5}])
+def test_reversing_needs_a_reason(api, body):
+    txn = approved_by_someone_else()
+    assert_problem(api.post(f"/api/transactions/{txn.id}/reverse/", body, format="json"), 400, "reason")
+    assert Transaction.objects.get(pk=txn.id).status == "approved"
+
+
+def test_reversing_with_a_stale_expected_version_is_a_409_problem(api):
+    txn = approved_by_someone_else()
+    body = assert_problem(api.post(f"/api/transactions/{txn.id}/reverse/", {"reason": "r", "expected_version": 1}, format="json"), 409)
+    assert body["code"] == "stale_version"
+    assert api.post(f"/api/transactions/{txn.id}/reverse/", {"reason": "r", "expected_version": 2}, format="json").status_code == 200
+
+
+def test_reversing_an_unknown_transaction_is_a_404_problem(api):
+    assert_problem(api.post(f"/api/transactions/{uuid.uuid4()}/reverse/", {"reason": "r"}, format="json"), 404)
+
+
+def test_a_retried_reversal_with_the_same_key_replays_the_answer_and_reverses_once(api):
+    txn = approved_by_someone_else()
+    path = f"/api/transactions/{txn.id}/reverse/"
+    first = api.post(path, {"reason": "refund"}, format="json", HTTP_IDEMPOTENCY_KEY="rev-1")
+    retry = api.post(path, {"reason": "refund"}, format="json", HTTP_IDEMPOTENCY_KEY="rev-1")
+    assert first.status_code == retry.status_code == 200
+    assert retry.json() == first.json() and retry["Idempotent-Replayed"] == "true"
+    assert [e.type for e in eventstore.read_stream(txn.id)][-1] == "TransactionReversed"
+    assert len(eventstore.read_stream(txn.id)) == 3
+    assert_problem(api.post(path, {"reason": "other"}, format="json", HTTP_IDEMPOTENCY_KEY="rev-1"), 422)
+
+
+def test_reversing_needs_the_approve_permission(client_for, staff_user, clerk_user):
+    txn = approved_by_someone_else()
+    for user in (staff_user, clerk_user):
+        body = assert_problem(client_for(user).post(f"/api/transactions/{txn.id}/reverse/", {"reason": "r"}, format="json"), 403)
+        assert body["code"] == "permission_denied"
+    assert Transaction.objects.get(pk=txn.id).status == "approved"
+
+
+# --- four eyes --------------------------------------------------------------------------------
+
+
+def test_approving_your_own_submission_is_a_403_problem_but_rejecting_it_is_allowed(api):
+    created = create(api).json()
+    assert created["submitted_by"] == "boss"
+    body = assert_problem(api.post(f"/api/transactions/{created['id']}/approve/", {}, format="json"), 403)
+    assert body["code"] == "own_submission"
+    assert [e.type for e in eventstore.read_stream(created["id"])] == ["TransactionSubmitted"]
+    withdrawn = api.post(f"/api/transactions/{created['id']}/reject/", {"reason": "entered twice"}, format="json")
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "rejected"
+
+
+@pytest.fixture
+def second_admin(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser("second", "second@example.com", "second-password-123")
+
+
+def test_dual_control_through_the_api_first_then_second_approver(api, client_for, second_admin, settings):
+    from decimal import Decimal
+
+    settings.APPROVAL_DUAL_CONTROL = {"EUR": Decimal("10000")}
+    txn = submit(amount="10000.00")
+    first = api.post(f"/api/transactions/{txn.id}/approve/", {"reason": "one"}, format="json")
+    assert first.status_code == 200, first.content
+    assert (first.json()["status"], first.json()["first_approved_by"], first.json()["decided_by"]) == ("awaiting_second_approval", "boss", "")
+    again = assert_problem(api.post(f"/api/transactions/{txn.id}/approve/", {"reason": "me again"}, format="json"), 403)
+    assert again["code"] == "second_approver_required"
+    listed = api.get("/api/transactions/", {"status": "awaiting_second_approval"}).json()["results"]
+    assert [t["id"] for t in listed] == [str(txn.id)]
+    second = client_for(second_admin).post(f"/api/transactions/{txn.id}/approve/", {"reason": "two"}, format="json")
+    assert second.status_code == 200, second.content
+    body = second.json()
+    assert (body["status"], body["version"], body["first_approved_by"], body["decided_by"]) == ("approved", 3, "boss", "second")
+    assert [e.type for e in eventstore.read_stream(txn.id)] == ["TransactionSubmitted", "TransactionApprovalRecorded", "TransactionApproved"]
+
+
+def test_the_list_filters_on_the_new_statuses(api):
+    from transactions import services
+
+    reversed_txn = approved_by_someone_else()
+    services.transaction_reverse(transaction_id=reversed_txn.id, actor="checker", reason="refund")
+    approved_by_someone_else()
+    results = api.get("/api/transactions/", {"status": "reversed"}).json()["results"]
+    assert [t["id"] for t in results] == [str(reversed_txn.id)]
+
+
+def test_the_schema_documents_the_reverse_endpoint_the_statuses_and_the_new_fields(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    reverse = schema["paths"]["/api/transactions/{transaction_id}/reverse/"]["post"]
+    assert reverse["operationId"] == "transactions_reverse"
+    assert {"200", "400", "403", "404", "409", "422"} <= set(reverse["responses"])
+    assert any(p["name"] == "Idempotency-Key" for p in reverse["parameters"])
+    [status] = [p for p in schema["paths"]["/api/transactions/"]["get"]["parameters"] if p["name"] == "status"]
+    assert sorted(status["schema"]["enum"]) == ["approved", "awaiting_second_approval", "pending", "rejected", "reversed"]
+    properties = schema["components"]["schemas"]["TransactionOutput"]["properties"]
+    assert {"submitted_by", "first_approved_by"} <= set(properties)

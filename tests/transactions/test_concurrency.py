@@ -116,3 +116,64 @@ def test_a_submission_that_cannot_get_the_append_lock_is_a_503_problem_and_write
         response = api.post("/api/transactions/", {"amount": "1.00", "currency": "EUR"}, format="json")
     assert response.status_code == 503 and response.json()["code"] == "event_store_busy"
     assert eventstore.read_all() == [] and not Transaction.objects.exists()
+
+
+def race_as(txn_id, command, actors):
+    """`command` by each of `actors` at once; 'ok', 'conflict' (409) or 'forbidden' (403) for each."""
+    from core.errors import Forbidden
+
+    barrier = Barrier(len(actors))
+
+    def decide(actor):
+        barrier.wait()
+        try:
+            command(transaction_id=txn_id, actor=actor, reason="race")
+            return "ok"
+        except Conflict:
+            return "conflict"
+        except Forbidden:
+            return "forbidden"
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(len(actors)) as pool:
+        return list(pool.map(decide, actors))
+
+
+@pytest.fixture
+def dual_control(settings):
+    from decimal import Decimal
+
+    settings.APPROVAL_DUAL_CONTROL = {"EUR": Decimal("100.00")}
+
+
+def test_two_second_approvals_by_different_users_racing_approve_once_and_the_other_is_a_conflict(dual_control):
+    txn = submit("500.00")
+    services.transaction_approve(transaction_id=txn.id, actor="first", reason="one")
+    outcomes = race_as(txn.id, services.transaction_approve, ["second", "third"])
+    assert sorted(outcomes) == ["conflict", "ok"]
+    assert [e.type for e in eventstore.read_stream(txn.id)] == ["TransactionSubmitted", "TransactionApprovalRecorded", "TransactionApproved"]
+    row = Transaction.objects.get(pk=txn.id)
+    assert (row.status, row.version, row.first_approved_by) == ("approved", 3, "first")
+    assert row.decided_by == ["second", "third"][outcomes.index("ok")]
+
+
+def test_approvals_by_many_users_racing_append_at_most_two_approvals_by_two_different_users(dual_control):
+    # A request that reads the row after another's first approval committed is, rightly, the second approval.
+    txn = submit("500.00")
+    outcomes = race_as(txn.id, services.transaction_approve, [f"admin{i}" for i in range(6)])
+    stream = eventstore.read_stream(txn.id)
+    assert [e.type for e in stream] == ["TransactionSubmitted", "TransactionApprovalRecorded", "TransactionApproved"][: len(stream)]
+    assert outcomes.count("ok") == len(stream) - 1 >= 1 and outcomes.count("conflict") == 6 - outcomes.count("ok")
+    assert len({e.metadata["actor"] for e in stream[1:]}) == len(stream) - 1
+    assert Transaction.objects.get(pk=txn.id).status == ("awaiting_second_approval" if len(stream) == 2 else "approved")
+
+
+def test_a_reversal_racing_reversals_reverses_once():
+    from tests.factories import approved
+
+    txn = approved().transaction
+    outcomes = race_as(txn.id, services.transaction_reverse, [f"admin{i}" for i in range(6)])
+    assert outcomes.count("ok") == 1 and outcomes.count("conflict") == 5
+    assert [e.type for e in eventstore.read_stream(txn.id)][-1] == "TransactionReversed"
+    assert len(eventstore.read_stream(txn.id)) == 3

@@ -169,3 +169,98 @@ def test_the_command_rebuilds_and_its_check_exits_1_with_the_differences():
     raw_event(uuid.uuid4(), 1, "Mystery", {})
     with pytest.raises(CommandError, match=r"position \d+: event type 'Mystery'.*nothing from this event on was written"):
         call_command("rebuild_transactions", stdout=StringIO())
+
+
+def corrections_and_four_eyes(settings) -> dict[str, uuid.UUID]:
+    """Reversed, awaiting a second approval, approved by two, rejected while awaiting, and one without a submitter."""
+    settings.APPROVAL_DUAL_CONTROL = {"EUR": Decimal("100.00")}
+    made = {}
+    for name, amount in [("reversed", "50.00"), ("awaiting", "500.00"), ("two", "700.00"), ("withdrawn", "900.00"),
+                         ("two-reversed", "300.00")]:
+        made[name] = services.transaction_submit(amount=Decimal(amount), currency="EUR", occurred_at=WHEN, actor="clerk").id
+    services.transaction_approve(transaction_id=made["reversed"], actor="ana", reason="ok")
+    services.transaction_reverse(transaction_id=made["reversed"], actor="bo", reason="refund")
+    services.transaction_approve(transaction_id=made["awaiting"], actor="ana", reason="first")
+    for name in ("two", "two-reversed"):
+        services.transaction_approve(transaction_id=made[name], actor="ana", reason="first")
+        services.transaction_approve(transaction_id=made[name], actor="bo", reason="second")
+    services.transaction_reverse(transaction_id=made["two-reversed"], actor="cy", reason="chargeback")
+    services.transaction_approve(transaction_id=made["withdrawn"], actor="ana", reason="first")
+    services.transaction_reject(transaction_id=made["withdrawn"], actor="clerk", reason="withdrawn")
+    return made
+
+
+def test_it_rebuilds_reversals_and_dual_control_equal_to_what_the_commands_wrote(settings):
+    made = corrections_and_four_eyes(settings)
+    written = table()
+    sql("DELETE FROM transactions_transaction")
+    result = replay.replay(batch_size=2)  # a stream's events spread over several batches
+    assert table() == written
+    assert (result.events, result.transactions, result.inserted) == (15, 5, 5)
+    rows = {row[0]: row for row in table()}
+    status, submitted_by, first_approved_by = 6, 13, 14
+    assert [(rows[made[n]][status], rows[made[n]][first_approved_by]) for n in ("reversed", "awaiting", "two", "withdrawn", "two-reversed")] == [
+        ("reversed", ""), ("awaiting_second_approval", "ana"), ("approved", "ana"), ("rejected", "ana"), ("reversed", "ana")]
+    assert {row[submitted_by] for row in rows.values()} == {"clerk"}
+    assert replay.replay(check=True).problems == []
+
+
+def test_check_names_a_wrong_submitter_or_first_approver(settings):
+    made = corrections_and_four_eyes(settings)
+    sql("UPDATE transactions_transaction SET submitted_by = 'mallory', first_approved_by = '' WHERE id = %s", [made["two"]])
+    assert sorted(replay.replay(check=True).problems) == sorted([
+        f"transaction {made['two']}: submitted_by: stored 'mallory', log says 'clerk'",
+        f"transaction {made['two']}: first_approved_by: stored '', log says 'ana'",
+    ])
+
+
+@pytest.mark.parametrize("metadata", [{}, {"actor": None}, {"actor": 7}, {"actor": ""}])
+def test_a_submission_whose_event_names_no_actor_has_no_submitter_and_anyone_may_approve_it(metadata):
+    # What an imported log may hold: the submitter is unknown (""), which blocks nobody.
+    stream = uuid.uuid4()
+    submitted = events.submitted(transaction_id=stream, amount=Decimal("5.00"), currency="EUR", occurred_at=WHEN, reference="",
+                                 description="")
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at) "
+                       "VALUES (%s, 1, %s, %s::jsonb, %s::jsonb, now())", [stream, events.SUBMITTED, json.dumps(submitted.data), json.dumps(metadata)])
+    replay.replay()
+    assert services.transaction_approve(transaction_id=stream, actor="anyone").transaction.submitted_by == ""
+    assert replay.replay(check=True).problems == []
+
+
+def test_a_submission_by_system_keeps_system_as_its_submitter():
+    stream = uuid.uuid4()
+    submitted = events.submitted(transaction_id=stream, amount=Decimal("5.00"), currency="EUR", occurred_at=WHEN, reference="",
+                                 description="")
+    raw_event(stream, 1, events.SUBMITTED, submitted.data, actor="system")
+    replay.replay()
+    from transactions.models import Transaction
+    from transactions.services import OwnSubmission
+
+    assert Transaction.objects.get(pk=stream).submitted_by == "system"
+    with pytest.raises(OwnSubmission):  # a user named "system" did not submit it, but the log says so
+        services.transaction_approve(transaction_id=stream, actor="system")
+    services.transaction_approve(transaction_id=stream, actor="ana")
+
+
+@pytest.mark.parametrize("case", ["reversal-of-pending", "reversal-of-rejected", "first-approval-twice", "recorded-other-amount"])
+def test_it_refuses_a_correction_or_first_approval_that_cannot_follow(case):
+    txn = services.transaction_submit(amount=Decimal("5.00"), currency="EUR", occurred_at=WHEN, actor="clerk")
+    reversal = events.reversed_(transaction_id=txn.id, amount=Decimal("5.00"), currency="EUR", reason="refund")
+    recorded = events.approval_recorded(transaction_id=txn.id, amount=Decimal("5.00"), currency="EUR", reason="",
+                                        threshold=Decimal("1.00"))
+    if case == "reversal-of-pending":
+        position, message = raw_event(txn.id, 2, events.REVERSED, reversal.data), f"TransactionReversed of stream {txn.id}, which is pending"
+    elif case == "reversal-of-rejected":
+        services.transaction_reject(transaction_id=txn.id, actor="bo", reason="no")
+        position = raw_event(txn.id, 3, events.REVERSED, reversal.data)
+        message = f"TransactionReversed of stream {txn.id}, which is already rejected"
+    elif case == "first-approval-twice":
+        raw_event(txn.id, 2, events.APPROVAL_RECORDED, recorded.data)
+        position = raw_event(txn.id, 3, events.APPROVAL_RECORDED, recorded.data)
+        message = f"TransactionApprovalRecorded of stream {txn.id}, which is awaiting_second_approval"
+    else:
+        position = raw_event(txn.id, 2, events.APPROVAL_RECORDED, recorded.data | {"amount": "6.00"})
+        message = f"TransactionApprovalRecorded of stream {txn.id}: amount '6.00' differs from the submitted 5.00"
+    with pytest.raises(ReplayRefused, match=f"^position {position}: {message}"):
+        replay.replay()

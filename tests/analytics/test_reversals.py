@@ -2,7 +2,6 @@
 import csv
 import io
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
 
 import pytest
 from django.test import override_settings

@@ -150,3 +150,17 @@ def test_the_commands_refuse_an_unknown_projection():
     for command in ("verify_projections", "rebuild_projections"):
         with pytest.raises(CommandError, match="no projection named 'nope'; registered: weekly_income"):
             call_command(command, "--projection", "nope", stdout=StringIO())
+
+
+def test_weekly_income_reads_wait_on_its_own_checkpoint_not_on_a_projection_catching_up(two_projections, api, monkeypatch):
+    from analytics import api as analytics_api, waiting
+
+    approved("10.00", "EUR", MON)
+    project_next_batch()
+    last = eventstore.last_position()
+    ProjectionCheckpoint.objects.filter(name="test_submissions").update(position=0)  # replaying from the start
+    monkeypatch.setattr(analytics_api, "MIN_POSITION_WAIT_SECONDS", 0.05)
+    answer = api.get("/api/analytics/weekly-income/", {"min_position": last, "from": "2026-11-16", "to": "2026-11-16"})
+    assert answer.status_code == 200 and answer.json()["as_of"] == last
+    assert waiting._read_position() == last
+    assert api.get("/api/analytics/summary/").json()["as_of"] == last

@@ -202,3 +202,14 @@ def test_a_poison_reversal_fails_its_batch_loudly_and_writes_nothing(changes):
     with pytest.raises(ProjectionFailed, match=rf"events {poison}\.\.{poison} could not be projected"):
         rebuild.rebuild_weekly_income()
     assert everything() == before
+
+
+def test_a_reversal_through_the_reverse_command_counts_in_this_week(api):
+    from tests.factories import reversed_
+
+    reversed_("7.50", "EUR", MON)
+    project_all()
+    this_week = selectors.current_week_start()
+    [row] = api.get("/api/analytics/weekly-income/", {"from": this_week.isoformat(), "to": this_week.isoformat()}).json()["results"]
+    assert (row["reversed"], row["reversed_count"]) == ("7.50", 1)
+    assert verify_weekly_income() == []

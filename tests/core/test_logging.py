@@ -178,9 +178,10 @@ logging.getLogger("analytics.tasks").warning("from a worker")
 
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
-def test_an_approvals_request_id_reaches_its_event_and_the_log_line_of_the_batch_that_projected_it(api, caplog):
+def test_an_approvals_request_id_reaches_its_event_and_the_log_line_of_the_batch_that_projected_it(api, caplog, client_for, clerk_user):
     caplog.set_level(logging.INFO)
-    created = api.post("/api/transactions/", {"amount": "12.34", "currency": "EUR"}, format="json")
+    # Submitted by a clerk: nobody approves their own submission.
+    created = client_for(clerk_user).post("/api/transactions/", {"amount": "12.34", "currency": "EUR"}, format="json")
     assert created.status_code == 201, created.content
     approved = api.post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "checked"}, format="json")
     assert approved.status_code == 200, approved.content

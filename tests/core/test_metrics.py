@@ -38,13 +38,15 @@ def scrape(client=None, **extra) -> dict:
 
 
 def approve_one(api) -> str:
-    created = api.post(
-        "/api/transactions/", {"amount": "12.50", "currency": "EUR", "occurred_at": "2026-11-18T09:30:00+01:00"}, format="json"
-    )
-    assert created.status_code == 201, created.content
-    decided = api.post(f"/api/transactions/{created.json()['id']}/approve/", {}, format="json")
+    from datetime import datetime
+
+    from tests.factories import submit
+
+    # Submitted by another actor (nobody approves their own submission), through the command.
+    created = submit("12.50", "EUR", datetime.fromisoformat("2026-11-18T09:30:00+01:00"))
+    decided = api.post(f"/api/transactions/{created.id}/approve/", {}, format="json")
     assert decided.status_code == 200, decided.content
-    return created.json()["id"]
+    return str(created.id)
 
 
 # --- access ------------------------------------------------------------------------------

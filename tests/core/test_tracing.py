@@ -34,8 +34,9 @@ def named(finished, prefix):
 
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
-def test_an_approval_is_a_server_span_whose_trace_the_projector_task_links_to_and_the_publish_is_inside_the_task(api, spans):
-    created = api.post("/api/transactions/", {"amount": "12.34", "currency": "EUR"}, format="json")
+def test_an_approval_is_a_server_span_whose_trace_the_projector_task_links_to_and_the_publish_is_inside_the_task(api, spans, client_for, clerk_user):
+    # Submitted by a clerk: nobody approves their own submission.
+    created = client_for(clerk_user).post("/api/transactions/", {"amount": "12.34", "currency": "EUR"}, format="json")
     assert created.status_code == 201
     spans.clear()
     approved = api.post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "checked"}, format="json")

@@ -259,8 +259,8 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
 
     One read from the lowest checkpoint; each projection gets only the events past its own (a
     projection just rebuilt may be ahead of the others). The batch published covers (after,
-    through] from that lowest checkpoint: a client already past some of it drops those messages
-    by their seq.
+    through] from that lowest checkpoint, so batches chain; its transaction messages start past the
+    first projection's checkpoint, where dashboards stand (a client drops older ones by seq anyway).
     """
     with transaction.atomic():
         checkpoints = _locked_checkpoints()
@@ -269,6 +269,7 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
         if not batch:
             return None
         through = batch[-1].position
+        shown_after = checkpoints[0][1].position  # before it moves, below
         projected, moved = [], []
         for projection, checkpoint in checkpoints:
             if checkpoint.position >= through:
@@ -284,7 +285,10 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
                     ) from exc
             moved.append(checkpoint)
         _move_checkpoints(moved, through)
-        messages = transaction_messages(batch) + projected
+        # Dashboards stand at the first projection's checkpoint (the snapshot's seq): events at or
+        # below it were published when it applied them. While another projection catches up from
+        # behind, its batches would otherwise re-send (and read rows for) messages every client drops.
+        messages = transaction_messages([e for e in batch if e.position > shown_after]) + projected
     return ProjectedBatch(
         after=after, through=through, event_count=len(batch), messages=messages, short=len(batch) < batch_size, events=batch
     )

@@ -116,7 +116,8 @@ def approve_latency(ctx: Context, stack, client, *, waiters: int, seconds: int):
     from transactions import services
 
     count = 100 if ctx.quick else 3000
-    ids = [str(services.transaction_submit(amount="10.00", currency="EUR", actor="bench").id) for _ in range(count)]
+    # Submitted by a clerk, not by the approving bench user: nobody approves their own submission.
+    ids = [str(services.transaction_submit(amount="10.00", currency="EUR", actor="bench-clerk").id) for _ in range(count)]
     headers = {"Cookie": client.cookie_header, "X-CSRFToken": client.csrf_token}
     background, settle = None, 1 if ctx.quick else 2
     if waiters:

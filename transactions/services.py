@@ -24,6 +24,8 @@ MAX_REFERENCE = 140
 MAX_DESCRIPTION = 1000
 MAX_REASON = 1000
 _DEADLOCK_DETECTED = "40P01"
+# The decision commands, by the name their transaction and trace span carry.
+APPROVE, REJECT, REVERSE = "transaction_approve", "transaction_reject", "transaction_reverse"
 
 
 class TransactionNotFound(NotFound):
@@ -163,9 +165,6 @@ def transaction_reverse(
     Its income counts against the week the reversal happened in; the approval stays in the log."""
     _require_reason(reason, "reverse")
     return _decide(REVERSE, transaction_id, actor, reason, expected_version, request_id, client_request_id)
-
-
-APPROVE, REJECT, REVERSE = "transaction_approve", "transaction_reject", "transaction_reverse"
 
 
 def _require_reason(reason, verb: str) -> None:

@@ -104,6 +104,8 @@ def test_money_is_displayed_with_the_servers_digits_grouped_and_never_rounded(pa
     ]
     assert run(page, "return money.sumDecimals(['45035996273704.97', '45035996273704.97', '0.10']);") == "90071992547410.04"
     assert run(page, "return money.sumDecimals([], 2);") == "0.00"
+    # Axis labels: the sign before the symbol, as amounts are written (a net week can be negative).
+    assert run(page, "return [money.formatCompact(-5000, 'EUR'), money.formatCompact(250000, 'JPY')];") == ["\u2212€5K", "¥250K"]
     assert run(page, "return [money.formatPercent('12.3'), money.formatPercent('-4.0'), money.formatPercent(null)];") == [
         "+12.3%",
         "\u22124.0%",

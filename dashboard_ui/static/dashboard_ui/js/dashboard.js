@@ -162,8 +162,9 @@ let tableLayout = "";
 
 const isZero = (text) => /^-?0*\.?0*$/.test(text);
 
-/** The net cell (data-value = total = net), with the breakdown in data-gross / data-reversed. */
-function fillWeekCell(td, cell) {
+/** The net cell (data-value = total = net), with the breakdown in data-gross / data-reversed. Beside gross
+ * and reversed columns its second line is the count; alone, a week with reversals says how much there. */
+function fillWeekCell(td, cell, split = td.dataset.split === "true") {
   td.dataset.value = cell.total;
   td.dataset.count = String(cell.count);
   td.dataset.gross = cell.gross;
@@ -171,10 +172,15 @@ function fillWeekCell(td, cell) {
   td.dataset.reversedCount = String(cell.reversedCount);
   td.classList.toggle("is-zero", cell.count === 0 && cell.reversedCount === 0 && isZero(cell.total));
   td.classList.toggle("is-negative", compareDecimal(cell.total, "0") < 0);
-  td.replaceChildren(
-    h("span", { class: "amt" }, formatMoney(cell.total, cell.currency)),
-    h("span", { class: "cnt", title: `${cell.count} approved` }, `${cell.count.toLocaleString("en-US")} tx`),
-  );
+  const approved = `${cell.count.toLocaleString("en-US")} tx`;
+  td.title = cell.reversedCount
+    ? `Gross ${formatMoney(cell.gross, cell.currency)} (${approved}) less ${cell.reversedCount} reversed ${formatMoney(cell.reversed, cell.currency)}`
+    : "";
+  // Beside its own gross and reversed columns the reversed line is drawn only on a phone, where the
+  // stylesheet hides those columns.
+  const reversed = cell.reversedCount ? h("span", { class: "cnt cnt--rev" }, `\u2212${formatMoney(cell.reversed, cell.currency)} rev.`) : null;
+  const count = h("span", { class: "cnt cnt--tx", title: `${cell.count} approved` }, approved);
+  td.replaceChildren(...[h("span", { class: "amt" }, formatMoney(cell.total, cell.currency)), reversed && !split ? reversed : count, split ? reversed : null].filter(Boolean));
 }
 
 function fillGrossCell(td, cell) {
@@ -187,16 +193,15 @@ function fillReversedCell(td, cell) {
   td.dataset.value = cell.reversed;
   td.dataset.count = String(cell.reversedCount);
   td.classList.toggle("is-zero", cell.reversedCount === 0);
-  td.replaceChildren(
-    h("span", { class: "amt" }, cell.reversedCount ? `\u2212${formatMoney(cell.reversed, cell.currency)}` : formatMoney(cell.reversed, cell.currency)),
-    cell.reversedCount ? h("span", { class: "cnt" }, `${cell.reversedCount.toLocaleString("en-US")} rev.`) : null,
-  );
+  const amount = h("span", { class: "amt" }, cell.reversedCount ? `\u2212${formatMoney(cell.reversed, cell.currency)}` : formatMoney(cell.reversed, cell.currency));
+  if (cell.reversedCount) td.replaceChildren(amount, h("span", { class: "cnt" }, `${cell.reversedCount.toLocaleString("en-US")} rev.`));
+  else td.replaceChildren(amount);
 }
 
 /** The cells of one (week, currency): net alone, or gross, reversed and net when the range has reversals. */
 function weekCells(week, currency, split) {
   const cell = state.cell(week, currency);
-  const net = h("td", { class: "num", "data-testid": "week-total", "data-week": week, "data-currency": currency });
+  const net = h("td", { class: "num", "data-testid": "week-total", "data-week": week, "data-currency": currency, "data-split": String(split) });
   fillWeekCell(net, cell);
   if (!split) return [net];
   const gross = h("td", { class: "num sub", "data-testid": "week-gross", "data-week": week, "data-currency": currency });
@@ -206,7 +211,7 @@ function weekCells(week, currency, split) {
   return [gross, reversed, net];
 }
 
-function renderTotals(weeks, currencies) {
+function renderTotals(weeks, currencies, split) {
   const tfoot = $("#weekly-table tfoot");
   const row = h("tr", {}, h("th", { scope: "row" }, "Total", h("span", { class: "total__span" }, `${weeks.length} weeks`)));
   for (const currency of currencies) {
@@ -217,7 +222,7 @@ function renderTotals(weeks, currencies) {
     const reversed = sumDecimals(cells.map((c) => c.reversed), digits);
     const count = cells.reduce((n, c) => n + c.count, 0);
     const reversals = cells.reduce((n, c) => n + c.reversedCount, 0);
-    if (state.hasReversals(currency, weeks)) {
+    if (split.has(currency)) {
       row.append(
         h("td", { class: "num sub", "data-testid": "range-gross", "data-currency": currency, "data-value": gross },
           h("span", { class: "amt" }, formatMoney(gross, currency))),
@@ -242,7 +247,11 @@ function renderTable(changed = []) {
   const table = $("#weekly-table");
   const weeks = state.weeks();
   const currencies = state.currencies;
-  const split = new Set(currencies.filter((currency) => state.hasReversals(currency, weeks)));
+  // The chart's currency, when its range has reversals, gets gross, reversed and net columns: the table
+  // mirrors the chart. The others keep one net column (their reversals in its second line), so the
+  // table still fits beside the chart and on a phone.
+  const shown = shownCurrency();
+  const split = new Set(currencies.filter((currency) => currency === shown && state.hasReversals(currency, weeks)));
   const layout = `${weeks[0]}/${weeks.length}/${currencies.map((c) => (split.has(c) ? `${c}+` : c)).join(",")}`;
   if (layout !== tableLayout) {
     tableLayout = layout;
@@ -252,9 +261,9 @@ function renderTable(changed = []) {
       const swatch = () => h("span", { class: "swatch", style: `--swatch:${colorFor(currency)}`, "aria-hidden": "true" });
       if (split.has(currency)) {
         head.append(
-          h("th", { scope: "col", class: "num sub", title: `${currency} approved in the week (by occurrence date)` }, swatch(), currency, h("span", { class: "th__sub" }, "gross")),
+          h("th", { scope: "col", class: "num sub", title: `${currency} approved in the week (by occurrence date)` }, currency, h("span", { class: "th__sub" }, "gross")),
           h("th", { scope: "col", class: "num sub rev", title: `${currency} reversed during the week` }, currency, h("span", { class: "th__sub" }, "reversed")),
-          h("th", { scope: "col", class: "num", title: `${currency} net: gross less reversed` }, currency, h("span", { class: "th__sub" }, "net")),
+          h("th", { scope: "col", class: "num", title: `${currency} net: gross less reversed` }, swatch(), currency, h("span", { class: "th__sub" }, "net")),
         );
       } else {
         head.append(h("th", { scope: "col", class: "num", title: `${currency} net income` }, swatch(), currency));
@@ -290,7 +299,7 @@ function renderTable(changed = []) {
       }
     }
   }
-  renderTotals(weeks, currencies);
+  renderTotals(weeks, currencies, split);
   const [first, last] = [weeks[0], weeks[weeks.length - 1]];
   const csv = $("#export-csv");
   csv.href = api.weeklyCsvUrl(first, last);
@@ -488,6 +497,7 @@ switcher.addEventListener("change", (event) => {
   if (!input?.checked) return;
   chartCurrency = input.value;
   remember(CHART_CURRENCY_KEY, chartCurrency);
+  renderTable([]);
   renderChart();
 });
 
@@ -623,7 +633,7 @@ function renderChart() {
       x: {
         grid: { display: false },
         border: { color: "#d5d9e0" },
-        ticks: { color: "#5b6472", maxRotation: 0, autoSkip: true, autoSkipPadding: 14, font: { size: 11 } },
+        ticks: { color: "#5b6472", maxRotation: 0, autoSkip: true, autoSkipPadding: compact ? 14 : 6, font: { size: 11 } },
       },
       y: {
         type: "linear",
@@ -636,7 +646,7 @@ function renderChart() {
         border: { display: false },
         ticks: {
           color: "#5b6472",
-          maxTicksLimit: compact ? 4 : 6,
+          maxTicksLimit: compact ? 5 : 6,
           padding: 6,
           font: { size: 11 },
           callback: (value) => formatCompact(value, currency ?? "XXX"),
@@ -1268,7 +1278,7 @@ const BACKFILL_EVENTS = 1000; // one page of the events API: enough to find the 
 function feedItem(entry) {
   const txn = entry.transaction;
   const [verb, modifier, icon] = FEED_TEXT[entry.type];
-  const who = entry.type === "transaction.submitted" ? txn.submitted_by || null
+  const who = entry.type === "transaction.submitted" ? entry.actor || txn.submitted_by || null
     : entry.type === "transaction.approval_recorded" ? entry.actor || txn.first_approved_by || txn.decided_by
     : entry.actor || txn.decided_by;
   return h(

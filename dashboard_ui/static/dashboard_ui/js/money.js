@@ -127,8 +127,8 @@ export function formatMoney(text, currency) {
 export function formatCompact(value, currency) {
   const symbol = currencySymbol(currency);
   const gap = /^[A-Za-z]+$/.test(symbol) ? "\u00a0" : "";
-  const number = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 }).format(value);
-  return `${symbol}${gap}${number}`;
+  const number = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 }).format(Math.abs(value));
+  return `${value < 0 ? "\u2212" : ""}${symbol}${gap}${number}`;
 }
 
 /** "12.3" -> "+12.3%", "-4.0" -> "−4.0%", null -> "—". */

@@ -100,23 +100,45 @@ def weekly_income_message(row: WeeklyIncome, seq: int) -> dict:
     }
 
 
+# Checkpoint rows this process has made sure exist: the check costs a statement, so it runs once,
+# and again only if a row turns out to be missing (a restored or flushed database).
+_ensured: set[str] = set()
+
+
+class _RowsMissing(Exception):
+    """A checkpoint row was missing when the locks were taken: roll back (releasing them) and start over."""
+
+
+def _ensure_rows(projections: tuple[registry.Projection, ...]) -> None:
+    """Create missing checkpoint rows at 0, before any row is locked, in name order.
+
+    Creating one after locking others would take a lock out of name order: a concurrent run that
+    locked the new row first (it saw the row committed) and waits for ours would wait in a circle.
+    An insert that meets another run's uncommitted insert of the same row waits for it; neither
+    holds a checkpoint lock yet, and both insert in the same order, so that wait ends.
+    """
+    if {p.name for p in projections} <= _ensured:
+        return
+    ProjectionCheckpoint.objects.bulk_create(
+        [ProjectionCheckpoint(name=p.name, config=p.config()) for p in sorted(projections, key=lambda p: p.name)],
+        ignore_conflicts=True,
+    )
+    _ensured.update(p.name for p in projections)
+
+
 def _locked_checkpoints() -> list[tuple[registry.Projection, ProjectionCheckpoint]]:
     """Every registered projection with its checkpoint row, locked (rows created at 0 the first time)."""
     projections = registry.projections()
     names = [p.name for p in projections]
-
-    def lock() -> dict[str, ProjectionCheckpoint]:
-        # The row locks admit one projector at a time, so two workers never apply the same events
-        # twice nor commit totals out of order. Locked in name order: a rebuild's swap locks one of
-        # them, and nobody waits in a circle.
-        return {row.name: row for row in ProjectionCheckpoint.objects.select_for_update().filter(name__in=names).order_by("name")}
-
-    rows = lock()
+    _ensure_rows(projections)
+    # The row locks admit one projector at a time, so two workers never apply the same events
+    # twice nor commit totals out of order. Taken in name order by one statement: a rebuild's swap
+    # locks one of them, and nobody waits in a circle.
+    rows = {row.name: row for row in ProjectionCheckpoint.objects.select_for_update().filter(name__in=names).order_by("name")}
     if len(rows) < len(names):
-        ProjectionCheckpoint.objects.bulk_create(
-            [ProjectionCheckpoint(name=p.name, config=p.config()) for p in projections if p.name not in rows], ignore_conflicts=True
-        )
-        rows = lock()
+        # Not committed yet (another run's insert) or deleted since this process checked.
+        _ensured.clear()
+        raise _RowsMissing
     for projection in projections:
         stored = rows[projection.name].config
         if stored != projection.config():
@@ -262,6 +284,18 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
     through] from that lowest checkpoint, so batches chain; its transaction messages start past the
     first projection's checkpoint, where dashboards stand (a client drops older ones by seq anyway).
     """
+    attempts = 3
+    while True:
+        try:
+            return _project_next_batch(batch_size)
+        except _RowsMissing:
+            # Rolled back, so the locks it took are released; the rows are created before locking again.
+            attempts -= 1
+            if not attempts:
+                raise RuntimeError("projection checkpoint rows kept disappearing") from None
+
+
+def _project_next_batch(batch_size: int) -> ProjectedBatch | None:
     with transaction.atomic():
         checkpoints = _locked_checkpoints()
         after = min(checkpoint.position for _, checkpoint in checkpoints)

@@ -167,3 +167,14 @@ def test_weekly_income_reads_wait_on_its_own_checkpoint_not_on_a_projection_catc
     assert answer.status_code == 200 and answer.json()["as_of"] == last
     assert waiting._read_position() == last
     assert api.get("/api/analytics/summary/").json()["as_of"] == last
+
+
+def test_a_checkpoint_row_that_disappeared_is_created_again_before_any_lock_is_taken(two_projections):
+    approved("10.00", "EUR", MON)
+    project_next_batch()  # this process now remembers both rows exist
+    ProjectionCheckpoint.objects.filter(name="test_submissions").delete()  # a restore, a flushed test database
+    Submissions.seen = []
+    approved("1.00", "EUR", MON)
+    project_next_batch()
+    assert len(Submissions.seen) == 2  # replayed from 0: both submissions
+    assert set(positions().values()) == {eventstore.last_position()}

@@ -17,7 +17,7 @@ The projector (analytics.projection.project_next_batch) locks every registered c
 (in name order), reads ONE batch of the log from the lowest checkpoint, and calls each projection's
 `apply` with the events of that batch that it `handles` and that lie past its own checkpoint, in
 position order, inside the projector's transaction; then it moves each checkpoint to the batch's end.
-Rows, messages' source data and every checkpoint commit together or not at all: an exception from
+Every projection's rows and every checkpoint commit together or not at all: an exception from
 any `apply` rolls the whole batch back (analytics.projection.ProjectionFailed names the projection),
 and the next run tries it again. `apply` is not called when none of the batch's events are for it
 (its checkpoint still moves). It must not commit, must not publish (the caller publishes after

@@ -17,7 +17,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(WeeklyIncome)
 class WeeklyIncomeAdmin(ReadOnlyAdmin):
-    list_display = ["week_start", "currency", "total_minor", "count", "last_position"]
+    list_display = ["week_start", "currency", "total_minor", "count", "gross_minor", "reversed_minor", "reversed_count", "last_position"]
     list_filter = ["currency"]
 
 

@@ -128,6 +128,7 @@ class Chaos:
         from scripts.stack import Stack, create_live_user
 
         create_live_user("chaos", PASSWORD)
+        create_live_user("chaos-clerk", PASSWORD)  # submits over HTTP: nobody approves their own submission
         self.stack = Stack(env=dict(os.environ), log_dir=self.log_dir)
         self.stack.start_server()
         self.start_worker()
@@ -195,7 +196,9 @@ class Chaos:
         return False
 
     def submit(self, client, payment) -> str | None:
-        """Submit over HTTP with an Idempotency-Key, retried until it has a definite answer."""
+        """Submit over HTTP with an Idempotency-Key, retried until it has a definite answer (as the client's clerk:
+        the approving user would get 403 own_submission for it)."""
+        client = client.clerk
         key = uuid.uuid4().hex
         body = {"amount": payment.amount, "currency": payment.currency, "occurred_at": payment.occurred_at.isoformat()}
         for _ in range(20):
@@ -315,6 +318,9 @@ class Chaos:
         self.start()
         with ThreadPoolExecutor(4) as pool:  # logins are slow password hashes: before the clock starts
             clients = list(pool.map(lambda _: Browserless(self.stack.base_url).login("chaos", PASSWORD), range(self.args.clients)))
+            clerks = pool.map(lambda _: Browserless(self.stack.base_url).login("chaos-clerk", PASSWORD), range(self.args.clients))
+            for client, clerk in zip(clients, clerks):  # each approving client submits through its own clerk's session
+                client.clerk = clerk
         pre = int(self.args.approvals * 1.2) + 100
         payments = random_payments(pre, seed=self.args.seed, days=20)
         ids = insert_transactions(payments, approve=False)

@@ -39,7 +39,10 @@ def test_a_hundred_readers_waiting_on_min_position_leave_writers_the_pool_and_pa
     stack = small_pool_server
     create_live_user("ryw-admin", "ryw-password-123")
     browser = Browserless(stack.base_url).login("ryw-admin", "ryw-password-123")
-    created = browser.post("/api/transactions/", {"amount": "10.00", "currency": "EUR"})
+    # Another user submits: nobody approves their own submission.
+    create_live_user("ryw-clerk", "ryw-password-123")
+    clerk = Browserless(stack.base_url).login("ryw-clerk", "ryw-password-123")
+    created = clerk.post("/api/transactions/", {"amount": "10.00", "currency": "EUR"})
     approval = browser.post(f"/api/transactions/{created.json()['id']}/approve/", {})
     target = approval.json()["position"]
 

@@ -46,6 +46,9 @@ def receive_until(ws, predicate, timeout=20.0):
 def test_an_approvals_request_id_is_in_its_event_and_the_workers_batch_line_and_no_secret_is_logged(live_stack):
     create_live_user("logs-admin", PASSWORD)
     browser = Browserless(live_stack.base_url).login("logs-admin", PASSWORD)
+    # Another user submits: nobody approves their own submission.
+    create_live_user("logs-clerk", PASSWORD)
+    clerk = Browserless(live_stack.base_url).login("logs-clerk", PASSWORD)
     tokens = requests.post(f"{live_stack.base_url}/api/auth/token/", json={"username": "logs-admin", "password": PASSWORD}, timeout=30)
     assert tokens.status_code == 200, tokens.text
     access = tokens.json()["access"]
@@ -57,7 +60,7 @@ def test_an_approvals_request_id_is_in_its_event_and_the_workers_batch_line_and_
 
     with connect(f"{live_stack.ws_url}?ticket={ticket}", open_timeout=15) as ws:
         assert json.loads(ws.recv(timeout=15))["type"] == "snapshot"
-        created = browser.post("/api/transactions/", {"amount": "12.34", "currency": "EUR"})
+        created = clerk.post("/api/transactions/", {"amount": "12.34", "currency": "EUR"})
         assert created.status_code == 201, created.text
         approved = browser.post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "logs"})
         assert approved.status_code == 200, approved.text

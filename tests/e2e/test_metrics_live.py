@@ -61,7 +61,10 @@ def test_metrics_shows_every_series_with_real_values_summed_over_both_web_proces
     metrics_dir = live_stack.log_dir / "metrics"
     create_live_user("metrics-admin", "metrics-password-123")
     browser = Browserless(base).login("metrics-admin", "metrics-password-123")
-    created = browser.post("/api/transactions/", {"amount": "12.34", "currency": "EUR", "occurred_at": "2026-11-18T09:30:00+00:00"})
+    # Another user submits: nobody approves their own submission.
+    create_live_user("metrics-clerk", "metrics-password-123")
+    clerk = Browserless(base).login("metrics-clerk", "metrics-password-123")
+    created = clerk.post("/api/transactions/", {"amount": "12.34", "currency": "EUR", "occurred_at": "2026-11-18T09:30:00+00:00"})
     assert created.status_code == 201, created.text
 
     with connect(live_stack.ws_url, origin=base, additional_headers={"Cookie": browser.cookie_header}) as ws:

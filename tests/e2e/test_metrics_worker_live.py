@@ -91,7 +91,10 @@ def test_it_serves_the_workers_projection_and_task_series_after_an_approval_and_
 
     create_live_user("wmetrics-admin", "wmetrics-password-123")
     browser = Browserless(stack.base_url).login("wmetrics-admin", "wmetrics-password-123")
-    created = browser.post("/api/transactions/", {"amount": "12.34", "currency": "EUR", "occurred_at": "2026-11-18T09:30:00+00:00"})
+    # Another user submits: nobody approves their own submission.
+    create_live_user("wmetrics-clerk", "wmetrics-password-123")
+    clerk = Browserless(stack.base_url).login("wmetrics-clerk", "wmetrics-password-123")
+    created = clerk.post("/api/transactions/", {"amount": "12.34", "currency": "EUR", "occurred_at": "2026-11-18T09:30:00+00:00"})
     assert created.status_code == 201, created.text
     decided = browser.post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "worker metrics"})
     assert decided.status_code == 200, decided.text

@@ -34,6 +34,9 @@ def this_week_total(snapshot, week, currency):
 def test_an_approval_over_http_reaches_a_logged_in_websocket_client_with_the_exact_new_total(live_stack):
     create_live_user("e2e-admin", "e2e-password-123")
     browser = Browserless(live_stack.base_url).login("e2e-admin", "e2e-password-123")
+    # Another user submits: nobody approves their own submission.
+    create_live_user("e2e-clerk", "e2e-password-123")
+    clerk = Browserless(live_stack.base_url).login("e2e-clerk", "e2e-password-123")
     now = datetime.now(timezone.utc)
 
     with connect(live_stack.ws_url, origin=live_stack.base_url, additional_headers={"Cookie": browser.cookie_header}) as ws:
@@ -50,7 +53,7 @@ def test_an_approval_over_http_reaches_a_logged_in_websocket_client_with_the_exa
         # Two approvals: the second task runs in the same worker process as the
         # first, where a per-call event loop would hit "Event loop is closed".
         for amount in ("12.34", "7.66"):
-            created = browser.post("/api/transactions/", {"amount": amount, "currency": "EUR", "occurred_at": now.isoformat()})
+            created = clerk.post("/api/transactions/", {"amount": amount, "currency": "EUR", "occurred_at": now.isoformat()})
             assert created.status_code == 201, created.text
             decided = browser.post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "e2e"})
             assert decided.status_code == 200, decided.text
@@ -104,7 +107,10 @@ def test_fifty_concurrent_approvals_and_rejections_over_http_give_one_200_and_fo
     # One login (a deliberately slow password hash), then ten clients with their own connections on that session.
     racer = Browserless(live_stack.base_url).login("racer", "racer-password-123")
     clients = [racer.clone() for _ in range(10)]
-    txn_id = clients[0].post("/api/transactions/", {"amount": "5.00", "currency": "EUR"}).json()["id"]
+    # Submitted by another user: the submitter's approvals would be 403 (nobody approves their own submission).
+    create_live_user("race-clerk", "racer-password-123")
+    clerk = Browserless(live_stack.base_url).login("race-clerk", "racer-password-123")
+    txn_id = clerk.post("/api/transactions/", {"amount": "5.00", "currency": "EUR"}).json()["id"]
     barrier = Barrier(50)
 
     def approve(n):

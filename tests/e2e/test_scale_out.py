@@ -68,13 +68,15 @@ def rest_income(browser: Browserless) -> tuple[int, dict]:
 
 
 def submit(browser: Browserless, approvals) -> list[int]:
-    """Create and approve each transaction on `browser`'s server, four at a time; the approvals' positions."""
+    """Create (as scale-clerk: nobody approves their own submission) and approve each transaction on `browser`'s
+    server, four at a time; the approvals' positions."""
     now = datetime.now(timezone.utc)
+    clerk = Browserless(browser.base_url).login("scale-clerk", PASSWORD)
 
     def one(approval):
         amount, currency, weeks_ago = approval
         occurred = (now - timedelta(weeks=weeks_ago)).isoformat()
-        created = browser.clone().post("/api/transactions/", {"amount": amount, "currency": currency, "occurred_at": occurred})
+        created = clerk.clone().post("/api/transactions/", {"amount": amount, "currency": currency, "occurred_at": occurred})
         assert created.status_code == 201, created.text
         decided = browser.clone().post(f"/api/transactions/{created.json()['id']}/approve/", {"reason": "scale-out"})
         assert decided.status_code == 200, decided.text
@@ -161,6 +163,7 @@ def worker_queues(sentinel_redis) -> dict[str, list[str]]:
 def test_it_pushes_approvals_sent_to_server_two_to_the_sockets_on_server_one_and_both_end_identical(two_servers, sentinel_redis):
     one, two = two_servers
     create_live_user("scale-admin", PASSWORD)
+    create_live_user("scale-clerk", PASSWORD)
     browser_one = Browserless(one.base_url).login("scale-admin", PASSWORD)
     browser_two = Browserless(two.base_url).login("scale-admin", PASSWORD)
 
@@ -199,6 +202,7 @@ def numsub(server, group: str) -> int:
 def test_it_keeps_both_servers_in_step_through_a_sentinel_failover_of_the_redis_master(two_servers, sentinel_redis):
     one, two = two_servers
     create_live_user("scale-admin", PASSWORD)
+    create_live_user("scale-clerk", PASSWORD)
     browser_one = Browserless(one.base_url).login("scale-admin", PASSWORD)
     browser_two = Browserless(two.base_url).login("scale-admin", PASSWORD)
     before, after = APPROVALS[:6], APPROVALS[6:]

@@ -70,7 +70,12 @@ def test_the_dashboard_reads_well_at_1280x800_and_390x844_and_screenshots_are_wr
             expect(page.locator(f'[data-testid="feed-item"][data-type="transaction.{kind}"][data-id="{txn["id"]}"]')).to_have_count(1)
         expect(status(page)).to_have_attribute("data-state", "connected")
         page.wait_for_function("() => document.querySelector('#chart-box').dataset.drawn === 'true'")
-    wide.wait_for_timeout(1800)  # let the update flashes and chart animation settle
+    # Settled: no update flash or toast still animating (the connection dot pulses for ever) and the chart drawn.
+    for page in (wide, narrow):
+        page.wait_for_function(
+            """() => document.getAnimations().every((a) => a.effect.getTiming().iterations === Infinity)
+                && !Chart.animator.running(Chart.getChart(document.querySelector('[data-testid="income-chart"]')))"""
+        )
 
     wide.screenshot(path=artifacts / "dashboard-1280x800.png", full_page=True)
     wide.screenshot(path=artifacts / "dashboard-1280x800-viewport.png")  # docs/img/dashboard.png

@@ -138,9 +138,24 @@ def test_it_serves_the_workers_projection_and_task_series_after_an_approval_and_
         get(port)
 
 
-def test_it_listens_on_nothing_when_metrics_port_is_unset(live_stack):
-    worker = live_stack.processes["worker"]
-    directory = worker_directory(live_stack, worker)
+@pytest.fixture
+def default_worker(tmp_path):
+    """One worker with the default settings (METRICS_PORT unset) and no web line: nothing else to boot."""
+    require("PostgreSQL", connection.vendor == "postgresql")
+    require("Redis", redis_available())
+    flush_test_redis()
+    stack = LiveStack(env=stack_env(), log_dir=tmp_path)
+    try:
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+        flush_test_redis()
+
+
+def test_it_listens_on_nothing_when_metrics_port_is_unset(default_worker):
+    worker = default_worker.processes["worker"]
+    directory = worker_directory(default_worker, worker)
     assert directory.is_dir()
     assert not (directory / "metrics-port").exists()
     assert listening_ports(worker.pid) == set()

@@ -23,9 +23,10 @@ OUTSIDER = "127.0.0.9"
 HSTS_SECONDS = "60"  # Strict-Transport-Security is only sent on requests Django believes came over HTTPS
 
 
-@pytest.fixture
-def proxied(transactional_db, tmp_path):
-    """The Procfile's web line trusting the proxy's address, and nginx with the shipped config in front."""
+@pytest.fixture(scope="module")
+def proxy_pair(django_db_setup, tmp_path_factory):
+    """The Procfile's web line trusting the proxy's address, and nginx with the shipped config in front: one pair
+    for the module (booting them took most of each test's time; no test changes their configuration)."""
     require("nginx", nginx_binary() is not None)
     require("Redis", redis_available())
     flush_test_redis()
@@ -36,15 +37,23 @@ def proxied(transactional_db, tmp_path):
         DJANGO_SECURE_COOKIES="true",  # as in production: the cookies only travel over HTTPS
         WEB_CONCURRENCY="1",
     )
-    stack = LiveStack(env=env, log_dir=tmp_path)
+    work = tmp_path_factory.mktemp("proxied")
+    stack = LiveStack(env=env, log_dir=work)
     try:
         stack.start_server()
-        proxy = start_proxy(stack, tmp_path)
-        yield stack, proxy
-        assert proxy.process.popen.poll() is None, proxy.process.output()
+        yield stack, start_proxy(stack, work)
     finally:
         stack.stop()
         flush_test_redis()
+
+
+@pytest.fixture
+def proxied(transactional_db, proxy_pair):
+    """The module's pair, with an empty test database for each test; both still running after it."""
+    stack, proxy = proxy_pair
+    yield stack, proxy
+    assert proxy.process.popen.poll() is None, proxy.process.output()
+    assert stack.processes["uvicorn"].popen.poll() is None, stack.processes["uvicorn"].output()
 
 
 def request(port, path, *, source, headers=None, method="GET", body=None, tls=None):
@@ -69,6 +78,7 @@ def sees_readyz_detail(status_headers_body) -> bool:
 
 def test_it_passes_the_websocket_upgrade_through_to_the_dashboard_stream(proxied):
     stack, proxy = proxied
+    logged_before = len(proxy.process.output())  # the module's nginx: only this test's part of its log counts
     create_live_user("proxy-admin", "proxy-password-123")
     status, _, body = request(
         proxy.tls_port, "/api/auth/token/", source=INSIDER, tls=proxy.client_tls, method="POST",
@@ -92,7 +102,8 @@ def test_it_passes_the_websocket_upgrade_through_to_the_dashboard_stream(proxied
         ws.send('{"type":"ping"}')
         assert json.loads(ws.recv(timeout=10)) == {"type": "pong"}
     # The ticket never reaches the proxy's access log (stdout): only the path does.
-    assert "/ws/dashboard/" in proxy.process.output() and ticket not in proxy.process.output()
+    access_log = proxy.process.output()[logged_before:]
+    assert "/ws/dashboard/" in access_log and ticket not in proxy.process.output()
 
 
 def test_it_signs_a_browser_in_through_the_proxy_with_secure_cookies_and_csrf_checks(proxied):

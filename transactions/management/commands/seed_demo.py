@@ -17,8 +17,10 @@ DEMO_PASSWORD = "ledgerpulse-demo"
 # Who submits the demo's transactions: a process, not a login, so the demo admin may approve them
 # (nobody approves their own submission). Their submitted_by says "seed_demo".
 SEED_ACTOR = "seed_demo"
-# One approval in this many is reversed afterwards (a refund), so the demo shows corrections.
-REVERSE_EVERY = 15
+# Per currency, the smallest approval of the last few days is reversed afterwards (a refund), so the
+# demo shows corrections. Only small, recent ones: a reversal counts in the week it happens (this one,
+# at seeding time), and refunds of older income would all land there and push its net below zero.
+RECENT = timedelta(days=3)
 
 
 class Command(BaseCommand):
@@ -59,7 +61,7 @@ class Command(BaseCommand):
     def _seed(self, actor, count, weeks, rng):
         now = timezone.now()
         span = timedelta(weeks=weeks)
-        approvals = 0
+        refundable = {}  # currency -> (amount, id) of its smallest recent approval
         for _ in range(count):
             currency = rng.choice(list(CURRENCIES))
             low, high, digits = CURRENCIES[currency]
@@ -80,10 +82,11 @@ class Command(BaseCommand):
                 # Under APPROVAL_DUAL_CONTROL a large one stays awaiting a second approver (someone
                 # other than the demo admin): nothing special, that is what the setting means.
                 decision = services.transaction_approve(transaction_id=txn.id, actor=actor, reason="demo")
-                approvals += 1
-                if approvals % REVERSE_EVERY == 0 and decision.transaction.status == TransactionStatus.APPROVED:
-                    services.transaction_reverse(transaction_id=txn.id, actor=actor, reason="demo: refunded to the customer")
+                if decision.transaction.status == TransactionStatus.APPROVED and occurred_at > now - RECENT:
+                    refundable[currency] = min(refundable.get(currency, (amount, txn.id)), (amount, txn.id))
             elif roll < 0.88:
                 services.transaction_reject(transaction_id=txn.id, actor=actor, reason="demo: duplicate invoice")
+        for _, transaction_id in refundable.values():
+            services.transaction_reverse(transaction_id=transaction_id, actor=actor, reason="demo: refunded to the customer")
         statuses = Counter(Transaction.objects.values_list("status", flat=True))
         self.stdout.write(f"seeded {count} transactions: " + ", ".join(f"{statuses[s]} {s.replace('_', ' ')}" for s in TransactionStatus.values if statuses[s]))

@@ -48,7 +48,10 @@ class TransactionListCreateApi(APIView):
         summary="List transactions",
         description="Newest first, cursor-paginated: follow `next` until it is null.",
         parameters=[
-            OpenApiParameter("status", str, enum=[value for value, _ in TransactionStatus.choices]),
+            OpenApiParameter(
+                "status", str, enum=[value for value, _ in TransactionStatus.choices], many=True, style="form", explode=False,
+                description="One status or several, comma-separated: `pending,awaiting_second_approval` (an unknown or empty one is a 400)",
+            ),
             OpenApiParameter("currency", CURRENCY_PARAMETER, description="ISO 4217 code"),
             OpenApiParameter("occurred_after", OpenApiTypes.DATETIME, description="occurred_at >= this"),
             OpenApiParameter("occurred_before", OpenApiTypes.DATETIME, description="occurred_at < this"),

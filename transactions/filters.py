@@ -5,7 +5,7 @@ from datetime import timezone
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
-from django_filters.fields import IsoDateTimeField
+from django_filters.fields import BaseCSVField, IsoDateTimeField
 
 from core.fields import is_iso_datetime
 from core.money import MoneyError, normalize_currency
@@ -59,8 +59,23 @@ class AsciiDecimalFilter(django_filters.NumberFilter):
     field_class = AsciiDecimalField
 
 
+class NoEmptyItemsCSVField(BaseCSVField):
+    """Comma-separated values where an empty item ("pending,") is a mistake, not "no filter"."""
+
+    def clean(self, value):
+        if value is not None and any(item.strip() == "" for item in value):
+            raise ValidationError("must be one or more comma-separated values, none of them empty")
+        return super().clean(value)
+
+
+class StatusInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
+    """`?status=pending,awaiting_second_approval`: one or more statuses, each a known one."""
+
+    base_field_class = NoEmptyItemsCSVField
+
+
 class TransactionFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=TransactionStatus.choices)
+    status = StatusInFilter(choices=TransactionStatus.choices)
     currency = django_filters.CharFilter(method="filter_currency", validators=[validate_currency])
     occurred_after = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
     occurred_before = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")

@@ -1,4 +1,5 @@
 """The transactions REST API: shapes, status codes, permissions and problem+json errors."""
+from decimal import Decimal
 import uuid
 
 import pytest
@@ -106,6 +107,26 @@ def test_the_list_filters_on_status_and_currency(api):
 
 def test_an_unknown_status_filter_is_a_400_problem(api):
     assert_problem(api.get("/api/transactions/", {"status": "maybe"}), 400, "status")
+
+
+def test_it_filters_on_several_statuses_given_comma_separated(api, settings):
+    settings.APPROVAL_DUAL_CONTROL = {"EUR": Decimal("100.00")}
+    pending, awaiting, approved, rejected = submit(), submit("500.00"), submit(), submit()
+    for txn in (awaiting, approved):
+        api.post(f"/api/transactions/{txn.id}/approve/", {}, format="json")
+    api.post(f"/api/transactions/{rejected.id}/reject/", {"reason": "no"}, format="json")
+    response = api.get("/api/transactions/", {"status": "pending,awaiting_second_approval"})
+    assert response.status_code == 200, response.content
+    assert {t["id"] for t in response.json()["results"]} == {str(pending.id), str(awaiting.id)}
+    one = api.get("/api/transactions/", {"status": "rejected"}).json()["results"]
+    assert [t["id"] for t in one] == [str(rejected.id)]
+
+
+@pytest.mark.parametrize("value", ["pending,maybe", "pending,", ",pending", "pending,,approved", "PENDING", "pending, approved"])
+def test_it_refuses_a_status_list_with_any_unknown_or_empty_value_naming_the_status_field(api, value):
+    submit()
+    body = assert_problem(api.get("/api/transactions/", {"status": value}), 400, "status")
+    assert body["code"] == "invalid_request"
 
 
 def test_the_detail_answers_the_transaction_and_404_for_an_unknown_id(api):
@@ -428,6 +449,7 @@ def test_the_schema_documents_the_reverse_endpoint_the_statuses_and_the_new_fiel
     assert {"200", "400", "403", "404", "409", "422"} <= set(reverse["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in reverse["parameters"])
     [status] = [p for p in schema["paths"]["/api/transactions/"]["get"]["parameters"] if p["name"] == "status"]
-    assert sorted(status["schema"]["enum"]) == ["approved", "awaiting_second_approval", "pending", "rejected", "reversed"]
+    assert sorted(status["schema"]["items"]["enum"]) == ["approved", "awaiting_second_approval", "pending", "rejected", "reversed"]
+    assert (status["schema"]["type"], status["style"], status["explode"]) == ("array", "form", False)  # comma-separated
     properties = schema["components"]["schemas"]["TransactionOutput"]["properties"]
     assert {"submitted_by", "first_approved_by"} <= set(properties)

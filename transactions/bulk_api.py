@@ -1,6 +1,5 @@
 """REST view for bulk decisions: validate the whole body, run transactions.bulk, answer each item's outcome."""
 import re
-from collections.abc import Mapping
 from types import SimpleNamespace
 
 from django.urls import reverse
@@ -15,28 +14,9 @@ from core.problems import problem_exception_handler
 from core.schema import IDEMPOTENCY_KEY, PROBLEM_RESPONSES, Problem
 from transactions import bulk
 from transactions.api import CanDecide
-from transactions.serializers import TransactionOutput, transaction_payload
+from transactions.serializers import StrictObject, TransactionOutput, transaction_payload
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-class _Strict(serializers.Serializer):
-    """A JSON object with only the declared keys: a misspelt `expected_verison` must not be ignored."""
-
-    default_error_messages = {"unknown": "Unknown field."}
-
-    def to_internal_value(self, data):
-        unknown = {key: [self.error_messages["unknown"]] for key in data if key not in self.fields} if isinstance(data, Mapping) else {}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            if unknown and isinstance(exc.detail, dict):
-                # Every field at fault at once, the unknown ones included.
-                raise serializers.ValidationError({**exc.detail, **unknown}, code="unknown") from None
-            raise
-        if unknown:
-            raise serializers.ValidationError(unknown, code="unknown")
-        return value
 
 
 class TransactionIdField(serializers.UUIDField):
@@ -50,7 +30,7 @@ class TransactionIdField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
-class BulkDecisionInput(_Strict):
+class BulkDecisionInput(StrictObject):
     """One decision: the transaction, what to do with it, why, and optionally the version it must be at."""
 
     id = TransactionIdField()
@@ -62,7 +42,7 @@ class BulkDecisionInput(_Strict):
     expected_version = StrictIntegerField(min_value=1, required=False)
 
 
-class BulkDecisionsInput(_Strict):
+class BulkDecisionsInput(StrictObject):
     """1 to 500 decisions, run in order. Unknown fields, here or in an item, are refused."""
 
     # A ListField rather than many=True: the schema then says minItems and maxItems.

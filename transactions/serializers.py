@@ -1,5 +1,6 @@
 """Input and output serializers for the transactions API: validate in, plain JSON out."""
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
 from django.utils import timezone
@@ -88,17 +89,36 @@ class TransactionCreateInput(serializers.Serializer):
         return value
 
 
-class ApproveInput(serializers.Serializer):
+class StrictObject(serializers.Serializer):
+    """A JSON object with only the declared keys: a misspelt `expected_verison` must not be ignored."""
+
+    default_error_messages = {"unknown": "Unknown field."}
+
+    def to_internal_value(self, data):
+        unknown = {key: [self.error_messages["unknown"]] for key in data if key not in self.fields} if isinstance(data, Mapping) else {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                # Every field at fault at once, the unknown ones included.
+                raise serializers.ValidationError({**exc.detail, **unknown}, code="unknown") from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown, code="unknown")
+        return value
+
+
+class ApproveInput(StrictObject):
     reason = StrictTextField(max_length=1000, multiline=True, required=False, allow_blank=True, default="")
     expected_version = StrictIntegerField(min_value=1, required=False)
 
 
-class RejectInput(serializers.Serializer):
+class RejectInput(StrictObject):
     reason = StrictTextField(max_length=1000, multiline=True)
     expected_version = StrictIntegerField(min_value=1, required=False)
 
 
-class ReverseInput(serializers.Serializer):
+class ReverseInput(StrictObject):
     reason = StrictTextField(max_length=1000, multiline=True, help_text="Why: a refund, a chargeback, approved by mistake")
     expected_version = StrictIntegerField(min_value=1, required=False)
 

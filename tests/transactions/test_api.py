@@ -362,6 +362,17 @@ def test_reversing_needs_a_reason(api, body):
     assert Transaction.objects.get(pk=txn.id).status == "approved"
 
 
+@pytest.mark.parametrize("action", ["approve", "reject", "reverse"])
+def test_it_refuses_a_decision_with_a_misspelt_field_instead_of_deciding_without_its_guard(api, action):
+    # `expected_verison` ignored would decide whatever the version now is: the check the caller asked for, skipped.
+    txn = approved_by_someone_else() if action == "reverse" else submit()
+    before = eventstore.last_position()
+    response = api.post(f"/api/transactions/{txn.id}/{action}/", {"reason": "r", "expected_verison": 99}, format="json")
+    body = assert_problem(response, 400, "expected_verison")
+    assert body["code"] == "invalid_request"
+    assert eventstore.last_position() == before
+
+
 def test_reversing_with_a_stale_expected_version_is_a_409_problem(api):
     txn = approved_by_someone_else()
     body = assert_problem(api.post(f"/api/transactions/{txn.id}/reverse/", {"reason": "r", "expected_version": 1}, format="json"), 409)

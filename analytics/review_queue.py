@@ -25,7 +25,7 @@ from analytics.models import (
 )
 from analytics.rebuild import EventStoreBusy
 from analytics.registry import Projection, Rebuilt
-from analytics.review_queue_selectors import NAME, queue_now, week_objects
+from analytics.review_queue_selectors import NAME, queue_now, stored_from_rows, stored_statement, week_objects
 from analytics.selectors import current_week_start
 from core import eventstore
 from core.db import consistent_read
@@ -65,48 +65,109 @@ def _fold(records: list[tuple], known: dict[str, datetime]) -> rqf.ReviewBatch:
 
 def apply_review_events(events) -> tuple[list[date], bool]:
     """Add a batch's events to the rows (the caller holds the transaction); the weeks changed and whether pending changed."""
+    statements, weeks, pending_changed = _batch_writes(events)
+    _execute_all(statements)
+    return weeks, pending_changed
+
+
+def _batch_writes(events) -> tuple[list[tuple[str, list]], list[date], bool]:
+    """The batch's writes as (sql, params) statements, not yet run; the weeks they change and whether pending changes.
+
+    Two round trips on PostgreSQL, however many events: the pending rows of the transactions the
+    batch decides are deleted here and their submission times come back (the fold needs them);
+    every other write goes in the one multi-statement execute of _execute_all, with the read of the
+    batch's messages after them (ReviewQueue.apply).
+    """
     records = _records(events)
     if not records:
-        return [], False
+        return [], [], False
     submitted_here = {r[2] for r in records if r[1] == rqf.SUBMITTED}
     asked = {r[2] for r in records if r[1] in rqf.TIMED_KINDS} - submitted_here
-    known = {
-        str(tid): at
-        for tid, at in ReviewQueuePending.objects.filter(transaction_id__in=asked).values_list("transaction_id", "submitted_at")
-    } if asked else {}
+    # A decided transaction that was pending is resolved by this batch (rqf.review_batch resolves
+    # exactly the asked ones it knows), so deleting them all up front is what the fold asks for.
+    known = _take_pending(asked) if asked else {}
     batch = _fold(records, known)
-    if batch.resolved:
-        ReviewQueuePending.objects.filter(transaction_id__in=batch.resolved).delete()
+    statements = []
     if batch.submitted:
-        ReviewQueuePending.objects.bulk_create(
-            [ReviewQueuePending(transaction_id=tid, submitted_at=at, position=pos) for tid, (at, pos) in batch.submitted.items()],
-            batch_size=INSERT_ROWS,
+        statements += _insert_statements(
+            ReviewQueuePending, ("transaction_id", "submitted_at", "position"),
+            [(tid, at, pos) for tid, (at, pos) in batch.submitted.items()],
         )
     decisions = batch.decisions
-    if decisions.empty:
-        return [], batch.pending_changed
-    ReviewQueueDecision.objects.bulk_create(_decision_rows(decisions), batch_size=INSERT_ROWS)
-    counts = rqf.week_counts(decisions)
-    _add_week_counts(counts)
-    _add_admin_counts(counts)
-    timed_weeks = sorted(set(decisions.loc[decisions["seconds"].notna(), "week_start"]))
-    for week in timed_weeks:
-        _update_percentiles(week)
-    return sorted(counts), batch.pending_changed
+    weeks: list[date] = []
+    if not decisions.empty:
+        statements += _insert_statements(ReviewQueueDecision, DECISION_FIELDS, _decision_values(decisions))
+        counts = rqf.week_counts(decisions)
+        statements.append(_week_counts_statement(counts))
+        statements.append(_admin_counts_statement(counts))
+        timed_weeks = sorted(set(decisions.loc[decisions["seconds"].notna(), "week_start"]))
+        statements += [_percentiles_statement(week) for week in timed_weeks]
+        weeks = sorted(counts)
+    return statements, weeks, batch.pending_changed
 
 
-def _decision_rows(decisions: pd.DataFrame) -> list[ReviewQueueDecision]:
-    return [
-        ReviewQueueDecision(
-            position=int(position), transaction_id=tid, week_start=week, kind=kind, actor=actor,
-            seconds=None if seconds is None or pd.isna(seconds) else int(seconds),
+def _take_pending(transaction_ids: set[str]) -> dict[str, datetime]:
+    """Delete these transactions' pending rows; their submission times, by transaction id (one statement)."""
+    taken = ReviewQueuePending.objects.filter(transaction_id__in=transaction_ids)
+    if connection.vendor != "postgresql":
+        known = {str(tid): at for tid, at in taken.values_list("transaction_id", "submitted_at")}
+        taken.delete()
+        return known
+    table = connection.ops.quote_name(ReviewQueuePending._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE transaction_id = ANY(%s::uuid[]) RETURNING transaction_id, submitted_at",
+            [sorted(transaction_ids)],
         )
+        return {str(tid): at for tid, at in cursor.fetchall()}
+
+
+def _execute_all(statements: list[tuple[str, list]]) -> list[tuple] | None:
+    """Run (sql, params) statements in order; the rows the last one returned (None if it returns none).
+
+    In one round trip on PostgreSQL (Django's psycopg cursors bind client-side, which allows several
+    statements in one execute; each sees the ones before it), one by one elsewhere.
+    """
+    if not statements:
+        return None
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(";\n".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+            while cursor.nextset():  # to the last statement's result
+                pass
+        else:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def _insert_statements(model, fields: tuple[str, ...], rows: list[tuple]) -> list[tuple[str, list]]:
+    """Multi-row INSERTs of `rows` into `model`'s table, INSERT_ROWS rows each."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f) for f in fields)
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    return [
+        (f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([placeholder] * len(part)), [v for row in part for v in row])
+        for part in (rows[start:start + INSERT_ROWS] for start in range(0, len(rows), INSERT_ROWS))
+    ]
+
+
+DECISION_FIELDS = ("position", "transaction_id", "week_start", "kind", "actor", "seconds")
+
+
+def _decision_values(decisions: pd.DataFrame) -> list[tuple]:
+    return [
+        (int(position), tid, week, kind, actor, None if seconds is None or pd.isna(seconds) else int(seconds))
         for position, tid, week, kind, actor, seconds in decisions[rqf.DECISION_COLUMNS].itertuples(index=False, name=None)
     ]
 
 
-def _add_week_counts(counts: dict[date, dict]) -> None:
-    """Upsert each week's increments in one statement."""
+def _decision_rows(decisions: pd.DataFrame) -> list[ReviewQueueDecision]:
+    return [ReviewQueueDecision(**dict(zip(DECISION_FIELDS, values))) for values in _decision_values(decisions)]
+
+
+def _week_counts_statement(counts: dict[date, dict]) -> tuple[str, list]:
+    """Each week's increments, upserted by one statement."""
     table = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
     values, params = [], []
     for week, entry in counts.items():
@@ -120,11 +181,10 @@ def _add_week_counts(counts: dict[date, dict]) -> None:
             reversed = t.reversed + excluded.reversed,
             last_position = CASE WHEN excluded.last_position > t.last_position THEN excluded.last_position ELSE t.last_position END
     """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return sql, params
 
 
-def _add_admin_counts(counts: dict[date, dict]) -> None:
+def _admin_counts_statement(counts: dict[date, dict]) -> tuple[str, list]:
     table = connection.ops.quote_name(ReviewQueueAdminWeek._meta.db_table)
     values, params = [], []
     for week, entry in counts.items():
@@ -135,41 +195,50 @@ def _add_admin_counts(counts: dict[date, dict]) -> None:
         INSERT INTO {table} AS t (week_start, actor, decisions) VALUES {", ".join(values)}
         ON CONFLICT (week_start, actor) DO UPDATE SET decisions = t.decisions + excluded.decisions
     """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return sql, params
 
 
-def _update_percentiles(week: date) -> None:
+def _percentiles_statement(week: date) -> tuple[str, list]:
     """Set the week's nearest-rank p50 and p90 from its decision rows, in one statement.
 
     Each walks the (week_start, seconds) index to rank ceil(p * n / 100), written as
     (p * n + 99) / 100 in integer division: rqf.percentile_rank's formula (the rebuild uses that
     one, and the tests compare both on every cut of a log). The week has a timed decision (n >= 1).
     Cost: linear in the week's decisions, inside the database (a week of 100,000 decisions is a
-    walk of about 150,000 index entries per batch), nothing read into Python.
+    walk of about 150,000 index entries per batch), nothing read into Python. It runs after the
+    batch's decision rows are inserted (statement order in _execute_all).
     """
     decisions = connection.ops.quote_name(ReviewQueueDecision._meta.db_table)
     weeks = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
     timed = f"FROM {decisions} WHERE week_start = %s AND seconds IS NOT NULL"
     at_rank = f"(SELECT seconds {timed} ORDER BY seconds LIMIT 1 OFFSET (SELECT (%s * COUNT(*) + 99) / 100 - 1 {timed}))"
     p50, p90 = rqf.PERCENTILES
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {weeks} SET p50_seconds = {at_rank}, p90_seconds = {at_rank} WHERE week_start = %s",
-            [week, p50, week, week, p90, week, week],
-        )
+    return (
+        f"UPDATE {weeks} SET p50_seconds = {at_rank}, p90_seconds = {at_rank} WHERE week_start = %s",
+        [week, p50, week, week, p90, week, week],
+    )
 
 
 # ---- messages ---------------------------------------------------------------------------------------
 
-def review_queue_messages(weeks: list[date], pending_changed: bool, *, seq: int, now: datetime | None = None) -> list[dict]:
-    """One `review_queue.updated` per week the batch changed, each with pending now; when only pending
-    changed (submissions), one for the current week, which is what the dashboard's tiles show."""
+def message_weeks(weeks: list[date], pending_changed: bool, now: datetime) -> list[date]:
+    """The weeks a batch's messages show: those it changed; when only pending changed (submissions),
+    the current week, which is what the dashboard's tiles show; none when nothing changed."""
     if not weeks and not pending_changed:
         return []
+    return weeks or [current_week_start(now)]
+
+
+def review_queue_messages(
+    weeks: list[date], pending_changed: bool, *, seq: int, now: datetime | None = None, stored=None,
+) -> list[dict]:
+    """One `review_queue.updated` per week the batch changed, each with pending now (read now, or
+    `stored`: the rows of those weeks read already, with the batch's writes)."""
     now = now or timezone.now()
-    weeks = weeks or [current_week_start(now)]
-    _, pending, objects = queue_now(weeks, now)
+    weeks = message_weeks(weeks, pending_changed, now)
+    if not weeks:
+        return []
+    _, pending, objects = queue_now(weeks, now, stored=stored)
     return [{"type": MESSAGE_TYPE, "seq": seq, "week": objects[week], "pending": pending} for week in weeks]
 
 
@@ -389,8 +458,16 @@ class ReviewQueue(Projection):
     handles = frozenset(KINDS)
 
     def apply(self, events: list, *, through: int) -> list[dict]:
-        weeks, pending_changed = apply_review_events(events)
-        return review_queue_messages(weeks, pending_changed, seq=through)
+        # The writes and the read of the messages' rows after them: one round trip (plus the pending
+        # rows' delete, when the batch decides something).
+        statements, weeks, pending_changed = _batch_writes(events)
+        now = timezone.now()
+        shown = message_weeks(weeks, pending_changed, now)
+        if not shown:
+            _execute_all(statements)
+            return []
+        rows = _execute_all([*statements, stored_statement(shown)])
+        return review_queue_messages(weeks, pending_changed, seq=through, now=now, stored=stored_from_rows(shown, rows))
 
     def rebuild(self, *, readers: int) -> Rebuilt:
         # One reader: this projection reads only the columns it needs, once.

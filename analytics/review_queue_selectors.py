@@ -51,8 +51,15 @@ def _stored(weeks: list[date]) -> _Stored:
     """The checkpoint, pending now and these weeks' rows with their admins, in one statement.
 
     One statement reads one snapshot: the position, the pending figures and the weeks agree without
-    a transaction, in one round trip (the projector runs this for every batch's messages).
+    a transaction, in one round trip (the projector sends it with its batch's writes: stored_statement).
     """
+    with connection.cursor() as cursor:
+        cursor.execute(*stored_statement(weeks))
+        return stored_from_rows(weeks, cursor.fetchall())
+
+
+def stored_statement(weeks: list[date]) -> tuple[str, list]:
+    """_stored's statement and parameters."""
     checkpoint, pending = ProjectionCheckpoint._meta.db_table, ReviewQueuePending._meta.db_table
     week_table, admin_table = ReviewQueueWeek._meta.db_table, ReviewQueueAdminWeek._meta.db_table
     if len(weeks) <= 60:
@@ -69,18 +76,21 @@ def _stored(weeks: list[date]) -> _Stored:
         UNION ALL
         SELECT 2, week_start, actor, decisions, NULL, NULL, NULL, NULL, NULL FROM {admin_table} WHERE {where}
     """
+    return sql, [NAME, *week_params, *week_params]
+
+
+def stored_from_rows(weeks: list[date], fetched: list[tuple]) -> _Stored:
+    """_stored's result from the rows its statement returned."""
     as_of, pending_figures, rows, admins = 0, (0, None), {}, defaultdict(dict)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [NAME, *week_params, *week_params])
-        for kind, week, actor, a, b, c, d, e, at in cursor.fetchall():
-            if kind == 0:
-                as_of, pending_figures = int(a or 0), (int(b), _aware(at))
-                continue
-            week = week if isinstance(week, date) else date.fromisoformat(week)
-            if kind == 1:
-                rows[week] = (a, b, c, d, e)
-            else:
-                admins[week][actor] = int(a)
+    for kind, week, actor, a, b, c, d, e, at in fetched:
+        if kind == 0:
+            as_of, pending_figures = int(a or 0), (int(b), _aware(at))
+            continue
+        week = week if isinstance(week, date) else date.fromisoformat(week)
+        if kind == 1:
+            rows[week] = (a, b, c, d, e)
+        else:
+            admins[week][actor] = int(a)
     objects = {}
     for week in weeks:
         if week not in rows:
@@ -98,9 +108,9 @@ def week_objects(weeks: list[date]) -> dict[date, dict]:
     return _stored(weeks).weeks if weeks else {}
 
 
-def queue_now(weeks: list[date], now: datetime | None = None) -> tuple[int, dict, dict[date, dict]]:
-    """(as_of, pending now, these weeks' objects) from one statement."""
-    stored = _stored(weeks)
+def queue_now(weeks: list[date], now: datetime | None = None, *, stored: _Stored | None = None) -> tuple[int, dict, dict[date, dict]]:
+    """(as_of, pending now, these weeks' objects) from one statement (or from `stored`, its result read already)."""
+    stored = stored or _stored(weeks)
     count, oldest = stored.pending
     return stored.as_of, rqf.pending_object(count, oldest, now=now or timezone.now()), stored.weeks
 

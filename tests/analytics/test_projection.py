@@ -296,3 +296,61 @@ def test_an_event_that_took_a_lower_position_but_commits_later_is_still_projecte
     project_all()
     assert totals()[(date(2026, 11, 16), "EUR")] == (1200, 2)
     assert checkpoint() == eventstore.last_position()
+
+
+def round_trips_of_next_batch() -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        project_next_batch()
+    # The test's own savepoint around the atomic block is not the projector's (its BEGIN and COMMIT
+    # are not captured: the same count either way).
+    return [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+
+
+@pytest.fixture
+def only_weekly_income(monkeypatch):
+    from analytics import registry
+
+    monkeypatch.setattr(registry, "PROJECTIONS", ("analytics.projection.WeeklyIncomeProjection",))
+    registry.projections.cache_clear()
+    yield
+    registry.projections.cache_clear()
+
+
+def an_idle_approval() -> None:
+    """What an idle dashboard waits for: one approval of a transaction submitted (and projected) earlier."""
+    approved("10.00", "EUR", MON)
+    pending = submit("5.00", "EUR", MON, actor="clerk")
+    project_all()
+    services.transaction_approve(transaction_id=pending.id, actor="boss")
+
+
+def test_it_projects_an_idle_approval_for_weekly_income_alone_in_six_round_trips(only_weekly_income):
+    an_idle_approval()
+    # Lock the checkpoints, read the batch, upsert the rows, insert their history, move the
+    # checkpoints, read the transactions for their messages (and BEGIN/COMMIT around them).
+    assert len(round_trips_of_next_batch()) == 6
+
+
+def test_the_review_queue_adds_two_round_trips_to_an_idle_approval_however_many_tables_it_writes():
+    an_idle_approval()
+    trips = round_trips_of_next_batch()
+    # Its pending row's delete (which hands back the submission time), then its decision, counts,
+    # admin counts, percentiles and the read of its message's rows, in one multi-statement execute.
+    assert len(trips) == 8
+    assert ProjectionCheckpoint.objects.get(name="review_queue").position == eventstore.last_position()
+    from analytics.review_queue_selectors import review_queue
+
+    week = review_queue(start=date(2026, 11, 16), end=date(2026, 11, 16)).weeks[0]
+    assert (week["approved"], week["by_admin"]) == (2, [{"actor": "boss", "decisions": 1}, {"actor": "tester", "decisions": 1}])
+
+
+def test_a_batch_of_submissions_only_costs_the_review_queue_one_round_trip():
+    approved("10.00", "EUR", MON)
+    project_all()
+    submit("5.00", "EUR", MON, actor="clerk")
+    submit("6.00", "EUR", MON, actor="clerk")
+    # Weekly income handles none of them and is not called: lock, read, the queue's writes and read, move, messages.
+    assert len(round_trips_of_next_batch()) == 5

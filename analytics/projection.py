@@ -190,17 +190,22 @@ def _apply(running: pd.DataFrame, tables: Tables = LIVE) -> list[WeeklyIncome]:
         ws, cur, position, sums = row[0], row[1], int(row[2]), tuple(int(v) for v in row[3:])
         entries.append((ws, cur, position, sums))
         batch_sums[(ws, cur)] = (position, sums)
-    stored = _add_to_rows(batch_sums, tables.income)
-    history, changed = [], []
-    for ws, cur, position, sums in entries:
-        after_batch, _ = stored[(ws, cur)]
-        _, batch_total = batch_sums[(ws, cur)]
-        # What the row held before this batch, plus the batch's running sums up to this event.
-        history.append((ws, cur, position, *(a - b + s for a, b, s in zip(after_batch, batch_total, sums))))
-    for (ws, cur), (sums, last_position) in sorted(stored.items()):
-        changed.append(WeeklyIncome(week_start=ws, currency=cur, last_position=last_position, **dict(zip(SUMS, sums))))
-    _insert_history(history, tables.history)
-    return changed
+    if connection.vendor == "postgresql" and len(entries) <= HISTORY_INSERT_ROWS:
+        # A live batch: one round trip for both (the history rows computed by the statement).
+        stored = _add_to_rows(batch_sums, tables.income, history=(entries, tables.history))
+    else:
+        stored = _add_to_rows(batch_sums, tables.income)
+        history = []
+        for ws, cur, position, sums in entries:
+            after_batch, _ = stored[(ws, cur)]
+            _, batch_total = batch_sums[(ws, cur)]
+            # What the row held before this batch, plus the batch's running sums up to this event.
+            history.append((ws, cur, position, *(a - b + s for a, b, s in zip(after_batch, batch_total, sums))))
+        _insert_history(history, tables.history)
+    return [
+        WeeklyIncome(week_start=ws, currency=cur, last_position=last_position, **dict(zip(SUMS, sums)))
+        for (ws, cur), (sums, last_position) in sorted(stored.items())
+    ]
 
 
 def _insert_history(history: list[tuple], table: str) -> None:
@@ -219,16 +224,22 @@ def _insert_history(history: list[tuple], table: str) -> None:
 
 
 def _add_to_rows(
-    batch_sums: dict[tuple, tuple[int, tuple[int, ...]]], table: str = LIVE.income
+    batch_sums: dict[tuple, tuple[int, tuple[int, ...]]], table: str = LIVE.income, *, history: tuple[list, str] | None = None,
 ) -> dict[tuple, tuple[tuple[int, ...], int]]:
-    """Upsert each bucket's increments in one statement; its stored (SUMS, last_position) after it."""
+    """Upsert each bucket's increments in one statement; its stored (SUMS, last_position) after it.
+
+    With `history` ((week_start, currency, position, SUMS running within the batch) per event, and
+    its table; PostgreSQL only), the same statement inserts the history rows too: each is what its
+    row holds after the upsert, less the batch's sums, plus the running sums up to that event.
+    """
     table = connection.ops.quote_name(table)
+    row = "(" + ", ".join(["%s"] * (3 + len(SUMS))) + ")"
     values, params = [], []
     for (ws, cur), (position, sums) in batch_sums.items():
-        values.append("(" + ", ".join(["%s"] * (3 + len(SUMS))) + ")")
+        values.append(row)
         params += [ws, cur, position, *sums]
     added = ",\n            ".join(f"{name} = t.{name} + excluded.{name}" for name in SUMS)
-    sql = f"""
+    upsert = f"""
         INSERT INTO {table} AS t (week_start, currency, last_position, {", ".join(SUMS)})
         VALUES {", ".join(values)}
         ON CONFLICT (week_start, currency) DO UPDATE SET
@@ -236,6 +247,27 @@ def _add_to_rows(
             last_position = CASE WHEN excluded.last_position > t.last_position THEN excluded.last_position ELSE t.last_position END
         RETURNING week_start, currency, last_position, {", ".join(SUMS)}
     """
+    if history is None:
+        sql = upsert
+    else:
+        entries, history_table = history
+        columns = ", ".join(("week_start", "currency", "position", *SUMS))
+        batch_columns = ", ".join(("week_start", "currency", "last_position", *SUMS))
+        running = ", ".join(f"up.{name} - b.{name} + e.{name}" for name in SUMS)
+        # The batch's sums are sent twice (upsert and subtraction) rather than read back from the
+        # upsert's input: excluded.* is not visible outside ON CONFLICT.
+        sql = f"""
+            WITH up AS ({upsert}),
+            b ({batch_columns}) AS (VALUES {", ".join(values)}),
+            e ({columns}) AS (VALUES {", ".join([row] * len(entries))}),
+            h AS (
+                INSERT INTO {connection.ops.quote_name(history_table)} ({columns})
+                SELECT e.week_start, e.currency, e.position, {running}
+                FROM e JOIN b USING (week_start, currency) JOIN up USING (week_start, currency)
+            )
+            SELECT * FROM up
+        """
+        params = [*params, *params, *(value for ws, cur, position, sums in entries for value in (ws, cur, position, *sums))]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         returned = cursor.fetchall()

@@ -112,7 +112,7 @@ def test_it_sends_each_transaction_as_the_rest_api_shows_it(api):
     assert submitted == {**shown, "status": "pending", "version": 1, "decided_at": None, "decided_by": "", "decision_reason": ""}
 
 
-def test_it_writes_a_batch_in_two_statements_however_many_buckets_it_touches():
+def test_it_writes_a_batch_in_one_statement_however_many_buckets_it_touches():
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -123,9 +123,9 @@ def test_it_writes_a_batch_in_two_statements_however_many_buckets_it_touches():
     approved("1500", "JPY", NEXT_MON)
     with CaptureQueriesContext(connection) as queries:
         project_next_batch()
-    # The rows get their increments in one upsert (new totals returned), the history one insert.
+    # The rows get their increments in one upsert (new totals returned) whose statement inserts the history too.
     writes = [q["sql"] for q in queries.captured_queries if "analytics_weeklyincome" in q["sql"]]
-    assert len(writes) == 2
+    assert len(writes) == 1
     assert totals() == {
         (date(2026, 11, 16), "EUR"): (1500, 2), (date(2026, 11, 16), "USD"): (700, 1), (date(2026, 11, 23), "JPY"): (1500, 1),
     }
@@ -327,11 +327,11 @@ def an_idle_approval() -> None:
     services.transaction_approve(transaction_id=pending.id, actor="boss")
 
 
-def test_it_projects_an_idle_approval_for_weekly_income_alone_in_six_round_trips(only_weekly_income):
+def test_it_projects_an_idle_approval_for_weekly_income_alone_in_five_round_trips(only_weekly_income):
     an_idle_approval()
-    # Lock the checkpoints, read the batch, upsert the rows, insert their history, move the
+    # Lock the checkpoints, read the batch, upsert the rows with their history, move the
     # checkpoints, read the transactions for their messages (and BEGIN/COMMIT around them).
-    assert len(round_trips_of_next_batch()) == 6
+    assert len(round_trips_of_next_batch()) == 5
 
 
 def test_the_review_queue_adds_two_round_trips_to_an_idle_approval_however_many_tables_it_writes():
@@ -339,7 +339,7 @@ def test_the_review_queue_adds_two_round_trips_to_an_idle_approval_however_many_
     trips = round_trips_of_next_batch()
     # Its pending row's delete (which hands back the submission time), then its decision, counts,
     # admin counts, percentiles and the read of its message's rows, in one multi-statement execute.
-    assert len(trips) == 8
+    assert len(trips) == 7
     assert ProjectionCheckpoint.objects.get(name="review_queue").position == eventstore.last_position()
     from analytics.review_queue_selectors import review_queue
 

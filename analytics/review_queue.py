@@ -343,7 +343,9 @@ def rebuild_review_queue(*, catch_up_batch: int = 5000) -> Rebuilt:
         while True:
             batch = eventstore.read_all(after=replay.through, limit=catch_up_batch)
             if not batch:
-                if replay.through >= checkpoint.position:
+                if replay.through >= checkpoint.position or eventstore.last_position() <= replay.through:
+                    # Caught up; or the checkpoint is ahead of every committed event (a log restored from an
+                    # older backup): the log is the truth, and waiting here would hold the lock forever.
                     break
                 # A hole the live projector already passed is final: read_all proves it within a grace period.
                 time.sleep(0.05)

@@ -44,10 +44,16 @@ INSERT_ROWS = 5000
 REBUILD_READ_ROWS = 50_000
 
 
+def actor_of(metadata) -> str:
+    """The metadata's actor, "" when it names none (an imported log may carry null): as the transaction list says."""
+    actor = metadata.get("actor") if isinstance(metadata, dict) else None
+    return actor if isinstance(actor, str) else ""
+
+
 def _records(events) -> list[tuple]:
     """(position, kind, transaction_id, actor, recorded_at) of the events the queue cares about."""
     return [
-        (e.position, KINDS[e.type], str(e.stream_id), str((e.metadata or {}).get("actor", "")), e.recorded_at)
+        (e.position, KINDS[e.type], str(e.stream_id), actor_of(e.metadata), e.recorded_at)
         for e in events
         if e.type in KINDS
     ]
@@ -281,7 +287,7 @@ def _bulk_records(through: int):
         )
         if not rows:
             return
-        yield [(p, KINDS[t], str(s), str((m or {}).get("actor", "")), at) for p, t, s, m, at in rows]
+        yield [(p, KINDS[t], str(s), actor_of(m), at) for p, t, s, m, at in rows]
         after = rows[-1][0]
 
 
@@ -398,7 +404,7 @@ def recompute(*, through: int) -> tuple[dict, dict, dict]:
             continue
         week = _week_of(recorded_at, zone, week_start)
         kinds[week][kind] += 1
-        admins[week][str((metadata or {}).get("actor", ""))] += 1
+        admins[week][actor_of(metadata)] += 1
         if kind != rqf.REVERSED and tid in pending:
             waited = recorded_at - pending.pop(tid)
             # Whole seconds from the timedelta's own fields (microseconds dropped), never negative.

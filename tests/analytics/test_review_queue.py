@@ -381,3 +381,17 @@ def test_it_rebuilds_from_the_log_as_it_is_when_the_checkpoint_is_ahead_of_it():
     assert rebuilt.position == eventstore.last_position()
     assert ProjectionCheckpoint.objects.get(name="review_queue").position == eventstore.last_position()
     assert state() == live
+
+
+@pytest.mark.parametrize("actor", [None, 5, ["ana"]])
+def test_it_counts_a_decision_whose_metadata_names_no_actor_as_by_nobody_like_the_transaction_list(actor):
+    # An imported log may carry {"actor": null}: the transaction list says "" (transactions.replay), never "None".
+    stream = submit(MON)
+    with clock(MON + timedelta(minutes=5)), transaction.atomic():
+        eventstore.append(stream_id=stream, expected_version=1, events=[txn_events.rejected(transaction_id=stream, reason="no")],
+                          metadata={"actor": actor})
+    project_all()
+    [week] = review_queue(start=WEEK, end=WEEK).weeks
+    assert week["by_admin"] == [{"actor": "", "decisions": 1}]
+    assert verify_review_queue() == []
+    assert rebuild_review_queue() and review_queue(start=WEEK, end=WEEK).weeks == [week]

@@ -409,14 +409,22 @@ class Browserless:
         return self.http.get(f"{self.base_url}{path}", params=params, timeout=15)
 
 
+_live_password_hashes: dict[str, str] = {}
+
+
 def create_live_user(username: str, password: str, *, superuser: bool = True, staff: bool = True):
-    """A user that the stack's processes can log in (their settings use PBKDF2). Needs Django set up."""
+    """A user that the stack's processes can log in (their settings use PBKDF2). Needs Django set up.
+
+    A password is hashed once per process and the encoded hash reused for every user that has it: the
+    hash takes ~1 s of CPU (the deliberate cost of PBKDF2's iterations), and logging in still pays it."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
 
     user = get_user_model().objects.create(
         username=username, is_staff=staff or superuser, is_superuser=superuser, email=f"{username}@example.com"
     )
-    user.password = make_password(password, hasher="pbkdf2_sha256")
+    if password not in _live_password_hashes:
+        _live_password_hashes[password] = make_password(password, hasher="pbkdf2_sha256")
+    user.password = _live_password_hashes[password]
     user.save(update_fields=["password"])
     return user

@@ -71,6 +71,9 @@ class TransactionListCreateApi(APIView):
     )
     def get(self, request):
         reject_blank(request.query_params, [*TransactionFilter.base_filters, "cursor", "limit"])
+        if len(request.query_params.getlist("status")) > 1:
+            # Only the last would count: a list of statuses the caller asked for, silently cut to one.
+            raise ValidationError({"status": "give several statuses comma-separated in one status parameter"})
         filterset = TransactionFilter(request.query_params, queryset=selectors.transaction_list())
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)

@@ -122,6 +122,13 @@ def test_it_filters_on_several_statuses_given_comma_separated(api, settings):
     assert [t["id"] for t in one] == [str(rejected.id)]
 
 
+def test_it_refuses_status_given_twice_instead_of_keeping_only_the_last(api):
+    # ?status=pending&status=approved would otherwise list approved ones only: the list asked for, silently cut.
+    submit()
+    body = assert_problem(api.get("/api/transactions/?status=pending&status=approved"), 400, "status")
+    assert "comma" in body["errors"][0]["message"]
+
+
 @pytest.mark.parametrize("value", ["pending,maybe", "pending,", ",pending", "pending,,approved", "PENDING", "pending, approved"])
 def test_it_refuses_a_status_list_with_any_unknown_or_empty_value_naming_the_status_field(api, value):
     submit()

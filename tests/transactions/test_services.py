@@ -605,3 +605,14 @@ def test_a_deadlock_while_waiting_for_the_row_lock_is_a_conflict_not_a_server_er
             services.transaction_approve(transaction_id=txn.id, actor="bo")
     assert refused.value.code == "conflict" and refused.value.status_code == 409
     assert len(eventstore.read_stream(txn.id)) == 1
+
+
+def test_it_refuses_the_submitters_first_approval_under_dual_control_and_records_nothing(dual_control):
+    # Had the threshold been checked first, the submitter would count as one of the two approvers.
+    txn = submit(amount=Decimal("25000.00"), actor="ana")
+    with pytest.raises(OwnSubmission) as refused:
+        services.transaction_approve(transaction_id=txn.id, actor="ana")
+    assert (refused.value.status_code, refused.value.code) == (403, "own_submission")
+    assert [e.type for e in eventstore.read_stream(txn.id)] == ["TransactionSubmitted"]
+    row = Transaction.objects.get(pk=txn.id)
+    assert (row.status, row.first_approved_by) == ("pending", "")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from datetime import timezone as dt_timezone
 
 import pandas as pd
 from django.conf import settings
@@ -16,6 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from analytics import registry
+from analytics import review_queue_frames as rqf
 from analytics.frames import weekly_running_totals
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
 from core import eventstore
@@ -149,10 +151,68 @@ def _locked_checkpoints() -> list[tuple[registry.Projection, ProjectionCheckpoin
     return [(projection, rows[projection.name]) for projection in projections]
 
 
-def _running_totals(batch: list[eventstore.RecordedEvent]) -> pd.DataFrame:
-    return weekly_running_totals(
+def _running_totals(batch: list[eventstore.RecordedEvent]) -> list[tuple]:
+    """Per approval or reversal, in position order: (week_start, currency, position, *SUMS) of its bucket
+    within the batch up to and including it (analytics.frames.weekly_running_totals' rows)."""
+    small = _small_running_totals(batch)
+    if small is not None:
+        return small
+    frame = weekly_running_totals(
         income_records(batch), time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START
     )
+    return [
+        (row[0], row[1], int(row[2]), *(int(v) for v in row[3:]))
+        for row in frame[["week_start", "currency", "position", *SUMS]].itertuples(index=False, name=None)
+    ]
+
+
+# Largest amount frames' exact arithmetic accepts (it refuses the rest, and so does the pandas path below).
+_MAX_AMOUNT = 10**19 - 1
+
+
+def _small_running_totals(batch: list[eventstore.RecordedEvent]) -> list[tuple] | None:
+    """frames.weekly_running_totals in plain Python for a few events, or None (use frames).
+
+    Most batches hold one approval, and building and grouping frames costs a few milliseconds
+    whatever their size: the idle approve -> dashboard path's largest CPU cost. The same cut
+    (rqf.decision_weeks, analytics.frames' local calendar days) and exact Python ints; anything
+    unusual (many events, an amount frames refuses, an instant fromisoformat cannot read) goes
+    to frames. tests/analytics/test_projection.py compares both on random batches.
+    """
+    records = []
+    for e in batch:
+        if e.type == txn_events.APPROVED:
+            instant, reversal = e.data["occurred_at"], False
+        elif e.type == txn_events.REVERSED:
+            instant, reversal = e.recorded_at, True
+        else:
+            continue
+        if len(records) >= rqf.SMALL_BATCH:
+            return None
+        if isinstance(instant, str):
+            try:
+                instant = datetime.fromisoformat(instant)
+            except ValueError:
+                return None
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=dt_timezone.utc)  # frames reads a naive instant as UTC
+        amount = to_minor_units(e.data["amount"], e.data["currency"])
+        if not 0 <= amount <= _MAX_AMOUNT:
+            return None
+        records.append((e.position, instant, str(e.data["currency"]), amount, reversal))
+    records.sort(key=lambda r: r[0])
+    weeks = rqf.decision_weeks([r[1] for r in records], time_zone=settings.ANALYTICS_TIME_ZONE, week_start=settings.ANALYTICS_WEEK_START)
+    sums: dict[tuple, list[int]] = {}
+    rows = []
+    for (position, _, currency, amount, reversal), week in zip(records, weeks):
+        gross, count, reversed_, reversed_count = sums.setdefault((week, currency), [0, 0, 0, 0])
+        if reversal:
+            reversed_, reversed_count = reversed_ + amount, reversed_count + 1
+        else:
+            gross, count = gross + amount, count + 1
+        sums[(week, currency)] = [gross, count, reversed_, reversed_count]
+        rows.append((week, currency, position, gross - reversed_, count, gross, reversed_, reversed_count))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -174,20 +234,20 @@ def apply_events(batch: list[eventstore.RecordedEvent], *, tables: Tables = LIVE
     return _apply(_running_totals(batch), tables)
 
 
-def _apply(running: pd.DataFrame, tables: Tables = LIVE) -> list[WeeklyIncome]:
+def _apply(running: list[tuple], tables: Tables = LIVE) -> list[WeeklyIncome]:
     """Add a batch's per-event running sums to the stored rows and record their history.
 
     Returns the changed rows. Sums are Python ints end to end: they cannot wrap.
     Two statements, however many buckets: the rows are upserted with their increments
     (the new sums come back), and the history rows are inserted.
     """
-    if running.empty:
+    if not running:
         return []
     # Per bucket: the batch's own sums and its last position (rows are in position order).
     batch_sums: dict[tuple, tuple[int, tuple[int, ...]]] = {}
     entries = []
-    for row in running[["week_start", "currency", "position", *SUMS]].itertuples(index=False, name=None):
-        ws, cur, position, sums = row[0], row[1], int(row[2]), tuple(int(v) for v in row[3:])
+    for row in running:
+        ws, cur, position, sums = row[0], row[1], row[2], tuple(row[3:])
         entries.append((ws, cur, position, sums))
         batch_sums[(ws, cur)] = (position, sums)
     if connection.vendor == "postgresql" and len(entries) <= HISTORY_INSERT_ROWS:

@@ -354,3 +354,50 @@ def test_a_batch_of_submissions_only_costs_the_review_queue_one_round_trip():
     submit("6.00", "EUR", MON, actor="clerk")
     # Weekly income handles none of them and is not called: lock, read, the queue's writes and read, move, messages.
     assert len(round_trips_of_next_batch()) == 5
+
+
+@pytest.mark.parametrize("zone, first_day", [("UTC", "monday"), ("Europe/Berlin", "sunday"), ("America/New_York", "monday"), ("Pacific/Kiritimati", "sunday")])
+def test_it_computes_a_small_batch_in_python_exactly_as_the_frames_do(settings, zone, first_day):
+    import random
+    from types import SimpleNamespace
+
+    from analytics.frames import weekly_running_totals
+
+    settings.ANALYTICS_TIME_ZONE, settings.ANALYTICS_WEEK_START = zone, first_day
+    rng = random.Random(f"{zone}/{first_day}")
+    # Around a DST change and a week boundary, at minute resolution, with sub-second and non-UTC offsets.
+    base = datetime(2026, 3, 28, 0, 0, tzinfo=timezone.utc)
+    for trial in range(60):
+        events = []
+        for position in rng.sample(range(1, 500), rng.randint(1, 12)):
+            instant = base + timedelta(minutes=rng.randint(0, 6 * 24 * 60), microseconds=rng.choice([0, 123456]))
+            currency = rng.choice(["EUR", "JPY", "USD"])
+            amount = rng.choice(["0.01", "10.00", "99999999999.99", "92233720368547758.08"] if currency != "JPY" else ["1", "1500", "9999999999999999999"])
+            if rng.random() < 0.3:
+                events.append(SimpleNamespace(type="TransactionReversed", position=position, recorded_at=instant,
+                                              data={"amount": amount, "currency": currency}))
+            else:
+                offset = rng.choice([0, 5, -7, None])  # None: no offset, which both read as UTC
+                shown = (instant.replace(tzinfo=None) if offset is None else instant.astimezone(timezone(timedelta(hours=offset)))).isoformat()
+                events.append(SimpleNamespace(type="TransactionApproved", position=position, recorded_at=base,
+                                              data={"amount": amount, "currency": currency, "occurred_at": shown}))
+        events.sort(key=lambda e: e.position)
+        small = projection._small_running_totals(events)
+        frame = weekly_running_totals(projection.income_records(events), time_zone=zone, week_start=first_day)
+        expected = [
+            (row[0], row[1], int(row[2]), *(int(v) for v in row[3:]))
+            for row in frame[["week_start", "currency", "position", *projection.SUMS]].itertuples(index=False, name=None)
+        ]
+        assert small == expected, (trial, events)
+
+
+def test_it_leaves_a_large_batch_or_an_amount_out_of_range_to_the_frames():
+    from types import SimpleNamespace
+
+    def approval(position, amount="1.00"):
+        return SimpleNamespace(type="TransactionApproved", position=position, recorded_at=MON,
+                               data={"amount": amount, "currency": "EUR", "occurred_at": MON.isoformat()})
+
+    assert projection._small_running_totals([approval(p) for p in range(1, 65)]) is not None
+    assert projection._small_running_totals([approval(p) for p in range(1, 66)]) is None
+    assert projection._small_running_totals([approval(1, "100000000000000000.00")]) is None

@@ -549,7 +549,10 @@ def _swap(after: int, *, batch_size: int, lock_timeout_ms: int, before: int, sta
         with transaction.atomic():
             checkpoint, _ = ProjectionCheckpoint.objects.select_for_update().get_or_create(name=CHECKPOINT)
             position = _catch_up(after, batch_size=batch_size, before=before, stats=stats)
-            while position < checkpoint.position:  # cannot happen (both read the same log); never swap in a table behind
+            # Never swap in a table behind the live one: catch up to its checkpoint. Unless the checkpoint is ahead
+            # of every committed event (a log restored from an older backup): the log is the truth, and waiting
+            # for events that will never come would hold the lock every projection waits on, forever.
+            while position < checkpoint.position and eventstore.last_position() > position:
                 position = _catch_up(position, batch_size=batch_size, before=before, stats=stats)
             with connection.cursor() as cursor:
                 cursor.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'")

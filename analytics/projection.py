@@ -238,8 +238,9 @@ def _apply(running: list[tuple], tables: Tables = LIVE) -> list[WeeklyIncome]:
     """Add a batch's per-event running sums to the stored rows and record their history.
 
     Returns the changed rows. Sums are Python ints end to end: they cannot wrap.
-    Two statements, however many buckets: the rows are upserted with their increments
-    (the new sums come back), and the history rows are inserted.
+    One statement for a live batch on PostgreSQL, however many buckets: the rows are upserted with
+    their increments (the new sums come back) and the history rows inserted by the same statement;
+    two (the upsert, then the history) for a rebuild-sized batch or on SQLite.
     """
     if not running:
         return []

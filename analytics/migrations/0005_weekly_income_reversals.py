@@ -12,8 +12,7 @@ def gross_is_total(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        # After the review queue's tables (0005, written alongside this one): one line of history, no merge.
-        ('analytics', '0005_review_queue'),
+        ('analytics', '0004_review_queue'),
     ]
 
     operations = [

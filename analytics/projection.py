@@ -39,8 +39,9 @@ class ProjectionConfigChanged(RuntimeError):
 class ProjectionFailed(RuntimeError):
     """A batch could not be projected; nothing of it was written and every checkpoint stayed put."""
 
-    def __init__(self, *, after: int, first: int, through: int, cause: BaseException, projection: str = CHECKPOINT):
+    def __init__(self, *, after: int, first: int, through: int, cause: BaseException, projection: str = CHECKPOINT, size: int = 1):
         self.after, self.first, self.through, self.cause, self.projection = after, first, through, cause, projection
+        self.size = size  # events in the batch that failed
         super().__init__(
             f"{projection.replace('_', ' ')}: events {first}..{through} could not be projected "
             f"({cause.__class__.__name__}: {cause}); the checkpoint stays at {after}"
@@ -386,6 +387,14 @@ def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None
             attempts -= 1
             if not attempts:
                 raise RuntimeError("projection checkpoint rows kept disappearing") from None
+        except ProjectionFailed as failed:
+            if failed.size <= 1:
+                raise
+            # One event the projector cannot place (a poison event) fails its whole batch. Halve the batch
+            # until it either goes through (the good events before the poison are projected and published:
+            # the caller asks again for the rest) or is that one event, whose own position the error then
+            # names. Each try rolled back whole, so nothing is applied twice.
+            batch_size = failed.size // 2
 
 
 def _project_next_batch(batch_size: int) -> ProjectedBatch | None:
@@ -408,7 +417,8 @@ def _project_next_batch(batch_size: int) -> ProjectedBatch | None:
                 except Exception as exc:
                     # Raised inside the atomic block: every projection's rows and checkpoint roll back.
                     raise ProjectionFailed(
-                        projection=projection.name, after=checkpoint.position, first=mine[0].position, through=through, cause=exc
+                        projection=projection.name, after=checkpoint.position, first=mine[0].position, through=through, cause=exc,
+                        size=len(batch),
                     ) from exc
             moved.append(checkpoint)
         _move_checkpoints(moved, through)

@@ -114,22 +114,28 @@ def test_verify_notices_a_history_that_disagrees_with_the_rows():
 
 
 @override_settings(ANALYTICS_TIME_ZONE="America/New_York")
-def test_a_poison_event_is_logged_once_with_its_position_and_leaves_the_checkpoint_alone(caplog, monkeypatch, settings):
+def test_a_poison_event_is_logged_once_by_its_own_position_after_the_events_before_it_are_projected(caplog, monkeypatch, settings):
     projection.rebuild_weekly_income()  # the projection is computed for New York weeks
     approved("10.00", "EUR", MON)
     project_all()
-    before, rows = checkpoint(), list(WeeklyIncome.objects.values_list("total_minor", flat=True))
     approved("5.00", "EUR", MON)
+    approved("2.00", "EUR", MON)
     poison = append_legacy_approval(Decimal("1.00"), "EUR", "0001-01-01T00:00:00+00:00")
-    monkeypatch.setattr(tasks, "publish", lambda *a, **k: None)
+    approved("7.00", "EUR", MON)  # after the poison: held back with it
+    before = poison - 1
+    published = []
+    monkeypatch.setattr(tasks, "publish", lambda messages, **k: published.append((k["after"], k["through"])))
     with caplog.at_level(logging.ERROR):
-        assert tasks.project_and_publish() == 0
+        # The two approvals before the poison with their submissions, and the poison's own submission.
+        assert tasks.project_and_publish() == 5
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert f"..{poison} could not be projected" in errors[0].getMessage()
+    assert f"events {poison}..{poison} could not be projected" in errors[0].getMessage()
     assert f"the checkpoint stays at {before}" in errors[0].getMessage()
     assert checkpoint() == before
-    assert list(WeeklyIncome.objects.values_list("total_minor", flat=True)) == rows
+    assert [int(t) for t in WeeklyIncome.objects.values_list("total_minor", flat=True)] == [1700]
+    # What went through was published as batches that chain up to the poison.
+    assert published[-1][1] == before and all(a[1] == b[0] for a, b in zip(published, published[1:]))
 
 
 @override_settings(ANALYTICS_TIME_ZONE="America/New_York", READYZ_MAX_PROJECTION_LAG_SECONDS=30)

@@ -1,10 +1,8 @@
 """Input and output serializers for the review-queue API."""
-from datetime import timedelta
-
 from rest_framework import serializers
 
-from analytics.selectors import DEFAULT_WEEKS, MAX_WEEKS
-from core.fields import LATEST_DATE, StrictDateField
+from analytics.week_range import validate_week_range
+from core.fields import StrictDateField
 
 
 class ReviewQueueQuery(serializers.Serializer):
@@ -13,16 +11,7 @@ class ReviewQueueQuery(serializers.Serializer):
     to = StrictDateField(required=False, help_text="Last week (any day in it); default: this week, or 11 weeks after `from`")
 
     def validate(self, attrs):
-        start, end = attrs.get("from"), attrs.get("to")
-        if start and not end and start > LATEST_DATE - timedelta(weeks=DEFAULT_WEEKS - 1):
-            latest = (LATEST_DATE - timedelta(weeks=DEFAULT_WEEKS - 1)).isoformat()
-            raise serializers.ValidationError({"from": f"from without to must be at most {latest}: the {DEFAULT_WEEKS} weeks it covers must end by {LATEST_DATE.isoformat()}"})
-        if start and end:
-            if end < start:
-                raise serializers.ValidationError({"to": "to must not be before from"})
-            if (end - start).days // 7 + 1 > MAX_WEEKS:
-                raise serializers.ValidationError({"to": f"at most {MAX_WEEKS} weeks per request"})
-        return attrs
+        return validate_week_range(attrs)
 
 
 class AdminDecisions(serializers.Serializer):

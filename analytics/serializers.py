@@ -1,12 +1,10 @@
 """Input and output serializers for the analytics API."""
-from datetime import timedelta
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from analytics.review_queue_serializers import ReviewQueueSnapshotOutput
-from analytics.selectors import DEFAULT_WEEKS, MAX_WEEKS
-from core.fields import LATEST_DATE, StrictDateField, StrictIntegerField
+from analytics.week_range import validate_week_range
+from core.fields import StrictDateField, StrictIntegerField
 from core.money import MoneyError, normalize_currency
 from core.schema import CURRENCY_PARAMETER
 
@@ -33,17 +31,7 @@ class WeeklyIncomeQuery(serializers.Serializer):
     def validate(self, attrs):
         if "at" in attrs and "min_position" in attrs:
             raise serializers.ValidationError({"at": "use either at or min_position, not both"})
-        start, end = attrs.get("from"), attrs.get("to")
-        if start and not end and start > LATEST_DATE - timedelta(weeks=DEFAULT_WEEKS - 1):
-            # `from` alone means 12 weeks from it: they must end within the date window too.
-            latest = (LATEST_DATE - timedelta(weeks=DEFAULT_WEEKS - 1)).isoformat()
-            raise serializers.ValidationError({"from": f"from without to must be at most {latest}: the {DEFAULT_WEEKS} weeks it covers must end by {LATEST_DATE.isoformat()}"})
-        if start and end:
-            if end < start:
-                raise serializers.ValidationError({"to": "to must not be before from"})
-            if (end - start).days // 7 + 1 > MAX_WEEKS:
-                raise serializers.ValidationError({"to": f"at most {MAX_WEEKS} weeks per request"})
-        return attrs
+        return validate_week_range(attrs)
 
 
 class WeeklyIncomeRow(serializers.Serializer):

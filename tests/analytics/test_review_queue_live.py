@@ -2,7 +2,7 @@
 from decimal import Decimal
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from analytics.selectors import current_week_start
@@ -49,9 +49,9 @@ async def test_the_snapshot_and_a_decision_show_the_review_queue_live(admin_cook
     assert snapshot["review_queue"]["this_week"]["week_start"] == this_week
     assert snapshot["review_queue"]["this_week"]["decisions"] == 0
 
-    await sync_to_async(submit_and_approve)()
+    await database_sync_to_async(submit_and_approve)()
     # The commit hook may already have run the projector (embedded mode); running it again is harmless.
-    await sync_to_async(project_and_publish)()
+    await database_sync_to_async(project_and_publish)()
     queue = []
     update = await receive_until(
         communicator, lambda m: m["type"] == "review_queue.updated" and (queue.append(m) or m["week"]["decisions"] > 0)

@@ -82,8 +82,10 @@ def test_metrics_shows_every_series_with_real_values_summed_over_both_web_proces
             if message["type"] == "weekly_income.updated" and message["seq"] >= position:
                 break
 
+    # The run that published the batch is counted when it ends, a moment after the frame was sent.
     after = wait_for(base, lambda s: s.value("ledgerpulse_websocket_closes_total", code="1000", by="client") == 1
-                     and (s.value("ledgerpulse_projection_lag_events", **WEEKLY) == 0))
+                     and (s.value("ledgerpulse_projection_lag_events", **WEEKLY) == 0)
+                     and (s.value("ledgerpulse_projection_runs_total", **WEEKLY, outcome="caught_up") or 0) >= 1)
     assert after.value("ledgerpulse_http_requests_total", **APPROVE) == 1
     assert after.value("ledgerpulse_http_request_duration_seconds_count", route=APPROVE["route"], method="POST") == 1
     assert after.value("ledgerpulse_http_request_duration_seconds_sum", route=APPROVE["route"], method="POST") > 0

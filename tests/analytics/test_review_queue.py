@@ -144,8 +144,9 @@ def test_it_gives_the_same_rows_however_the_log_is_cut_into_batches():
     a_busy_fortnight()
     project_all()
     whole = state()
-    last = eventstore.last_position()
-    for size in range(1, last + 1):
+    # Every size up to the whole log (its positions need not start at 1: the sequence outlives earlier tests).
+    events = len(eventstore.read_all(after=0, limit=1000))
+    for size in range(1, events + 1):
         forget_the_review_queue()
         project_all(batch_size=size)
         assert state() == whole, f"batches of {size}"

@@ -35,6 +35,7 @@ changes, the projector refuses to run (ProjectionConfigChanged) until that proje
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -54,8 +55,9 @@ class Rebuilt:
     summary: str  # one line for the operator
 
 
-class Projection:
-    """One read model: see the module docstring for the contract."""
+class Projection(ABC):
+    """One read model: see the module docstring for the contract. A subclass missing one of the
+    abstract methods cannot be instantiated, so the registry refuses it when it loads."""
 
     name: str = ""
     handles: frozenset[str] = frozenset()
@@ -64,14 +66,17 @@ class Projection:
         """The settings the rows depend on; a change needs a rebuild. Weeks cut by zone and first day, by default."""
         return f"{settings.ANALYTICS_TIME_ZONE}/{settings.ANALYTICS_WEEK_START}"
 
+    @abstractmethod
     def apply(self, events: list, *, through: int) -> list[dict]:
-        raise NotImplementedError
+        """The batch's messages, after writing this projection's rows (inside the caller's transaction)."""
 
+    @abstractmethod
     def rebuild(self, *, readers: int) -> Rebuilt:
-        raise NotImplementedError
+        """Recompute from the whole log and move this projection's checkpoint."""
 
+    @abstractmethod
     def verify(self) -> list[str]:
-        raise NotImplementedError
+        """What differs between the stored rows and the log; [] when they agree."""
 
     def __repr__(self) -> str:
         return f"<projection {self.name}>"

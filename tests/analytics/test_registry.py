@@ -178,3 +178,26 @@ def test_a_checkpoint_row_that_disappeared_is_created_again_before_any_lock_is_t
     project_next_batch()
     assert len(Submissions.seen) == 2  # replayed from 0: both submissions
     assert set(positions().values()) == {eventstore.last_position()}
+
+
+class NoVerify(registry.Projection):
+    """A read model that forgot its verify hook."""
+
+    name = "test_no_verify"
+    handles = frozenset({txn_events.SUBMITTED})
+
+    def apply(self, events, *, through):
+        return []
+
+    def rebuild(self, *, readers):
+        return registry.Rebuilt(0, "")
+
+
+def test_it_refuses_to_load_a_projection_that_lacks_one_of_its_hooks(monkeypatch):
+    monkeypatch.setattr(registry, "PROJECTIONS", (*registry.PROJECTIONS, "tests.analytics.test_registry.NoVerify"))
+    registry.projections.cache_clear()
+    try:
+        with pytest.raises(TypeError, match="abstract method verify"):
+            registry.projections()
+    finally:
+        registry.projections.cache_clear()

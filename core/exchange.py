@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 
-from core import eventstore
+from core import event_payloads, eventstore
 
 FIELDS = ("position", "stream_id", "version", "type", "data", "metadata", "recorded_at")
 EXPORT_BATCH = 5000
@@ -172,6 +172,10 @@ def check_line(text: str, number: int, previous: int) -> int:
         raise ImportLineError(number, "recorded_at", f"must be an ISO 8601 date and time, not {event['recorded_at']!r}") from None
     if recorded_at.tzinfo is None:
         raise ImportLineError(number, "recorded_at", "must carry its UTC offset")
+    try:
+        event_payloads.check(event["type"], event["stream_id"], event["data"])
+    except event_payloads.PayloadError as exc:
+        raise ImportLineError(number, exc.field if exc.field == "type" else f"data.{exc.field}", exc.detail) from None
     return position
 
 

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 
 class TransactionsConfig(AppConfig):
     name = "transactions"
+
+    def ready(self):
+        from transactions import payloads
+
+        payloads.register()

@@ -187,6 +187,16 @@ BAD_LINES = {
     "position-order": ({"position": 1}, "line 3: position: 1 does not follow"),
     "text-position": ({"position": "3"}, "line 3: position: must be an integer"),
     "data-list": ({"data": []}, "line 3: data: must be a JSON object"),
+    # The data as the read models will read it: a line that would stop every projection is refused before it is stored.
+    "unknown-type": ({"type": "TransactionApprovd"}, "line 3: type: unknown event type 'TransactionApprovd'; this version knows "),
+    "amount-as-number": ({"data": {"amount": 2.0}}, "line 3: data.amount: must be a JSON string, not a JSON number"),
+    "amount-not-money": ({"data": {"amount": "2.001"}}, "line 3: data.amount: EUR allows at most 2 decimal places"),
+    "amount-missing": ({"data": {"amount": None}}, "line 3: data.amount: missing"),
+    "currency-unknown": ({"data": {"currency": "EUX"}}, "line 3: data.currency: "),
+    "currency-lower-case": ({"data": {"currency": "eur"}}, r"line 3: data.currency: must be upper case \(EUR\)"),
+    "naive-occurred-at": ({"data": {"occurred_at": "2026-09-07T09:30:00"}}, "line 3: data.occurred_at: must carry its UTC offset"),
+    "other-stream": ({"data": {"transaction_id": "00000000-0000-4000-8000-000000000000"}},
+                     "line 3: data.transaction_id: 00000000-0000-4000-8000-000000000000 is not the event's stream_id"),
 }
 
 
@@ -205,6 +215,12 @@ def test_a_corrupted_line_is_refused_with_its_number_and_field_and_nothing_is_im
         for key, value in change.items():
             if value is None:
                 del event[key]
+            elif key == "data" and isinstance(value, dict):
+                for name, given in value.items():  # one field of the data changed, or removed with None
+                    if given is None:
+                        del event["data"][name]
+                    else:
+                        event["data"][name] = given
             else:
                 event[key] = value
         lines[2] = json.dumps(event) + "\n"
@@ -213,6 +229,12 @@ def test_a_corrupted_line_is_refused_with_its_number_and_field_and_nothing_is_im
     with pytest.raises(CommandError, match=message):
         call_command("import_events", str(archive), stdout=StringIO())
     assert eventstore.last_position() == 0
+
+
+def another_stream(event: dict, *, position: int) -> dict:
+    """The same event at `position` for a new transaction (its data names the stream, as the commands write it)."""
+    stream = str(uuid.uuid4())
+    return event | {"position": position, "stream_id": stream, "data": event["data"] | {"transaction_id": stream}}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -225,8 +247,7 @@ def test_an_import_refuses_to_rewrite_a_stored_event_or_fill_a_hole():
         exchange.import_lines([lines[0], json.dumps(event)])
     assert exchange.import_lines(lines).skipped == 2  # the same lines again: identical, skipped
     head = eventstore.last_position()
-    hole = json.loads(lines[0]) | {"position": head + 2, "stream_id": str(uuid.uuid4())}
-    after = json.loads(lines[0]) | {"position": head + 4, "stream_id": str(uuid.uuid4())}
+    hole, after = (another_stream(json.loads(lines[0]), position=head + n) for n in (2, 4))
     assert exchange.import_lines([json.dumps(after)]).imported == 1
     with pytest.raises(exchange.ImportLineError,
                        match=f"line 1: position: {head + 2} is not stored and lies below the log's last position {head + 4}"):
@@ -234,8 +255,8 @@ def test_an_import_refuses_to_rewrite_a_stored_event_or_fill_a_hole():
     clash = json.loads(lines[0]) | {"position": head + 6}
     with pytest.raises(exchange.ImportLineError, match=r"line 1: version: this stream already has that version, at position \d+"):
         exchange.import_lines([json.dumps(clash)])
-    twin = str(uuid.uuid4())
-    twins = [json.loads(lines[0]) | {"position": head + 7 + n, "stream_id": twin} for n in range(2)]
+    twins = [another_stream(json.loads(lines[0]), position=head + 7)]
+    twins.append(twins[0] | {"position": head + 8})
     with pytest.raises(exchange.ImportLineError, match="line 2: version: line 1 has the same stream_id and version"):
         exchange.import_lines([json.dumps(t) for t in twins])
     assert eventstore.last_position() == head + 4

@@ -35,6 +35,8 @@ def holds_perm(user, perm: str) -> bool:
     """
     from django.db import connection
 
+    from core.db import prepared_cursor
+
     if hasattr(user, "_perm_cache"):
         # Read with the user (JWT: core/security.py): ModelBackend answers from it without a query.
         return user.has_perm(perm)
@@ -46,7 +48,7 @@ def holds_perm(user, perm: str) -> bool:
         return True
     app_label, _, codename = perm.partition(".")
     sql = _PERM_SQL[0] if _PERM_SQL else _PERM_SQL.append(_perm_sql()) or _PERM_SQL[0]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, {"user": user.pk, "codename": codename, "app_label": app_label})
         return bool(cursor.fetchone()[0])
 

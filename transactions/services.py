@@ -13,7 +13,7 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from core import eventstore, tracing
-from core.db import command_transaction
+from core.db import command_transaction, prepared_cursor
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.money import MoneyError, normalize_currency, parse_amount
 from core.validation import check_occurred_at, clean_text
@@ -332,7 +332,7 @@ def _read_row(transaction_id, *, lock: bool) -> Transaction | None:
     name = "lock" if lock else "read"
     sql = _SQL.get(name) or _SQL.setdefault(name, _sql(name))
     try:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(sql, [pk])
             row = cursor.fetchone()
     except OperationalError as exc:

@@ -276,6 +276,30 @@ def test_a_decision_outside_any_transaction_takes_two_round_trips_and_keeps_row_
 
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
+def test_it_reads_the_decided_row_with_a_statement_the_connection_prepared_once(monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: None)
+    first, second = submit(), submit()
+
+    def prepared_reads():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s AND statement LIKE %s",
+                ["%FROM \"transactions_transaction\"%", "%= $1"],
+            )
+            return cursor.fetchone()[0]
+
+    services.transaction_approve(transaction_id=first.id, actor="bo")
+    assert prepared_reads() == 1  # PostgreSQL keeps its plan on this connection
+    decision = services.transaction_reject(transaction_id=second.id, actor="bo", reason="no")
+    assert prepared_reads() == 1  # the next decision binds it again: not prepared twice
+    row = Transaction.objects.get(pk=second.id)
+    assert (decision.transaction.amount, decision.transaction.occurred_at, decision.transaction.status) == (row.amount, row.occurred_at, "rejected")
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("expected_version", "refusal"), [(None, TransactionNotPending), (1, StaleVersion)]
 )

@@ -2,7 +2,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
@@ -38,3 +38,20 @@ def return_connections(sender=None, **kwargs):
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
+
+
+@worker_process_init.connect
+def start_projector_fast_lane(**kwargs):
+    """Each pool process listens for the projector's wake-ups itself (analytics.wakeup, the fast lane);
+    PROJECTOR_FAST_LANE=0 leaves every wake-up to the broker."""
+    if os.environ.get("PROJECTOR_FAST_LANE", "1") != "0":
+        from analytics.tasks import start_listener
+
+        start_listener()
+
+
+@worker_process_shutdown.connect
+def stop_projector_fast_lane(**kwargs):
+    from analytics.tasks import stop_listener
+
+    stop_listener()

@@ -1,5 +1,6 @@
 """Celery tasks: thin adapters around the projector, safe to run twice or concurrently; the commit hook that wakes them."""
 import logging
+import threading
 import time
 
 from celery import shared_task
@@ -43,7 +44,7 @@ def _project_and_publish(run: metrics.ProjectionRun, max_batches: int) -> int:
         request_ids = _log_batch(batch)
         publish(batch.messages, after=batch.after, through=batch.through, request_ids=request_ids)
         published_at = time.time()
-        waiting.announce_position(batch.through)
+        _mark_published(batch.through)
         metrics.observe_publish_latency(oldest=min(event.recorded_at for event in batch.events), published_at=published_at)
         if batch.short:
             # A short batch read everything that could be read: whatever commits (or was still
@@ -53,6 +54,14 @@ def _project_and_publish(run: metrics.ProjectionRun, max_batches: int) -> int:
     run.outcome = "handed_over"
     project_weekly_income.delay()
     return projected
+
+
+def _mark_published(through: int) -> None:
+    """The fast lane's fallback checks read how far batches were published; waiting readers hear of it (one round trip)."""
+    try:
+        wakeup.mark_published(through, announce_channel=waiting.announcement_channel())
+    except Exception:  # noqa: BLE001 - both are hints: a fallback check enqueues a spare run, waiters poll
+        logger.warning("announcing projection position %d failed; waiters will poll", through, exc_info=True)
 
 
 def _log_batch(batch: projection.ProjectedBatch) -> list[str]:
@@ -73,6 +82,46 @@ def _log_batch(batch: projection.ProjectedBatch) -> list[str]:
 def project_weekly_income() -> int:
     wakeup.clear()
     return project_and_publish()
+
+
+def run_woken() -> int:
+    """What the fast lane's listener runs per wake-up: the task's body, on the listener's own connection."""
+    from django.db import connection
+
+    connection.close_if_unusable_or_obsolete()
+    try:
+        wakeup.clear()
+        return project_and_publish()
+    finally:
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+
+
+_listener: tuple[threading.Thread, threading.Event] | None = None
+
+
+def start_listener() -> None:
+    """Start this worker process's fast-lane listener (celery_app, in each pool process); not in embedded mode."""
+    global _listener
+    from django.conf import settings
+
+    if settings.CELERY_TASK_ALWAYS_EAGER or not settings.REDIS_URL or _listener is not None:
+        return
+    stop = threading.Event()
+    thread = threading.Thread(target=wakeup.listen, args=(run_woken, stop), name="projector-fast-lane", daemon=True)
+    thread.start()
+    _listener = (thread, stop)
+
+
+def stop_listener(timeout: float = 5) -> None:
+    """Let a run in progress finish (its publish included) and end the listener."""
+    global _listener
+    if _listener is None:
+        return
+    thread, stop = _listener
+    stop.set()
+    thread.join(timeout)
+    _listener = None
 
 
 def wake_projector(sender, last_position: int, **kwargs) -> None:

@@ -1,6 +1,7 @@
 """Waking the projector: one pending wake-up at a time, so bursts coalesce into few task runs."""
 import ast
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,7 @@ def broker_mode(settings, monkeypatch):
     # A claimer thread of its own: one an earlier test left inside a broker call that hangs must not
     # hold this test's claims (it keeps its own state and condition).
     monkeypatch.setattr(wakeup, "_changed", threading.Condition())
-    monkeypatch.setattr(wakeup, "_state", {"noted": 0, "busy": False, "task": None, "pid": None})
+    monkeypatch.setattr(wakeup, "_state", {"noted": 0, "busy": False, "task": None, "pid": None, "checks": []})
     enqueued = []  # how long the claimer waited before enqueueing each run (0: at once)
     waited = []
     monkeypatch.setattr(wakeup, "_pause", waited.append)
@@ -71,7 +72,7 @@ def test_a_commit_during_a_claim_in_flight_sends_no_claim_of_its_own_but_is_clai
     """The claim in flight may have reached Redis before this commit: a run it found pending
     could read the log too early. So the claimer claims once more afterwards, for it."""
     sent = []
-    real_claim = wakeup.claim_countdown
+    real_claim = wakeup.claim
 
     def claim(position):
         sent.append(position)
@@ -84,7 +85,7 @@ def test_a_commit_during_a_claim_in_flight_sends_no_claim_of_its_own_but_is_clai
                 tasks.wake_projector(sender=None, last_position=later)
         return claimed
 
-    monkeypatch.setattr(wakeup, "claim_countdown", claim)
+    monkeypatch.setattr(wakeup, "claim", claim)
     tasks.wake_projector(sender=None, last_position=1)
     assert wakeup.drain()
     assert sent == [1, 4]  # one follow-up claim for the three commits, never one each
@@ -96,14 +97,14 @@ def test_a_commit_during_a_claim_in_flight_sends_no_claim_of_its_own_but_is_clai
 
 @pytest.mark.needs_redis
 def test_a_failed_claim_is_logged_and_the_next_commit_claims_again(broker_mode, monkeypatch, caplog):
-    real_claim, down = wakeup.claim_countdown, [True]
+    real_claim, down = wakeup.claim, [True]
 
     def claim(position):
         if down[0]:
             raise ConnectionError("redis is down")
         return real_claim(position)
 
-    monkeypatch.setattr(wakeup, "claim_countdown", claim)
+    monkeypatch.setattr(wakeup, "claim", claim)
     with caplog.at_level("ERROR", logger="analytics.wakeup"):
         tasks.wake_projector(sender=None, last_position=1)  # the request is not failed by it
         assert wakeup.drain()
@@ -112,6 +113,92 @@ def test_a_failed_claim_is_logged_and_the_next_commit_claims_again(broker_mode, 
     tasks.wake_projector(sender=None, last_position=2)  # the claimer lives on
     assert wakeup.drain()
     assert len(broker_mode) == 1
+
+
+@pytest.fixture
+def listener(broker_mode, monkeypatch):
+    """A fast-lane listener thread on the test Redis; `runs` lists what each run found pending (the flag)."""
+    monkeypatch.setattr(wakeup, "FALLBACK_CHECK_SECONDS", 0.2)
+    runs, stop = [], threading.Event()
+
+    def run():
+        runs.append(wakeup.redis_client().get(wakeup.WAKE_KEY))
+        wakeup.clear()
+        wakeup.mark_published(int(runs[-1] or 0))  # what a run's batch publishes through: the claimed position
+
+    thread = threading.Thread(target=wakeup.listen, args=(run, stop), daemon=True)
+    thread.start()
+    wait_for(lambda: wakeup.redis_client().exists(wakeup.LISTENER_KEY))
+    yield SimpleNamespace(runs=runs, enqueued=broker_mode)
+    stop.set()
+    thread.join(5)
+
+
+def wait_for(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.needs_redis
+def test_a_listening_worker_runs_the_projector_itself_and_no_task_is_enqueued(listener):
+    tasks.wake_projector(sender=None, last_position=7)
+    wait_for(lambda: listener.runs)
+    assert wakeup.drain()  # the fallback check, made after the run published past 7
+    assert listener.runs == [b"7"] and listener.enqueued == []
+    tasks.wake_projector(sender=None, last_position=8)  # the run cleared the flag: the next commit wakes it again
+    wait_for(lambda: len(listener.runs) == 2)
+    assert wakeup.drain() and listener.enqueued == []
+
+
+@pytest.mark.needs_redis
+def test_a_burst_of_commits_wakes_the_listener_for_few_runs_not_one_each(listener):
+    for position in range(1, 201):
+        tasks.wake_projector(sender=None, last_position=position)
+    assert wakeup.drain()
+    wait_for(lambda: not wakeup.redis_client().exists(wakeup.WAKE_LIST))
+    assert 1 <= len(listener.runs) <= 3 and listener.enqueued == []
+
+
+@pytest.mark.needs_redis
+def test_a_wake_up_handed_to_a_listener_that_never_publishes_falls_back_to_the_task(broker_mode, monkeypatch):
+    monkeypatch.setattr(wakeup, "FALLBACK_CHECK_SECONDS", 0.2)
+    # A listener advertised itself and died (or dies holding the wake-up): nothing takes the list.
+    wakeup.redis_client().set(wakeup.LISTENER_KEY, 1, px=wakeup.LISTENER_TTL_MS)
+    wakeup.mark_published(3)  # an earlier batch
+    started = time.monotonic()
+    tasks.wake_projector(sender=None, last_position=4)
+    assert wakeup.drain()
+    assert len(broker_mode) == 1 and time.monotonic() - started >= 0.2
+    assert wakeup.redis_client().lrange(wakeup.WAKE_LIST, 0, -1) == [b"4"]
+
+
+@pytest.mark.needs_redis
+def test_without_a_listener_a_claim_enqueues_the_task_at_once(broker_mode):
+    tasks.wake_projector(sender=None, last_position=1)
+    assert wakeup.drain() and len(broker_mode) == 1
+    assert not wakeup.redis_client().exists(wakeup.WAKE_LIST)
+
+
+@pytest.mark.needs_redis
+def test_a_run_clears_the_wake_ups_already_pushed_since_its_read_sees_their_commits(broker_mode):
+    wakeup.redis_client().rpush(wakeup.WAKE_LIST, 5, 6)
+    wakeup.clear()
+    assert not wakeup.redis_client().exists(wakeup.WAKE_LIST)
+
+
+def test_a_worker_process_starts_its_listener_unless_the_lane_is_turned_off(monkeypatch):
+    import celery_app
+
+    started = []
+    monkeypatch.setattr(tasks, "start_listener", lambda: started.append(True))
+    monkeypatch.setenv("PROJECTOR_FAST_LANE", "0")
+    celery_app.start_projector_fast_lane()
+    assert started == []
+    monkeypatch.delenv("PROJECTOR_FAST_LANE")
+    celery_app.start_projector_fast_lane()
+    assert started == [True]
 
 
 def test_in_embedded_mode_every_commit_runs_the_projection_in_process(settings, monkeypatch):

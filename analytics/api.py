@@ -3,16 +3,18 @@ import csv
 import io
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import connection
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics import selectors, waiting
+from analytics import payloads, selectors, waiting
 from analytics.renderers import CSVRenderer
+from analytics.weekly_income_cache import ANSWERS
 from analytics.serializers import SnapshotOutput, SummaryOutput, WeeklyIncomeOutput, WeeklyIncomeQuery
 from analytics.projection import CHECKPOINT
 from analytics.snapshot import dashboard_snapshot
@@ -27,6 +29,9 @@ MIN_POSITION_WAIT_SECONDS = 10.0
 CSV_COLUMNS = ["week_start", "currency", "total", "count", "gross", "reversed", "reversed_count", "net"]
 # The query parameters, named once: a serializer instance deep-copies its fields, every time.
 QUERY_NAMES = (*WeeklyIncomeQuery().fields, "format")
+# Valid queries already parsed, by their parameters: a dashboard asks the same few again and again.
+_PARSED: dict[tuple, dict] = {}
+_PARSED_MAX = 1024
 
 
 class ProjectionBehind(DomainError):
@@ -47,6 +52,30 @@ def _behind(request, position: int) -> Response:
     )
     response.wait_for_position = position
     return response
+
+
+def _parsed_query(query_params) -> dict:
+    """WeeklyIncomeQuery's validated data; a query seen before (and valid) is not validated again.
+
+    The answer depends only on the parameters and the week start setting (the range limit
+    counts weeks), so both make the key. Invalid queries are never kept: each gets its 400.
+    """
+    key = (settings.ANALYTICS_WEEK_START, *((name, tuple(query_params.getlist(name))) for name in QUERY_NAMES if name in query_params))
+    params = _PARSED.get(key)
+    if params is None:
+        reject_blank(query_params, QUERY_NAMES)
+        query = WeeklyIncomeQuery(data=query_params)
+        query.is_valid(raise_exception=True)
+        params = dict(query.validated_data)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = params
+    return params
+
+
+def _json_answer(body: bytes) -> HttpResponse:
+    # What DRF's Response with JSONRenderer would send (its Vary/Allow headers come from finalize_response).
+    return HttpResponse(body, content_type="application/json")
 
 
 def _csv_lines(report):
@@ -107,33 +136,55 @@ class WeeklyIncomeApi(APIView):
         ],
     )
     def get(self, request):
-        reject_blank(request.query_params, QUERY_NAMES)
-        query = WeeklyIncomeQuery(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
-        window = {"start": params.get("from"), "end": params.get("to"), "currency": params.get("currency")}
+        params = _parsed_query(request.query_params)
+        # The weeks are fixed here, once: the answer's cache key names them (the default range moves with the clock).
+        weeks = selectors.resolve_range(params.get("from"), params.get("to"))
+        currency = params.get("currency")
+        window = {"start": weeks[0], "end": weeks[-1], "currency": currency}
         field = "at" if "at" in params else "min_position" if "min_position" in params else None
+        as_csv = request.accepted_renderer.format == "csv"
+        # `Accept: application/json; indent=4` asks DRF's renderer for indented JSON: that one is rendered as before.
+        cacheable = not as_csv and "indent" not in (request.accepted_media_type or "")
+        version = None
         if field:
-            last, applied = selectors.log_and_projection_positions()
+            last, applied, version = selectors.log_and_checkpoint()
             if params[field] > last:
                 # A position the log has not handed out cannot be waited for: say so at once.
                 raise InvalidInput(field, f"no event at position {params[field]}: the log ends at {last}")
             # `at` reads the buckets' history, complete only up to what the projection applied.
             if applied < params[field]:
                 return _behind(request, params[field])
+        elif cacheable:
+            applied, version = selectors.checkpoint_state()
+        # Everything the body depends on: the rows' state (position and checkpoint version), what was asked, and
+        # the settings that cut the weeks. Once the projection moves or a rebuild rewrites, the version differs.
+        asked = (weeks[0], weeks[-1], currency, settings.ANALYTICS_TIME_ZONE, settings.ANALYTICS_WEEK_START)
+        key = None
+        if cacheable and version is not None:
+            key = ("at", params["at"], version, *asked) if field == "at" else ("now", applied, version, *asked)
+            body = ANSWERS.get(key)
+            if body is not None:
+                return _json_answer(body)
+
         if field == "at":
             report = selectors.weekly_income_at(position=params["at"], **window)
         else:
             report = selectors.weekly_income(**window)
 
-        if request.accepted_renderer.format == "csv":
+        if as_csv:
             response = StreamingHttpResponse(_csv_lines(report), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = 'attachment; filename="weekly-income.csv"'
             response["X-As-Of"] = str(report.as_of)
             return response
-        return Response(
-            {"time_zone": report.time_zone, "week_start_day": report.week_start_day, "as_of": report.as_of, "results": report.rows}
-        )
+        if not cacheable:
+            return Response(payloads.weekly_income_body(report))
+        body = payloads.weekly_income_json(report)
+        if field != "at" and report.version is not None:
+            # Kept under the state the rows statement itself read: the checkpoint may have moved since the check.
+            key = ("now", report.as_of, report.version, *asked)
+        if key is not None:
+            ANSWERS.put(key, body)
+        return _json_answer(body)
 
 
 _weekly_income = WeeklyIncomeApi.as_view()

@@ -29,6 +29,8 @@ class WeeklyIncomeReport:
     time_zone: str
     week_start_day: str
     rows: list[dict]
+    # The checkpoint row's version (its xmin) the rows were read at; None when unknown (no row, not PostgreSQL).
+    version: str | None = None
 
 
 def week_start_of(day: date) -> date:
@@ -115,7 +117,7 @@ def _sums(total, count, gross, reversed_, reversed_count) -> Sums:
     return int(total), int(count), int(gross), int(reversed_), int(reversed_count)
 
 
-def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tuple, Sums]) -> WeeklyIncomeReport:
+def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tuple, Sums], version: str | None = None) -> WeeklyIncomeReport:
     rows = []
     # Zero-filled weeks are most rows of a long range: format each currency's zero once.
     zero = {cur: format_minor_units(0, cur) for cur in currencies}
@@ -133,27 +135,29 @@ def _report(as_of: int, weeks: list[date], currencies: list[str], found: dict[tu
                 "reversed_count": reversed_count, "net": net,
             })
     return WeeklyIncomeReport(
-        as_of=as_of, time_zone=settings.ANALYTICS_TIME_ZONE, week_start_day=settings.ANALYTICS_WEEK_START, rows=rows
+        as_of=as_of, time_zone=settings.ANALYTICS_TIME_ZONE, week_start_day=settings.ANALYTICS_WEEK_START, rows=rows,
+        version=version,
     )
 
 
 def weekly_income(*, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:
     """Weekly totals for every week in [start, end] and every currency shown, zeros included."""
     weeks = resolve_range(start, end)
-    as_of, currencies, found = _weekly_income_rows(weeks[0], weeks[-1], currency)
-    return _report(as_of, weeks, [currency] if currency else currencies, found)
+    as_of, version, currencies, found = _weekly_income_rows(weeks[0], weeks[-1], currency)
+    return _report(as_of, weeks, [currency] if currency else currencies, found, version)
 
 
-def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[int, list[str], dict[tuple, Sums]]:
-    """The checkpoint, every currency with income, and the stored rows in range: one statement.
+def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[int, str | None, list[str], dict[tuple, Sums]]:
+    """The checkpoint (position and version), every currency with income, and the stored rows in range: one statement.
 
     One statement reads one snapshot, so the position and the rows it covers agree without
     a transaction (the hot read of every dashboard: 1 round trip instead of 6).
     """
     rows_table, checkpoint_table = WeeklyIncome._meta.db_table, ProjectionCheckpoint._meta.db_table
     in_currency = "AND currency = %s" if currency else ""
+    version = _VERSION_SQL if connection.vendor == "postgresql" else "CAST(NULL AS BIGINT)"
     sql = f"""
-        SELECT 0, CAST(NULL AS DATE), CAST(NULL AS VARCHAR(3)), CAST(position AS NUMERIC), CAST(NULL AS BIGINT),
+        SELECT 0, CAST(NULL AS DATE), CAST(NULL AS VARCHAR(3)), CAST(position AS NUMERIC), {version},
                CAST(NULL AS NUMERIC), CAST(NULL AS NUMERIC), CAST(NULL AS BIGINT)
         FROM {checkpoint_table} WHERE name = %s
         UNION ALL
@@ -164,32 +168,55 @@ def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[
         WHERE week_start >= %s AND week_start <= %s {in_currency}
     """
     params = [CHECKPOINT, first, last] + ([currency] if currency else [])
-    as_of, currencies, found = 0, [], {}
+    as_of, version, currencies, found = 0, None, [], {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for kind, week, cur, total, *rest in cursor.fetchall():
             if kind == 0:
-                as_of = int(total)
+                as_of, version = int(total), _version(rest[0])
             elif kind == 1:
                 currencies.append(cur)
             else:
                 # SQLite hands dates back as text.
                 week = week if isinstance(week, date) else date.fromisoformat(week)
                 found[(week, cur)] = _sums(total, *rest)
-    return as_of, sorted(currencies), found
+    return as_of, version, sorted(currencies), found
 
 
-def log_and_projection_positions() -> tuple[int, int]:
-    """(the log's last position, the projection's position) in one round trip: what `min_position` and `at` check first."""
+# The checkpoint row's xmin: the transaction that last wrote it. Every projected batch and every
+# rebuild (which may rewrite rows without moving the position) updates the row, so (position,
+# xmin) names one state of the rows and their history; xid8 is not needed, the position is there too.
+_VERSION_SQL = "CAST(CAST(xmin AS TEXT) AS BIGINT)"
+
+
+def _version(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def checkpoint_state() -> tuple[int, str | None]:
+    """(weekly income's position, its checkpoint version) in one cheap statement; version None when not known."""
+    if connection.vendor != "postgresql":
+        return projection_position(CHECKPOINT), None
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT position, {_VERSION_SQL} FROM {ProjectionCheckpoint._meta.db_table} WHERE name = %s", [CHECKPOINT])
+        row = cursor.fetchone()
+    return (0, None) if row is None else (int(row[0]), _version(row[1]))
+
+
+def log_and_checkpoint() -> tuple[int, int, str | None]:
+    """(the log's last position, the projection's position, its checkpoint version) in one round trip: what
+    `min_position` and `at` check first."""
     events, checkpoint = StoredEvent._meta.db_table, ProjectionCheckpoint._meta.db_table
+    version = _VERSION_SQL if connection.vendor == "postgresql" else "NULL"
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT (SELECT position FROM {events} ORDER BY position DESC LIMIT 1), "
-            f"(SELECT position FROM {checkpoint} WHERE name = %s)",
-            [CHECKPOINT],
+            f"(SELECT position FROM {checkpoint} WHERE name = %s), "
+            f"(SELECT {version} FROM {checkpoint} WHERE name = %s)",
+            [CHECKPOINT, CHECKPOINT],
         )
-        last, applied = cursor.fetchone()
-    return int(last or 0), int(applied or 0)
+        last, applied, version = cursor.fetchone()
+    return int(last or 0), int(applied or 0), _version(version)
 
 
 def weekly_income_at(*, position: int, start: date | None = None, end: date | None = None, currency: str | None = None) -> WeeklyIncomeReport:

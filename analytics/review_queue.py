@@ -92,18 +92,16 @@ def _batch_writes(events) -> tuple[list[tuple[str, list]], list[date], bool]:
     # A decided transaction that was pending is resolved by this batch (rqf.review_batch resolves
     # exactly the asked ones it knows), so deleting them all up front is what the fold asks for.
     known = _take_pending(asked) if asked else {}
-    batch = _fold(records, known)
+    # Plain tuples, no frame: a batch usually holds one decision, and a frame costs about a millisecond.
+    values, submitted, resolved = rqf.review_decisions(records, known=known, **_week_cut())
     statements = []
-    if batch.submitted:
+    if submitted:
         statements += _insert_statements(
             ReviewQueuePending, ("transaction_id", "submitted_at", "position"),
-            [(tid, at, pos) for tid, (at, pos) in batch.submitted.items()],
+            [(tid, at, pos) for tid, (at, pos) in submitted.items()],
         )
     weeks: list[date] = []
-    if not batch.decisions.empty:
-        # Plain tuples from here: pandas indexing costs tens of microseconds a call, and a batch
-        # usually holds one decision.
-        values = _decision_values(batch.decisions)
+    if values:
         statements += _insert_statements(ReviewQueueDecision, DECISION_FIELDS, values)
         counts = _week_counts(values)
         statements.append(_week_counts_statement(counts))
@@ -111,7 +109,7 @@ def _batch_writes(events) -> tuple[list[tuple[str, list]], list[date], bool]:
         timed_weeks = sorted({week for _, _, week, _, _, seconds in values if seconds is not None})
         statements += [_percentiles_statement(week) for week in timed_weeks]
         weeks = sorted(counts)
-    return statements, weeks, batch.pending_changed
+    return statements, weeks, bool(submitted or resolved)
 
 
 def _take_pending(transaction_ids: set[str]) -> dict[str, datetime]:

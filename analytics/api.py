@@ -19,6 +19,7 @@ from analytics.serializers import SnapshotOutput, SummaryOutput, WeeklyIncomeOut
 from analytics.projection import CHECKPOINT
 from analytics.snapshot import dashboard_snapshot
 from core.errors import DomainError, InvalidInput
+from core.fields import MAX_BIGINT, parse_digits
 from core.params import reject_blank
 from core.request_threads import loop_waits, wait_on_loop
 from core.problems import PROBLEM_CONTENT_TYPE, problem_body
@@ -29,7 +30,8 @@ MIN_POSITION_WAIT_SECONDS = 10.0
 CSV_COLUMNS = ["week_start", "currency", "total", "count", "gross", "reversed", "reversed_count", "net"]
 # The query parameters, named once: a serializer instance deep-copies its fields, every time.
 QUERY_NAMES = (*WeeklyIncomeQuery().fields, "format")
-# Valid queries already parsed, by their parameters: a dashboard asks the same few again and again.
+POSITION_NAMES = ("min_position", "at")
+# Valid query shapes already parsed: dashboards ask the same few again and again.
 _PARSED: dict[tuple, dict] = {}
 _PARSED_MAX = 1024
 
@@ -54,23 +56,41 @@ def _behind(request, position: int) -> Response:
     return response
 
 
-def _parsed_query(query_params) -> dict:
-    """WeeklyIncomeQuery's validated data; a query seen before (and valid) is not validated again.
+def _validated(query_params) -> dict:
+    reject_blank(query_params, QUERY_NAMES)
+    query = WeeklyIncomeQuery(data=query_params)
+    query.is_valid(raise_exception=True)
+    return dict(query.validated_data)
 
-    The answer depends only on the parameters and the week start setting (the range limit
-    counts weeks), so both make the key. Invalid queries are never kept: each gets its 400.
+
+def _parsed_query(query_params) -> dict:
+    """WeeklyIncomeQuery's validated data; a query of a shape seen before (and valid) is not validated again.
+
+    The shape is every parameter but the positions' values (time travel asks a new `at` each
+    time), plus the week start setting (the range limit counts weeks). A position is read as
+    StrictIntegerField reads it; one that field would refuse takes the serializer's path to its
+    400. Invalid queries are never kept: each gets its 400.
     """
-    key = (settings.ANALYTICS_WEEK_START, *((name, tuple(query_params.getlist(name))) for name in QUERY_NAMES if name in query_params))
-    params = _PARSED.get(key)
-    if params is None:
-        reject_blank(query_params, QUERY_NAMES)
-        query = WeeklyIncomeQuery(data=query_params)
-        query.is_valid(raise_exception=True)
-        params = dict(query.validated_data)
+    positions = {}
+    for name in POSITION_NAMES:
+        if name in query_params:
+            number = parse_digits(query_params[name])
+            if number is None or number > MAX_BIGINT:
+                return _validated(query_params)
+            positions[name] = number
+    key = (settings.ANALYTICS_WEEK_START,
+           *((name, None if name in positions else tuple(query_params.getlist(name))) for name in QUERY_NAMES if name in query_params))
+    shape = _PARSED.get(key)
+    if shape is None:
+        canonical = query_params.copy()
+        for name in positions:
+            # Any valid position validates alike: none of the checks between fields reads its value.
+            canonical.setlist(name, ["0"])
+        shape = _validated(canonical)
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()
-        _PARSED[key] = params
-    return params
+        _PARSED[key] = shape
+    return {**shape, **positions}
 
 
 def _json_answer(body: bytes) -> HttpResponse:

@@ -127,3 +127,16 @@ def test_the_cache_drops_the_least_recently_used_answers_beyond_its_size():
     cache.put("huge", b"x" * 11)
     assert cache.get("huge") is None and len(cache) == 2
 
+
+
+def test_a_position_is_checked_each_time_even_when_its_query_shape_was_seen(api):
+    position = approved("10.00", "EUR", MON).position
+    project_all()
+    assert api.get(URL, {**RANGE, "at": position}).status_code == 200
+    for bad in ("abc", "-1", "1.0", "١", str(2**63), ""):
+        response = api.get(URL, {**RANGE, "at": bad})
+        assert response.status_code == 400, bad
+        assert [e["field"] for e in response.json()["errors"]] == ["at"], bad
+    assert api.get(URL, {**RANGE, "at": position, "min_position": position}).status_code == 400
+    body = api.get(URL, {**RANGE, "at": f"000{position}"}).json()
+    assert body["as_of"] == position and body["results"][1] == income("2026-11-16", "EUR", "10.00", 1)

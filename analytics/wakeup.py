@@ -69,22 +69,42 @@ def clear() -> None:
         pipe.execute()
 
 
-def claim(last_position: int) -> tuple[float, bool] | None:
+# The claim, in one round trip: the flag (SET NX), what is left of the last run's gap, whether a listener
+# advertises itself, and when one does and no gap is left, the push that wakes it (the idle case: the
+# commit's wake-up reaches the listener in the claim's own round trip).
+_CLAIM = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return {0, 0, 0, 0} end
+local remaining = redis.call('PTTL', KEYS[2])
+local listening = redis.call('EXISTS', KEYS[3])
+if listening == 1 and remaining <= 0 then
+    redis.call('RPUSH', KEYS[4], ARGV[1])
+    redis.call('EXPIRE', KEYS[4], ARGV[2])
+    return {1, remaining, 1, 1}
+end
+return {1, remaining, listening, 0}
+"""
+_claim_script = None
+
+
+def claim(last_position: int) -> tuple[float, bool, bool] | None:
     """None when a run is already pending; else (the seconds the new run should wait, 0: start at once;
-    whether a listener is there to take it).
+    whether a listener is there to take it; whether it was handed the run already).
 
     A lone commit always claims. The run clears the flag before it reads the log, so an event
-    committed after that read claims again and is not missed. One round trip: the claim, what
-    is left of the last run's gap (its key's TTL) and whether a listener advertises itself.
+    committed after that read claims again and is not missed. One round trip (a script): the
+    claim, what is left of the last run's gap (its key's TTL), whether a listener advertises
+    itself, and with a listener and no gap left, the push that starts the run.
     """
-    pipe = redis_client().pipeline(transaction=False)
-    pipe.set(WAKE_KEY, last_position, nx=True, ex=WAKE_TTL_SECONDS)
-    pipe.pttl(LAST_RUN_KEY)
-    pipe.exists(LISTENER_KEY)
-    claimed, remaining_ms, listening = pipe.execute()
+    global _claim_script
+    client = redis_client()
+    if _claim_script is None:
+        _claim_script = client.register_script(_CLAIM)
+    claimed, remaining_ms, listening, pushed = _claim_script(
+        keys=[WAKE_KEY, LAST_RUN_KEY, LISTENER_KEY, WAKE_LIST], args=[last_position, WAKE_TTL_SECONDS], client=client,
+    )
     if not claimed:
         return None
-    return max(0, min(int(remaining_ms), MIN_GAP_MS)) / 1000, bool(listening)
+    return max(0, min(int(remaining_ms), MIN_GAP_MS)) / 1000, bool(listening), bool(pushed)
 
 
 def _push(position: int) -> None:
@@ -170,13 +190,14 @@ def _claimer(state: dict, changed: threading.Condition) -> None:
             if position:
                 claimed = claim(position)
                 if claimed is not None:
-                    countdown, listening = claimed
+                    countdown, listening, pushed = claimed
                     if countdown:
                         # A run started moments ago: let the batch gather. Commits meanwhile find the
                         # flag claimed, and the run started below clears it only when it starts.
                         _pause(countdown)
                     if listening:
-                        _push(position)
+                        if not pushed:
+                            _push(position)
                         with changed:
                             state["checks"].append((time.monotonic() + FALLBACK_CHECK_SECONDS, position, task))
                     else:

@@ -175,6 +175,22 @@ def test_a_wake_up_handed_to_a_listener_that_never_publishes_falls_back_to_the_t
 
 
 @pytest.mark.needs_redis
+def test_an_idle_claim_with_a_listener_pushes_the_wake_up_in_its_own_round_trip_and_one_within_the_gap_does_not(
+    broker_mode, monkeypatch,
+):
+    monkeypatch.setattr(wakeup, "MIN_GAP_MS", 60_000)  # a gap no slow machine outlasts during the test
+    client = wakeup.redis_client()
+    client.set(wakeup.LISTENER_KEY, 1, px=wakeup.LISTENER_TTL_MS)
+    assert wakeup.claim(5) == (0, True, True)
+    assert client.lrange(wakeup.WAKE_LIST, 0, -1) == [b"5"]
+    assert wakeup.claim(6) is None  # the run is pending: nothing more is pushed
+    wakeup.clear()  # the run starts, and its gap with it
+    countdown, listening, pushed = wakeup.claim(7)
+    assert 0 < countdown <= wakeup.MIN_GAP_MS / 1000 and listening and not pushed
+    assert not client.exists(wakeup.WAKE_LIST)  # the claimer pushes after the pause
+
+
+@pytest.mark.needs_redis
 def test_without_a_listener_a_claim_enqueues_the_task_at_once(broker_mode):
     tasks.wake_projector(sender=None, last_position=1)
     assert wakeup.drain() and len(broker_mode) == 1

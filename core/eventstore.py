@@ -119,6 +119,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from core.db import execute_prepared
 from core.errors import Conflict, DomainError
 from core.models import StoredEvent
 from core.signals import committed_announcement
@@ -227,17 +228,14 @@ def _insert_checked(rows: list[StoredEvent], stream_id, expected_version: int, a
     if along is not None:
         insert = f"WITH appended AS ({insert}), along AS ({along.sql}) SELECT position, version FROM appended"
         params += list(along.params)
-    sql = (
+    prelude = (
         f"SET LOCAL lock_timeout = '{timeout_ms}ms'; "
         "LOCK TABLE core_event IN ROW EXCLUSIVE MODE; "
         f"SELECT pg_advisory_xact_lock_shared({_APPEND_LOCK_KEY}); "
-        "SET LOCAL lock_timeout TO DEFAULT; " + insert
+        "SET LOCAL lock_timeout TO DEFAULT; "
     )
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            _move_to_result(cursor, 4)  # the INSERT's
-            inserted = {version: position for position, version, *_ in cursor.fetchall()}
+        inserted = _run_insert(prelude, insert, params, len(rows))
     except OperationalError as exc:
         if _is_lock_timeout(exc):
             raise EventStoreBusy(f"The event store stayed locked for {timeout_ms} ms; nothing was written, retry.") from exc
@@ -251,6 +249,26 @@ def _insert_checked(rows: list[StoredEvent], stream_id, expected_version: int, a
     for row in rows:
         row.position = inserted.get(row.version)
     return bool(inserted)
+
+
+# The INSERT (with its `along`) is a prepared statement (core.db.execute_prepared), EXECUTEd in
+# the same simple query as the locks: PostgreSQL planned it on every append (about 0.3 ms of an
+# approval's 2 ms of backend CPU). The statements, their order and the one implicit transaction are
+# as before, so the append rules above hold: a connection's first append of a shape sends the
+# PREPARE after the locks, with lock_timeout back at its default, so it draws no position and waits
+# for the tables exactly as the INSERT did.
+_MAX_PREPARED_EVENTS = 8  # larger appends (bulk seeding) are planned each time: few, and each shape new
+
+
+def _run_insert(prelude: str, insert: str, params: list, count: int) -> dict[int, int]:
+    """The prelude (4 statements: locks) and the INSERT in one simple query; {version: position} of the rows inserted."""
+    with connection.cursor() as cursor:
+        if count > _MAX_PREPARED_EVENTS:
+            cursor.execute(prelude + insert, params)
+            _move_to_result(cursor, 4)  # the INSERT's
+        else:
+            execute_prepared(cursor, insert, params, before=prelude, before_count=4)
+        return {version: position for position, version, *_ in cursor.fetchall()}
 
 
 def stream_version(stream_id) -> int:

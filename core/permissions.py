@@ -17,11 +17,11 @@ def _perm_sql() -> str:
     user_groups = get_user_model().groups.through._meta.db_table
     group_perms = Group.permissions.through._meta.db_table
     perm, ct = Permission._meta.db_table, ContentType._meta.db_table
-    matches = f"p.id = {{}}.permission_id AND p.codename = %(codename)s AND ct.id = p.content_type_id AND ct.app_label = %(app_label)s"
+    matches = f"p.id = {{}}.permission_id AND p.codename = %s AND ct.id = p.content_type_id AND ct.app_label = %s"
     return (
-        f"SELECT EXISTS (SELECT 1 FROM {user_perms} up, {perm} p, {ct} ct WHERE up.user_id = %(user)s AND {matches.format('up')})"
+        f"SELECT EXISTS (SELECT 1 FROM {user_perms} up, {perm} p, {ct} ct WHERE up.user_id = %s AND {matches.format('up')})"
         f" OR EXISTS (SELECT 1 FROM {user_groups} ug, {group_perms} gp, {perm} p, {ct} ct"
-        f" WHERE ug.user_id = %(user)s AND gp.group_id = ug.group_id AND {matches.format('gp')})"
+        f" WHERE ug.user_id = %s AND gp.group_id = ug.group_id AND {matches.format('gp')})"
     )
 
 
@@ -35,7 +35,7 @@ def holds_perm(user, perm: str) -> bool:
     """
     from django.db import connection
 
-    from core.db import prepared_cursor
+    from core.db import execute_prepared
 
     if hasattr(user, "_perm_cache"):
         # Read with the user (JWT: core/security.py): ModelBackend answers from it without a query.
@@ -48,8 +48,8 @@ def holds_perm(user, perm: str) -> bool:
         return True
     app_label, _, codename = perm.partition(".")
     sql = _PERM_SQL[0] if _PERM_SQL else _PERM_SQL.append(_perm_sql()) or _PERM_SQL[0]
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, {"user": user.pk, "codename": codename, "app_label": app_label})
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, sql, [user.pk, codename, app_label, user.pk, codename, app_label])  # planned once per connection
         return bool(cursor.fetchone()[0])
 
 

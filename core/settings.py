@@ -103,11 +103,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABAS
     # A connection per request costs a PostgreSQL backend start (several ms); a
     # pool keeps warm connections, and is safe under ASGI where CONN_MAX_AGE is not.
     DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 10}}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Statements are prepared only where core.db.prepared_cursor() asks (the approve path's fixed
-    # statements); the ORM's client-binding cursors never prepare. Never reached automatically:
-    # core.db.PREPARE_ONLY_WHEN_ASKED.
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes SQLite's write lock at BEGIN, so concurrent commands queue
     # instead of failing with "database is locked" when they upgrade a read lock.

@@ -13,7 +13,7 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from core import eventstore, tracing
-from core.db import command_transaction, prepared_cursor
+from core.db import command_transaction, execute_prepared
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.money import MoneyError, normalize_currency, parse_amount
 from core.validation import check_occurred_at, clean_text
@@ -332,8 +332,8 @@ def _read_row(transaction_id, *, lock: bool) -> Transaction | None:
     name = "lock" if lock else "read"
     sql = _SQL.get(name) or _SQL.setdefault(name, _sql(name))
     try:
-        with prepared_cursor() as cursor:
-            cursor.execute(sql, [pk])
+        with connection.cursor() as cursor:
+            execute_prepared(cursor, sql, [pk])  # planned once per connection (core/db.py)
             row = cursor.fetchone()
     except OperationalError as exc:
         if lock and getattr(exc.__cause__, "sqlstate", None) == _DEADLOCK_DETECTED:

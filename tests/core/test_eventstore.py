@@ -334,3 +334,59 @@ def test_append_alone_is_refused_inside_a_transaction_and_append_takes_along_the
                 stream_id=stream, expected_version=0, events=[NewEvent("ThingHappened", {})], metadata={}, along=PROBE
             )
             assert probe_rows() == [(event.position, 1, event.recorded_at)]
+
+
+# --- the INSERT as a prepared statement: planned once per connection and shape ----------------------
+
+
+def _prepared_appends() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO core_event%%' ORDER BY name")
+        return [name for (name,) in cursor.fetchall()]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_prepares_an_append_shape_once_per_connection_and_then_only_executes_it(monkeypatch):
+    monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: None)
+    statements = []
+    with along_probe():
+        with connection.execute_wrapper(lambda execute, sql, *args: statements.append(sql) or execute(sql, *args)):
+            first = append_alone(uuid.uuid4(), 0, "ThingHappened")
+            second = append_alone(uuid.uuid4(), 0, "ThingHappened")
+        rows = probe_rows()
+    assert ["PREPARE lp_" in sql for sql in statements] == [True, False]
+    assert all("EXECUTE lp_" in sql for sql in statements)
+    assert len(_prepared_appends()) == 1
+    assert rows == [(e.position, e.version, e.recorded_at) for e in first + second]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_append_on_a_connection_that_lost_its_prepared_statements_prepares_again_and_writes_once(monkeypatch):
+    monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: None)
+    append_alone(uuid.uuid4(), 0, "ThingHappened", along=None)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what a pooler's DISCARD ALL does behind our back
+    stream = uuid.uuid4()
+    [event] = append_alone(stream, 0, "ThingHappened", along=None)
+    assert [e.position for e in eventstore.read_stream(stream)] == [event.position]
+    assert len(_prepared_appends()) == 1
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_append_that_failed_after_its_prepare_leaves_the_next_one_of_its_shape_working(monkeypatch):
+    # The PREPARE outlives the rolled-back transaction; preparing the same name again would fail (42P05).
+    monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: None)
+    refusing = eventstore.Along("INSERT INTO along_probe (position, version) SELECT position, -1 FROM appended")
+    with along_probe():
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE along_probe ADD CHECK (version >= 0)")
+        with pytest.raises(ConcurrencyConflict):  # the along's own constraint: rolled back whole
+            append_alone(uuid.uuid4(), 0, "ThingHappened", along=refusing)
+        assert StoredEvent.objects.count() == 0
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE along_probe DROP CONSTRAINT along_probe_version_check")
+        [event] = append_alone(uuid.uuid4(), 0, "ThingHappened", along=refusing)
+        assert probe_rows() == [(event.position, -1, None)]

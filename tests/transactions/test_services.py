@@ -279,15 +279,14 @@ def test_a_decision_outside_any_transaction_takes_two_round_trips_and_keeps_row_
 def test_it_reads_the_decided_row_with_a_statement_the_connection_prepared_once(monkeypatch):
     from django.db import connection
 
+    from core.db import prepared_name
+
     monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: None)
     first, second = submit(), submit()
 
     def prepared_reads():
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s AND statement LIKE %s",
-                ["%FROM \"transactions_transaction\"%", "%= $1"],
-            )
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE %s", [prepared_name(services._sql("read")) + "%"])
             return cursor.fetchone()[0]
 
     services.transaction_approve(transaction_id=first.id, actor="bo")
@@ -613,13 +612,16 @@ def test_a_deadlock_while_waiting_for_the_row_lock_is_a_conflict_not_a_server_er
     # after their INSERT) is rare and timing-bound; PostgreSQL's answer to it is what is simulated here.
     from django.db import OperationalError, connection
 
+    from core.db import prepared_name
     from core.errors import Conflict
 
     class Deadlock(Exception):
         sqlstate = "40P01"
 
+    locked_read = prepared_name(services._sql("lock"))  # once prepared, only its name is sent
+
     def deadlock_on_locked_read(execute, sql, params, many, context):
-        if "FOR UPDATE" in sql:
+        if "FOR UPDATE" in sql or locked_read in sql:
             raise OperationalError("deadlock detected") from Deadlock()
         return execute(sql, params, many, context)
 

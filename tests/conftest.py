@@ -63,6 +63,23 @@ def pytest_runtest_setup(item):
         require("Redis", redis_available())
 
 
+@pytest.fixture(autouse=True)
+def _close_the_sync_to_async_threads_connections():
+    """After each test, the database connections of asgiref's thread for sync_to_async(thread_sensitive=True) closed.
+
+    An async test has no outer async_to_sync, so its thread-sensitive calls (Django's async ORM, a helper's
+    sync_to_async) run on one executor thread that lives as long as the process: a connection opened there
+    outlived its test and the session, and the test database could not be dropped at the end ("is being
+    accessed by other users", a 5 s wait per xdist worker). tests/core/test_metrics.py's socket-counting
+    test left one, for instance. Run in that thread, since connections are per thread."""
+    yield
+    from asgiref.sync import SyncToAsync
+
+    executor = SyncToAsync.single_thread_executor
+    if executor._threads:  # started: some test has run code in it
+        executor.submit(connections.close_all).result(timeout=30)
+
+
 @pytest.fixture
 def admin_user(db):
     return get_user_model().objects.create_superuser("boss", "boss@example.com", "boss-password-123")

@@ -93,6 +93,12 @@ def _parsed_query(query_params) -> dict:
     return {**shape, **positions}
 
 
+def _check_position(field: str, position: int, last: int) -> None:
+    if position > last:
+        # A position the log has not handed out cannot be waited for: say so at once.
+        raise InvalidInput(field, f"no event at position {position}: the log ends at {last}")
+
+
 def _json_answer(body: bytes) -> HttpResponse:
     # What DRF's Response with JSONRenderer would send (its Vary/Allow headers come from finalize_response).
     return HttpResponse(body, content_type="application/json")
@@ -165,31 +171,37 @@ class WeeklyIncomeApi(APIView):
         as_csv = request.accepted_renderer.format == "csv"
         # `Accept: application/json; indent=4` asks DRF's renderer for indented JSON: that one is rendered as before.
         cacheable = not as_csv and "indent" not in (request.accepted_media_type or "")
-        version = None
-        if field:
-            last, applied, version = selectors.log_and_checkpoint()
-            if params[field] > last:
-                # A position the log has not handed out cannot be waited for: say so at once.
-                raise InvalidInput(field, f"no event at position {params[field]}: the log ends at {last}")
-            # `at` reads the buckets' history, complete only up to what the projection applied.
-            if applied < params[field]:
-                return _behind(request, params[field])
-        elif cacheable:
-            applied, version = selectors.checkpoint_state()
-        # Everything the body depends on: the rows' state (position and checkpoint version), what was asked, and
-        # the settings that cut the weeks. Once the projection moves or a rebuild rewrites, the version differs.
-        asked = (weeks[0], weeks[-1], currency, settings.ANALYTICS_TIME_ZONE, settings.ANALYTICS_WEEK_START)
-        key = None
-        if cacheable and version is not None:
-            key = ("at", params["at"], version, *asked) if field == "at" else ("now", applied, version, *asked)
-            body = ANSWERS.get(key)
-            if body is not None:
-                return _json_answer(body)
-
         if field == "at":
-            report = selectors.weekly_income_at(position=params["at"], **window)
+            # The checks and the history in one statement: time travel asks a new position each time, so an
+            # answer kept for a repeat would cost this read a round trip of its own more often than it saves one.
+            travel = selectors.weekly_income_at_checked(position=params["at"], **window)
+            _check_position("at", params["at"], travel.last)
+            if travel.report is None:
+                # `at` reads the buckets' history, complete only up to what the projection applied.
+                return _behind(request, params["at"])
+            report, key = travel.report, None
         else:
+            version = None
+            if field:
+                last, applied, version = selectors.log_and_checkpoint()
+                _check_position(field, params[field], last)
+                if applied < params[field]:
+                    return _behind(request, params[field])
+            elif cacheable:
+                applied, version = selectors.checkpoint_state()
+            # Everything the body depends on: the rows' state (position and checkpoint version), what was asked,
+            # and the settings that cut the weeks. Once the projection moves or a rebuild rewrites, the version differs.
+            asked = (weeks[0], weeks[-1], currency, settings.ANALYTICS_TIME_ZONE, settings.ANALYTICS_WEEK_START)
+            key = None
+            if cacheable and version is not None:
+                key = ("now", applied, version, *asked)
+                body = ANSWERS.get(key)
+                if body is not None:
+                    return _json_answer(body)
             report = selectors.weekly_income(**window)
+            if report.version is not None:
+                # Kept under the state the rows statement itself read: the checkpoint may have moved since the check.
+                key = ("now", report.as_of, report.version, *asked)
 
         if as_csv:
             response = StreamingHttpResponse(_csv_lines(report), content_type="text/csv; charset=utf-8")
@@ -199,9 +211,6 @@ class WeeklyIncomeApi(APIView):
         if not cacheable:
             return Response(payloads.weekly_income_body(report))
         body = payloads.weekly_income_json(report)
-        if field != "at" and report.version is not None:
-            # Kept under the state the rows statement itself read: the checkpoint may have moved since the check.
-            key = ("now", report.as_of, report.version, *asked)
         if key is not None:
             ANSWERS.put(key, body)
         return _json_answer(body)

@@ -228,22 +228,58 @@ def weekly_income_at(*, position: int, start: date | None = None, end: date | No
     """
     weeks = resolve_range(start, end)
     if connection.vendor == "postgresql":
-        currencies, found = _history_rows(position, weeks[0], weeks[-1], currency)
+        _, currencies, found = _history_rows(position, weeks[0], weeks[-1], currency)
     else:
         currencies, found = _history_rows_portable(position, weeks[0], weeks[-1], currency)
     return _report(position, weeks, [currency] if currency else currencies, found)
 
 
-def _history_rows(position: int, first: date, last: date, currency: str | None) -> tuple[list[str], dict[tuple, Sums]]:
+@dataclass(frozen=True)
+class CheckedTimeTravel:
+    last: int  # the log's last position
+    applied: int  # weekly income's checkpoint
+    version: str | None  # its checkpoint row's version
+    report: WeeklyIncomeReport | None  # None unless the projection has applied the position asked for
+
+
+def weekly_income_at_checked(*, position: int, start: date | None = None, end: date | None = None,
+                             currency: str | None = None) -> CheckedTimeTravel:
+    """weekly_income_at with its precondition read in the same statement: the log's end and the checkpoint, and the
+    history only when the checkpoint has reached `position` (one round trip instead of two on PostgreSQL)."""
+    weeks = resolve_range(start, end)
+    if connection.vendor != "postgresql":
+        last, applied, version = log_and_checkpoint()
+        report = weekly_income_at(position=position, start=weeks[0], end=weeks[-1], currency=currency) if position <= applied else None
+        return CheckedTimeTravel(last, applied, version, report)
+    state, currencies, found = _history_rows(position, weeks[0], weeks[-1], currency, checked=True)
+    last, applied, version = state
+    report = _report(position, weeks, [currency] if currency else currencies, found, version) if position <= applied else None
+    return CheckedTimeTravel(last, applied, version, report)
+
+
+def _history_rows(position: int, first: date, last: date, currency: str | None, *, checked: bool = False,
+                  ) -> tuple[tuple[int, int, str | None] | None, list[str], dict[tuple, Sums]]:
     """Each bucket's latest history row at `position`, and the currencies with income by then: one statement.
 
     One statement reads one snapshot (no transaction, one round trip instead of seven). Per bucket
     in range, one probe of the (week_start, currency, position) index, backwards from `position`;
-    per currency, one probe of (currency, position).
+    per currency, one probe of (currency, position). `checked` adds (the log's last position, the
+    checkpoint's position, its version) and reads the history only if the checkpoint has reached
+    `position` (a one-time filter: nothing is probed otherwise).
     """
     rows_table, history_table = WeeklyIncome._meta.db_table, WeeklyIncomeHistory._meta.db_table
+    events, checkpoint = StoredEvent._meta.db_table, ProjectionCheckpoint._meta.db_table
     in_currency = "AND w.currency = %s" if currency else ""
-    sql = f"""
+    state, gate = "", ""
+    if checked:
+        state = f"""
+        WITH state AS MATERIALIZED (
+            SELECT (SELECT position FROM {events} ORDER BY position DESC LIMIT 1) AS last_position,
+                   (SELECT position FROM {checkpoint} WHERE name = %s) AS applied,
+                   (SELECT {_VERSION_SQL} FROM {checkpoint} WHERE name = %s) AS version
+        )"""
+        gate = "AND %s <= (SELECT applied FROM state)"
+    sql = f"""{state}
         SELECT w.week_start, w.currency, h.total_minor, h.count, h.gross_minor, h.reversed_minor, h.reversed_count
         FROM {rows_table} w
         CROSS JOIN LATERAL (
@@ -251,21 +287,27 @@ def _history_rows(position: int, first: date, last: date, currency: str | None) 
             WHERE week_start = w.week_start AND currency = w.currency AND position <= %s
             ORDER BY position DESC LIMIT 1
         ) h
-        WHERE w.week_start >= %s AND w.week_start <= %s {in_currency}
+        WHERE w.week_start >= %s AND w.week_start <= %s {in_currency} {gate}
         UNION ALL
         SELECT NULL, c.currency, NULL, NULL, NULL, NULL, NULL FROM (SELECT DISTINCT currency FROM {rows_table}) c
-        WHERE EXISTS (SELECT 1 FROM {history_table} h WHERE h.currency = c.currency AND h.position <= %s)
+        WHERE EXISTS (SELECT 1 FROM {history_table} h WHERE h.currency = c.currency AND h.position <= %s) {gate}
     """
-    params = [position, first, last] + ([currency] if currency else []) + [position]
-    currencies, found = [], {}
+    params = [position, first, last] + ([currency] if currency else []) + ([position] if checked else []) + [position]
+    if checked:
+        # The state row: the week and the currency both NULL; (last, version, applied) in the total, count and gross columns.
+        sql += "UNION ALL SELECT NULL, NULL, CAST(last_position AS NUMERIC), version, CAST(applied AS NUMERIC), NULL, NULL FROM state"
+        params = [CHECKPOINT, CHECKPOINT] + params + [position]
+    checked_state, currencies, found = None, [], {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for week, cur, total, *rest in cursor.fetchall():
-            if week is None:
+            if week is None and cur is None:
+                checked_state = (int(total or 0), int(rest[1] or 0), _version(rest[0]))
+            elif week is None:
                 currencies.append(cur)
             else:
                 found[(week, cur)] = _sums(total, *rest)
-    return sorted(currencies), found
+    return checked_state, sorted(currencies), found
 
 
 def _history_rows_portable(position: int, first: date, last: date, currency: str | None) -> tuple[list[str], dict[tuple, Sums]]:

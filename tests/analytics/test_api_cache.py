@@ -68,15 +68,38 @@ def test_a_rebuild_that_rewrites_rows_at_the_same_position_is_not_answered_from_
     assert api.get(URL, RANGE).json()["results"][1] == income("2026-11-16", "EUR", "10.00", 1)
 
 
-def test_time_travel_answers_each_position_from_its_own_entry(api):
+def test_time_travel_answers_each_position_exactly_every_time(api):
     first = approved("10.00", "EUR", MON).position
     second = approved("5.00", "EUR", MON).position
     project_all()
     for _ in range(2):
         assert api.get(URL, {**RANGE, "at": first}).json()["results"][1] == income("2026-11-16", "EUR", "10.00", 1)
         assert api.get(URL, {**RANGE, "at": second}).json()["results"][1] == income("2026-11-16", "EUR", "15.00", 2)
-    # The same position now and then are different questions (the "now" one moves on with the log).
     assert api.get(URL, RANGE).json() == api.get(URL, {**RANGE, "at": second}).json()
+
+
+def test_time_travel_checks_the_log_and_the_checkpoint_and_reads_the_history_in_one_statement(api):
+    position = approved("10.00", "EUR", MON).position
+    project_all()
+    api.get(URL, RANGE)  # the user's session and the query's shape, read and parsed once
+    with CaptureQueriesContext(connection) as queries:
+        body = api.get(URL, {**RANGE, "at": position}).json()
+    assert body["as_of"] == position and body["results"][1] == income("2026-11-16", "EUR", "10.00", 1)
+    read_model = [q["sql"] for q in queries.captured_queries if "analytics_" in q["sql"]]
+    assert len(read_model) == 1 and "core_event" in read_model[0]
+
+
+def test_time_travel_past_the_projection_waits_and_past_the_log_is_refused(api, monkeypatch):
+    monkeypatch.setattr("analytics.api.MIN_POSITION_WAIT_SECONDS", 0.2)
+    approved("10.00", "EUR", MON)
+    project_all()
+    unprojected = approved("5.00", "EUR", MON).position
+    response = api.get(URL, {**RANGE, "at": unprojected})
+    assert response.status_code == 503 and response.json()["code"] == "projection_behind"
+    beyond = api.get(URL, {**RANGE, "at": unprojected + 1})
+    assert beyond.status_code == 400 and beyond.json()["errors"][0]["field"] == "at"
+    project_all()
+    assert api.get(URL, {**RANGE, "at": unprojected}).json()["results"][1] == income("2026-11-16", "EUR", "15.00", 2)
 
 
 def test_the_currency_filter_and_the_range_are_part_of_the_question(api):

@@ -341,8 +341,14 @@ def _add_to_rows(
             SELECT * FROM up
         """
         params = [*params, *params, *(value for ws, cur, position, sums in entries for value in (ws, cur, position, *sums))]
+    move = registry.take_checkpoint_move() if connection.vendor == "postgresql" else None
+    if move is not None:
+        # The projector's checkpoint UPDATE first, in the same execute: one round trip for both.
+        sql, params = f"{move[0]};\n{sql}", [*move[1], *params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        if move is not None:
+            cursor.nextset()
         returned = cursor.fetchall()
     return {
         # SQLite hands dates back as text.
@@ -351,34 +357,35 @@ def _add_to_rows(
     }
 
 
-def _move_checkpoints(checkpoints: list[ProjectionCheckpoint], through: int) -> None:
-    """Move the checkpoints to `through` and let this transaction's COMMIT return before its WAL
-    reaches disk (PostgreSQL), in one round trip.
+def _move_checkpoints(checkpoints: list[ProjectionCheckpoint], through: int) -> tuple[str, list] | None:
+    """Move the checkpoints to `through`; on PostgreSQL the UPDATE is returned (sql, params) to be sent,
+    not sent: the projector hands it to the first projection that writes (registry.take_checkpoint_move),
+    so it costs no round trip of its own.
 
-    The projections are derived from the log, whose events were committed durably by the
-    commands. A crash can lose at most the last few projector commits, and each loses its
+    The UPDATE also lets this transaction's COMMIT return before its WAL reaches disk
+    (PostgreSQL). The projections are derived from the log, whose events were committed durably
+    by the commands. A crash can lose at most the last few projector commits, and each loses its
     rows, history and checkpoints together (commits stay atomic and ordered): the batch is
     projected again, to the same totals, from the same events. The flush it saves is most
     of a small batch's commit (about 2 ms at p50 here, more under load). The setting is
-    read at COMMIT, so it may be made by the transaction's last statement, and it is
+    read at COMMIT, so it may be made by any statement of the transaction, and it is
     LOCAL: the connection's next transaction is durable again.
     """
     if not checkpoints:
-        return
+        return None
     now = timezone.now()
     for checkpoint in checkpoints:
         checkpoint.position, checkpoint.updated_at = through, now
     names = [checkpoint.name for checkpoint in checkpoints]
     if connection.vendor != "postgresql":
         ProjectionCheckpoint.objects.filter(name__in=names).update(position=through, updated_at=now)
-        return
+        return None
     table = connection.ops.quote_name(ProjectionCheckpoint._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET position = %s, updated_at = %s WHERE name = ANY(%s) "
-            "RETURNING set_config('synchronous_commit', 'off', true)",
-            [through, now, names],
-        )
+    return (
+        f"UPDATE {table} SET position = %s, updated_at = %s WHERE name = ANY(%s) "
+        "RETURNING set_config('synchronous_commit', 'off', true)",
+        [through, now, names],
+    )
 
 
 def project_next_batch(*, batch_size: int = BATCH_SIZE) -> ProjectedBatch | None:
@@ -417,22 +424,33 @@ def _project_next_batch(batch_size: int) -> ProjectedBatch | None:
             return None
         through = batch[-1].position
         shown_after = checkpoints[0][1].position  # before it moves, below
-        projected, moved = [], []
-        for projection, checkpoint in checkpoints:
-            if checkpoint.position >= through:
-                continue
-            mine = [e for e in batch if e.position > checkpoint.position and e.type in projection.handles]
-            if mine:
+        work = [
+            (projection, checkpoint, checkpoint.position,
+             [e for e in batch if e.position > checkpoint.position and e.type in projection.handles])
+            for projection, checkpoint in checkpoints if checkpoint.position < through
+        ]
+        # Every checkpoint behind `through` moves to it: the UPDATE goes out with the first projection's
+        # write (registry.take_checkpoint_move), or below if none took it. Same transaction either way.
+        token = registry.checkpoint_move.set(_move_checkpoints([checkpoint for _, checkpoint, _, _ in work], through))
+        try:
+            projected = []
+            for projection, _, was, mine in work:
+                if not mine:
+                    continue
                 try:
                     projected.extend(projection.apply(mine, through=through))
                 except Exception as exc:
                     # Raised inside the atomic block: every projection's rows and checkpoint roll back.
                     raise ProjectionFailed(
-                        projection=projection.name, after=checkpoint.position, first=mine[0].position, through=through, cause=exc,
+                        projection=projection.name, after=was, first=mine[0].position, through=through, cause=exc,
                         size=len(batch),
                     ) from exc
-            moved.append(checkpoint)
-        _move_checkpoints(moved, through)
+            move = registry.take_checkpoint_move()
+        finally:
+            registry.checkpoint_move.reset(token)
+        if move is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(*move)
         # Dashboards stand at the first projection's checkpoint (the snapshot's seq): events at or
         # below it were published when it applied them. While another projection catches up from
         # behind, its batches would otherwise re-send (and read rows for) messages every client drops.

@@ -30,12 +30,18 @@ projector waits on that lock, so a long hold stalls every projection, not only t
 projections' rows and checkpoints are not touched. `verify` re-derives the rows from the log with
 arithmetic of its own and lists the differences; it takes no projector lock.
 
+A projection that sends its writes as one multi-statement execute (PostgreSQL) should put
+`take_checkpoint_move()` in front of them when it returns a statement: the projector's checkpoint
+UPDATE then travels in the same round trip instead of one of its own. It returns None outside a
+projector batch (a rebuild) or once taken; the projector runs it itself if no projection took it.
+
 `config()` names the settings the rows were computed with (stored on the checkpoint row); when it
 changes, the projector refuses to run (ProjectionConfigChanged) until that projection is rebuilt.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -80,6 +86,18 @@ class Projection(ABC):
 
     def __repr__(self) -> str:
         return f"<projection {self.name}>"
+
+
+# The projector's checkpoint UPDATE (sql, params) while a batch is applied, until a projection takes it.
+checkpoint_move: ContextVar[tuple[str, list] | None] = ContextVar("checkpoint_move", default=None)
+
+
+def take_checkpoint_move() -> tuple[str, list] | None:
+    """The projector's checkpoint UPDATE for the caller to send ahead of its own statements, once; else None."""
+    move = checkpoint_move.get()
+    if move is not None:
+        checkpoint_move.set(None)
+    return move
 
 
 class UnknownProjection(LookupError):

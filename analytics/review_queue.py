@@ -24,7 +24,7 @@ from analytics.models import (
     ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueueDecision, ReviewQueuePending, ReviewQueueWeek,
 )
 from analytics.rebuild import EventStoreBusy
-from analytics.registry import Projection, Rebuilt
+from analytics.registry import Projection, Rebuilt, take_checkpoint_move
 from analytics.review_queue_selectors import NAME, queue_now, stored_from_rows, stored_statement, week_objects
 from analytics.selectors import current_week_start
 from core import eventstore
@@ -134,6 +134,10 @@ def _execute_all(statements: list[tuple[str, list]]) -> list[tuple] | None:
     In one round trip on PostgreSQL (Django's psycopg cursors bind client-side, which allows several
     statements in one execute; each sees the ones before it), one by one elsewhere.
     """
+    if connection.vendor == "postgresql":
+        # The projector's checkpoint move, if no projection sent it yet: no round trip of its own.
+        move = take_checkpoint_move()
+        statements = [move, *statements] if move else statements
     if not statements:
         return None
     with connection.cursor() as cursor:

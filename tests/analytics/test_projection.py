@@ -6,7 +6,7 @@ from django.test import override_settings
 
 from analytics import projection, selectors
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
-from analytics.projection import ProjectionConfigChanged, project_next_batch, rebuild_weekly_income
+from analytics.projection import ProjectionConfigChanged, ProjectionFailed, project_next_batch, rebuild_weekly_income
 from analytics.verification import verify_weekly_income
 from core import eventstore
 from transactions import services
@@ -327,11 +327,14 @@ def an_idle_approval() -> None:
     services.transaction_approve(transaction_id=pending.id, actor="boss")
 
 
-def test_it_projects_an_idle_approval_for_weekly_income_alone_in_five_round_trips(only_weekly_income):
+def test_it_projects_an_idle_approval_for_weekly_income_alone_in_four_round_trips(only_weekly_income):
     an_idle_approval()
-    # Lock the checkpoints, read the batch, upsert the rows with their history, move the
-    # checkpoints, read the transactions for their messages (and BEGIN/COMMIT around them).
-    assert len(round_trips_of_next_batch()) == 5
+    trips = round_trips_of_next_batch()
+    # Lock the checkpoints, read the batch, move the checkpoints and upsert the rows with their
+    # history (one execute), read the transactions for their messages (and BEGIN/COMMIT around them).
+    assert len(trips) == 4
+    assert trips[2].startswith("UPDATE") and "analytics_weeklyincome" in trips[2]
+    assert checkpoint() == eventstore.last_position()
 
 
 def test_the_review_queue_adds_two_round_trips_to_an_idle_approval_however_many_tables_it_writes():
@@ -339,7 +342,7 @@ def test_the_review_queue_adds_two_round_trips_to_an_idle_approval_however_many_
     trips = round_trips_of_next_batch()
     # Its pending row's delete (which hands back the submission time), then its decision, counts,
     # admin counts, percentiles and the read of its message's rows, in one multi-statement execute.
-    assert len(trips) == 7
+    assert len(trips) == 6
     assert ProjectionCheckpoint.objects.get(name="review_queue").position == eventstore.last_position()
     from analytics.review_queue_selectors import review_queue
 
@@ -352,8 +355,40 @@ def test_a_batch_of_submissions_only_costs_the_review_queue_one_round_trip():
     project_all()
     submit("5.00", "EUR", MON, actor="clerk")
     submit("6.00", "EUR", MON, actor="clerk")
-    # Weekly income handles none of them and is not called: lock, read, the queue's writes and read, move, messages.
-    assert len(round_trips_of_next_batch()) == 5
+    # Weekly income handles none of them and is not called: lock, read, the checkpoints' move with the
+    # queue's writes and read (one execute), messages.
+    trips = round_trips_of_next_batch()
+    assert len(trips) == 4 and trips[2].startswith("UPDATE") and "review_queue" in trips[2]
+    assert {c.name: c.position for c in ProjectionCheckpoint.objects.all()} == {
+        "weekly_income": eventstore.last_position(), "review_queue": eventstore.last_position(),
+    }
+
+
+def test_the_checkpoints_move_by_a_statement_of_their_own_when_no_projection_writes(only_weekly_income):
+    approved("10.00", "EUR", MON)
+    project_all()
+    submit("5.00", "EUR", MON, actor="clerk")  # nothing weekly income handles
+    trips = round_trips_of_next_batch()
+    assert len(trips) == 4 and trips[2].startswith("UPDATE")
+    assert checkpoint() == eventstore.last_position()
+
+
+def test_a_failed_batch_rolls_back_its_checkpoint_move_with_the_rows_and_names_where_it_stood(monkeypatch):
+    approved("10.00", "EUR", MON)
+    project_all()
+    before = checkpoint()
+    approved("20.00", "EUR", MON)
+    from analytics import review_queue
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(review_queue, "_batch_writes", fail)  # after weekly income sent the move with its upsert
+    with pytest.raises(ProjectionFailed) as failed:
+        project_next_batch()
+    assert failed.value.projection == "review_queue" and failed.value.after == before
+    assert checkpoint() == before and ProjectionCheckpoint.objects.get(name="review_queue").position == before
+    assert totals()[(date(2026, 11, 16), "EUR")] == (1000, 1)
 
 
 @pytest.mark.parametrize("zone, first_day", [("UTC", "monday"), ("Europe/Berlin", "sunday"), ("America/New_York", "monday"), ("Pacific/Kiritimati", "sunday")])

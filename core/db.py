@@ -138,7 +138,8 @@ def _prepared_form(statement: str) -> tuple[str, str]:
     form = _forms.get(statement)
     if form is None:
         counter = itertools.count(1)
-        body = re.sub(r"%[s%]", lambda m: "%" if m.group() == "%%" else f"${next(counter)}", statement)
+        # "%%" stays: the PREPARE goes through the client-binding cursor with the EXECUTE's values, which reads it as "%".
+        body = re.sub(r"%[s%]", lambda m: m.group() if m.group() == "%%" else f"${next(counter)}", statement)
         name = "lp_" + hashlib.sha1(statement.encode()).hexdigest()[:24]
         if len(_forms) >= 512:
             _forms.clear()
@@ -155,10 +156,18 @@ def execute_prepared(cursor, sql: str, params, *, before: str = "", before_count
     """Run `sql` (one statement, %s placeholders, `params` a list) as a prepared statement, after `before`
     (`before_count` parameterless statements, each ending in "; ") in the same simple query.
 
-    Leaves `cursor` on `sql`'s result. PostgreSQL only (SQLite: run the statements as they are).
+    Leaves `cursor` on `sql`'s result. PostgreSQL only; with psycopg's own preparing on (OPTIONS
+    prepare_threshold), it only runs the statements.
     """
     if connection.vendor != "postgresql":
         raise NotImplementedError("execute_prepared() is for PostgreSQL")
+    if connection.settings_dict["OPTIONS"].get("prepare_threshold") is not None:
+        # psycopg's own preparing is on: it sends DEALLOCATE ALL after any ROLLBACK, DROP or ALTER,
+        # which would take ours away inside transactions too. Plan each time instead.
+        cursor.execute(before + sql, params)
+        for _ in range(before_count):
+            cursor.nextset()
+        return
     base, body = _prepared_form(sql)
     arguments = f"({', '.join(['%s'] * len(params))})" if params else ""
     shapes = _prepared_on.setdefault(connection.connection, {})

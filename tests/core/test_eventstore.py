@@ -390,3 +390,17 @@ def test_an_append_that_failed_after_its_prepare_leaves_the_next_one_of_its_shap
             cursor.execute("ALTER TABLE along_probe DROP CONSTRAINT along_probe_version_check")
         [event] = append_alone(uuid.uuid4(), 0, "ThingHappened", along=refusing)
         assert probe_rows() == [(event.position, -1, None)]
+
+
+@pytest.mark.needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_append_keeps_a_literal_percent_sign_of_its_along_statement(monkeypatch):
+    monkeypatch.setattr("analytics.tasks.project_weekly_income.delay", lambda: None)
+    with along_probe():
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE along_probe ADD COLUMN note text")
+        noting = eventstore.Along("INSERT INTO along_probe (position, note) SELECT position, '100%%' FROM appended")
+        firsts = [append_alone(uuid.uuid4(), 0, "ThingHappened", along=noting)[0] for _ in range(2)]  # prepared, then executed
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT position, note FROM along_probe ORDER BY position")
+            assert cursor.fetchall() == [(event.position, "100%") for event in firsts]

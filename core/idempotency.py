@@ -14,7 +14,7 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from core.db import unit_of_work
+from core.db import execute_prepared, unit_of_work
 from core.errors import Conflict, DomainError, InvalidInput
 from core.models import IdempotencyRecord
 
@@ -61,11 +61,11 @@ def _fingerprint(request) -> str:
 _CLAIM_SQL = f"""
     INSERT INTO {IdempotencyRecord._meta.db_table} AS r
         (user_id, key, fingerprint, created_at, locked_until, lease_token, status_code, content_type, response_body)
-    VALUES (%(user_id)s, %(key)s, %(fingerprint)s, %(now)s, %(locked_until)s, %(lease_token)s, NULL, '', '')
+    VALUES (%s, %s, %s, %s, %s, %s, NULL, '', '')
     ON CONFLICT (user_id, key) DO UPDATE SET
         fingerprint = EXCLUDED.fingerprint, created_at = EXCLUDED.created_at, locked_until = EXCLUDED.locked_until,
         lease_token = EXCLUDED.lease_token, status_code = NULL, content_type = '', response_body = ''
-    WHERE r.created_at < %(forgotten_before)s
+    WHERE r.created_at < %s
     RETURNING r.id"""
 
 
@@ -77,11 +77,11 @@ def _claim_new(user_id: int, key: str, fingerprint: str, now, lease: dict) -> Id
 
     if connection.vendor != "postgresql":
         return None
-    params = {"user_id": user_id, "key": key, "fingerprint": fingerprint, "now": now, "forgotten_before": now - KEEP_FOR, **lease}
+    params = [user_id, key, fingerprint, now, lease["locked_until"], lease["lease_token"], now - KEEP_FOR]
     # Alone, the statement commits on its own; inside an atomic block, durable=True refuses it as the long way does.
     with transaction.atomic(durable=True) if connection.in_atomic_block else nullcontext():
         with connection.cursor() as cursor:
-            cursor.execute(_CLAIM_SQL, params)
+            execute_prepared(cursor, _CLAIM_SQL, params)  # planned once per connection (core/db.py)
             row = cursor.fetchone()
     if row is None:
         return None

@@ -506,7 +506,11 @@ def test_it_claims_a_new_key_in_one_statement_committed_on_its_own(admin_user):
 
     with CaptureQueriesContext(connection) as queries:
         record = idempotency._claim(admin_user.pk, "one-trip", "f" * 64)
-    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    from core.db import prepared_name
+
+    # One statement: the claim's INSERT, prepared in the same query the first time a connection sends it.
+    [statement] = [q["sql"] for q in queries.captured_queries]
+    assert f"EXECUTE {prepared_name(idempotency._CLAIM_SQL)}(" in statement
     stored = IdempotencyRecord.objects.get(pk=record.pk)
     assert (stored.key, stored.fingerprint, stored.lease_token, stored.status_code) == ("one-trip", "f" * 64, record.lease_token, None)
     assert stored.locked_until > timezone.now()

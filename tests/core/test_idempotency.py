@@ -504,10 +504,10 @@ def test_a_request_that_dies_at_any_point_runs_exactly_once_when_retried(admin_u
 def test_it_claims_a_new_key_in_one_statement_committed_on_its_own(admin_user):
     from django.test.utils import CaptureQueriesContext
 
-    with CaptureQueriesContext(connection) as queries:
-        record = idempotency._claim(admin_user.pk, "one-trip", "f" * 64)
     from core.db import prepared_name
 
+    with CaptureQueriesContext(connection) as queries:
+        record = idempotency._claim(admin_user.pk, "one-trip", "f" * 64)
     # One statement: the claim's INSERT, prepared in the same query the first time a connection sends it.
     [statement] = [q["sql"] for q in queries.captured_queries]
     assert f"EXECUTE {prepared_name(idempotency._CLAIM_SQL)}(" in statement

@@ -9,6 +9,7 @@ own +switch-master event.
 """
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import time
@@ -62,8 +63,8 @@ class RedisTopology:
         self.directory = Path(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _start(self, name: str, config: str, *args: str) -> RedisProcess:
-        reservation = PortReservation()
+    def _start(self, name: str, config: str, *args: str, reservation: PortReservation | None = None) -> RedisProcess:
+        reservation = reservation or PortReservation()
         try:
             conf = self.directory / f"{name}.conf"
             # Sentinel rewrites its config file (what it learned): it must be a writable file of its own.
@@ -103,17 +104,21 @@ class RedisTopology:
             client.close()
 
     def start_server(self, name: str, *, replica_of: RedisProcess | None = None) -> RedisProcess:
-        config = f"replicaof 127.0.0.1 {replica_of.port}\n" if replica_of else ""
+        # A replica's first sync starts at once: by default a master waits 5 s for more replicas to share it.
+        config = "repl-diskless-sync-delay 0\n" + (f"replicaof 127.0.0.1 {replica_of.port}\n" if replica_of else "")
         return self._start(name, config)
 
-    def start_sentinel(self, name: str, master: RedisProcess, quorum: int) -> RedisProcess:
+    def start_sentinel(self, name: str, master: RedisProcess, quorum: int, *, known: str = "",
+                       down_after_ms: int = DOWN_AFTER_MS, reservation: PortReservation | None = None) -> RedisProcess:
+        """A Sentinel monitoring `master`; `known`: config lines (its id, replicas and peers) it would otherwise learn."""
         config = (
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} {quorum}\n"
-            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}\n"
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+            f"{known}"
         )
-        return self._start(name, config, "--sentinel")
+        return self._start(name, config, "--sentinel", reservation=reservation)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -179,18 +184,37 @@ class SentinelSetup:
 
 
 def start_sentinel_setup(directory: Path, sentinels: int = 2) -> SentinelSetup:
-    """Start the processes and wait until the Sentinels can fail over: each knows the replica and the others."""
+    """Start the processes and wait until the Sentinels can fail over: each knows the replica and the others.
+
+    Each Sentinel's config names the replica and the other Sentinels (with their ids), the lines Sentinel
+    itself writes into its config once it has learnt them: learning them from the master's INFO and the
+    peers' hello messages (every 2 s) took ~5 s per setup. Ready is still checked on each Sentinel's live
+    state: the replica reported by INFO with its link to the master up, every peer connected."""
     topology = RedisTopology(directory)
+    reservations = [PortReservation() for _ in range(sentinels)]
     try:
         master = topology.start_server("master")
         replica = topology.start_server("replica", replica_of=master)
+        ids = [secrets.token_hex(20) for _ in range(sentinels)]
         _wait_until(lambda: _replica_online(master), "the replica to sync with the master")
-        watchers = [topology.start_sentinel(f"sentinel{i}", master, quorum=1) for i in range(sentinels)]
+        watchers = []
+        for i, reservation in enumerate(reservations):
+            known = f"sentinel myid {ids[i]}\nsentinel known-replica {MASTER_NAME} 127.0.0.1 {replica.port}\n" + "".join(
+                f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {other.port} {ids[j]}\n"
+                for j, other in enumerate(reservations) if j != i
+            )
+            # The first Sentinel notices a dead master first and leads the failover, the others vote for it: two
+            # that notice at once could split the vote, and a split vote is retried only after 2 x failover-timeout
+            # (a quarter of the failovers took 12 s instead of 2).
+            watchers.append(topology.start_sentinel(f"sentinel{i}", master, quorum=1, known=known, reservation=reservation,
+                                                    down_after_ms=DOWN_AFTER_MS * (1 + 2 * i)))
         for sentinel in watchers:
             _wait_until(lambda s=sentinel: _sentinel_ready(s, sentinels - 1), f"{sentinel.name} to know the replica and the other Sentinels")
         return SentinelSetup(topology, master, replica, watchers)
     except BaseException:
         topology.stop()
+        for reservation in reservations:
+            reservation.close()  # those of Sentinels never started (the others close with the topology)
         raise
 
 
@@ -204,13 +228,30 @@ def _replica_online(master: RedisProcess) -> bool:
 
 
 def _sentinel_ready(sentinel: RedisProcess, others: int) -> bool:
+    """The Sentinel has the replica's own INFO (fresh, its link to the master up: a promotable replica) and a
+    live link to every other Sentinel (they vote on the failover)."""
     client = sentinel.client()
     try:
-        replicas = client.execute_command("SENTINEL", "REPLICAS", MASTER_NAME)
-        peers = client.execute_command("SENTINEL", "SENTINELS", MASTER_NAME)
-        return len(replicas) == 1 and len(peers) == others
+        replicas = [_fields(r) for r in client.execute_command("SENTINEL", "REPLICAS", MASTER_NAME)]
+        peers = [_fields(p) for p in client.execute_command("SENTINEL", "SENTINELS", MASTER_NAME)]
+        return (
+            len(replicas) == 1 and replicas[0]["flags"] == "slave" and replicas[0].get("master-link-status") == "ok"
+            and int(replicas[0]["info-refresh"]) < 10_000
+            and len(peers) == others and all(p["flags"] == "sentinel" for p in peers)
+        )
     finally:
         client.close()
+
+
+def _fields(entry) -> dict[str, str]:
+    """A SENTINEL REPLICAS / SENTINELS entry (a flat name, value list, or a dict under RESP3) as a dict of str."""
+    if isinstance(entry, dict):
+        return {_str(k): _str(v) for k, v in entry.items()}
+    return {_str(entry[i]): _str(entry[i + 1]) for i in range(0, len(entry), 2)}
+
+
+def _str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _wait_until(condition, what: str, timeout: float = 30) -> None:

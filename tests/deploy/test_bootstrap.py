@@ -4,6 +4,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -59,6 +60,12 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
 
 
+def run_side_by_side(*commands: tuple[list[str], dict[str, str]]) -> list[subprocess.CompletedProcess]:
+    """run() for each (command, env) at once: independent start-ups (mostly Django importing) overlap."""
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda args: run(*args), commands))
+
+
 def post_json(url: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -84,11 +91,13 @@ def test_it_migrates_creates_the_first_admin_and_seeds_nothing_on_the_first_star
     assert first.returncode == 0, first.stdout + first.stderr
     created = run(["python", "manage.py", "createsuperuser", "--noinput"], {**env, **ADMIN})
     assert created.returncode == 0, created.stdout + created.stderr
-    # Run twice by mistake, it refuses the existing name and changes nothing.
-    twice = run(["python", "manage.py", "createsuperuser", "--noinput"], {**env, **ADMIN, "DJANGO_SUPERUSER_PASSWORD": "another-password-77"})
+    # Run twice by mistake, it refuses the existing name and changes nothing; after an upgrade the same
+    # migration step runs again: nothing to do, nothing changed. (Independent of each other: run at once.)
+    twice, again = run_side_by_side(
+        (["python", "manage.py", "createsuperuser", "--noinput"], {**env, **ADMIN, "DJANGO_SUPERUSER_PASSWORD": "another-password-77"}),
+        (migrate, env),
+    )
     assert twice.returncode != 0 and "already taken" in twice.stderr, twice.stdout + twice.stderr
-    # After an upgrade the same migration step runs again: nothing to do, nothing changed.
-    again = run(migrate, env)
     assert again.returncode == 0 and "No migrations to apply" in again.stdout, again.stdout + again.stderr
 
     with psycopg.connect(server_conninfo(name)) as db:

@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -227,8 +228,10 @@ def test_every_variable_with_garbage_stops_start_up_naming_it():
 
 
 def test_the_defaults_and_valid_values_start():
-    for extra in ({}, VALID):
-        result = start(extra, FULL_SETUP)
+    # Real interpreters, side by side.
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda extra: start(extra, FULL_SETUP), ({}, VALID)))
+    for result in results:
         assert result.returncode == 0, result.stderr
 
 

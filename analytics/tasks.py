@@ -2,8 +2,10 @@
 import logging
 import threading
 import time
+import uuid
 
 from celery import shared_task
+from structlog.contextvars import bind_contextvars, clear_contextvars
 
 from analytics import projection, selectors, waiting, wakeup
 from core import logconfig, metrics, tracing
@@ -89,10 +91,15 @@ def run_woken() -> int:
     from django.db import connection
 
     connection.close_if_unusable_or_obsolete()
+    # Its lines carry the task's name and a run id of their own, as a task run's do (the listener's
+    # thread has its own context: the pool process's task lines are untouched).
+    clear_contextvars()
+    bind_contextvars(task=project_weekly_income.name, task_id=f"fast-lane-{uuid.uuid4().hex}")
     try:
         wakeup.clear()
         return project_and_publish()
     finally:
+        clear_contextvars()
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
 

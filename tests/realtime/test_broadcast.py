@@ -93,3 +93,54 @@ def test_a_publish_that_times_out_is_cancelled_and_never_delivered_later(caplog)
     channel_layers.backends = {}
     assert "publishing a dashboard batch (1 messages, up to 1) failed" in caplog.text
     assert SlowLayer.delivered == []
+
+
+@pytest.fixture
+def pubsub_layer():
+    """The production layer (channels_redis' pub/sub) on the test Redis, given by address as settings give it."""
+    config = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"}], "prefix": f"lp-test-{uuid.uuid4().hex[:8]}"},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=config):
+        yield get_channel_layer()
+    channel_layers.backends = {}
+
+
+def test_on_the_pub_sub_layer_a_publish_goes_straight_from_the_calling_thread_and_arrives_in_order(pubsub_layer, settings):
+    received = []
+
+    async def listen(ready: threading.Event):
+        channel = await pubsub_layer.new_channel()
+        await pubsub_layer.group_add(settings.REALTIME_GROUP, channel)
+        ready.set()
+        for _ in range(5):
+            received.append(await asyncio.wait_for(pubsub_layer.receive(channel), 10))
+
+    ready = threading.Event()
+    listener = threading.Thread(target=lambda: asyncio.run(listen(ready)))
+    listener.start()
+    assert ready.wait(10)
+
+    def no_loop_thread():
+        raise AssertionError("published through the loop thread")
+
+    with patch.object(broadcast, "_background_loop", no_loop_thread):
+        for seq in range(1, 6):
+            publish([{"type": "transaction.approved", "seq": seq, "transaction": {"id": str(seq)}}], after=seq - 1, through=seq)
+    listener.join(15)
+    assert [(event["type"], event["after"], event["through"]) for event in received] == [
+        ("dashboard.batch", seq - 1, seq) for seq in range(1, 6)
+    ]
+    assert [json.loads(event["items"][0]["text"])["seq"] for event in received] == [1, 2, 3, 4, 5]
+
+
+def test_on_the_pub_sub_layer_a_failed_publish_is_logged_not_raised(caplog):
+    broken = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                          "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:1/0"}]}}}
+    with override_settings(CHANNEL_LAYERS=broken):
+        publish([{"type": "transaction.approved", "seq": 1, "transaction": {}}], after=0, through=1, timeout=1)
+    channel_layers.backends = {}
+    assert "publishing a dashboard batch (1 messages, up to 1) failed" in caplog.text

@@ -122,3 +122,25 @@ def test_fifty_concurrent_approvals_and_rejections_over_http_give_one_200_and_fo
         statuses = list(pool.map(approve, range(50)))
     assert sorted(statuses) == [200] + [409] * 49
     assert len(eventstore.read_stream(txn_id)) == 2
+
+
+def test_an_idle_approval_reaches_the_dashboard_through_the_workers_fast_lane_without_a_celery_task(live_stack):
+    create_live_user("lane-admin", "lane-password-123")
+    browser = Browserless(live_stack.base_url).login("lane-admin", "lane-password-123")
+    create_live_user("lane-clerk", "lane-password-123")
+    clerk = Browserless(live_stack.base_url).login("lane-clerk", "lane-password-123")
+    with connect(live_stack.ws_url, origin=live_stack.base_url, additional_headers={"Cookie": browser.cookie_header}) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"
+        created = clerk.post("/api/transactions/", {"amount": "3.21", "currency": "EUR"})
+        assert created.status_code == 201, created.text
+        receive_until(ws, lambda m: m["type"] == "transaction.submitted" and m["transaction"]["id"] == created.json()["id"])
+        received_before = live_stack.processes["worker"].output().count("Task analytics.project_weekly_income[")
+        decided = browser.post(f"/api/transactions/{created.json()['id']}/approve/", {})
+        assert decided.status_code == 200, decided.text
+        position = decided.json()["position"]
+        receive_until(ws, lambda m: m["type"] == "weekly_income.updated" and m["seq"] >= position)
+    # The listener ran it: no task was enqueued for this wake-up, nor by its fallback check a second later.
+    time.sleep(1.5)
+    worker_log = live_stack.processes["worker"].output()
+    assert worker_log.count("Task analytics.project_weekly_income[") == received_before
+    assert "fast lane" not in worker_log  # neither lost Redis nor failed a run

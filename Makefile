@@ -35,14 +35,17 @@ run: install
 # The browser tests with wall-clock deadlines ("reaches another admin within two seconds") run first,
 # alone on the machine; everything else then runs on both cores (pytest-xdist). With PYTEST_ARGS,
 # one run on both cores of just what was asked for.
+# TEST_WORKERS: xdist workers (2, one per core). The two stack groups keep a worker each whatever the number;
+# a third worker would only add one for the other files (and a Redis database: TEST_REDIS_DB + worker index).
 TIMED_TESTS := tests/dashboard_ui/test_live_dashboard.py
+TEST_WORKERS ?= 2
 test: install-test
 	@scripts/ensure-chromium.sh
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(BIN)/python -m pytest -q $(TIMED_TESTS)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --ignore=$(TIMED_TESTS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --ignore=$(TIMED_TESTS)
 else
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 endif
 
 ## Run every benchmark scenario (bench/*.py, wrk on the Procfile's stack) into one table, bench/RESULTS.md.

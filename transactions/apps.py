@@ -6,6 +6,6 @@ class TransactionsConfig(AppConfig):
     name = "transactions"
 
     def ready(self):
-        from transactions import payloads
+        from transactions import event_data
 
-        payloads.register()
+        event_data.register()

@@ -178,8 +178,11 @@ class JWTAuthenticationRevocable(JWTAuthentication):
             user_id = model._meta.get_field(jwt_settings.USER_ID_FIELD).to_python(user_id)
         except DjangoValidationError:
             raise AuthenticationFailed("User not found", code="user_not_found") from None
+        from core.db import execute_prepared
+
         with connection.cursor() as cursor:
-            cursor.execute(sql, [user_id])
+            # Every authenticated request runs this: prepared once per pooled connection, PostgreSQL only binds it.
+            execute_prepared(cursor, sql, [user_id])
             row = cursor.fetchone()
         if row is None:
             raise AuthenticationFailed("User not found", code="user_not_found")

@@ -144,8 +144,18 @@ def kill_hard(process: Process) -> None:
 
 
 def task_runs(log_text: str, task: str = "analytics.project_weekly_income") -> int:
-    """How many times a worker started `task`, from its --loglevel=info log ("Task <name>[<id>] received")."""
-    return sum(1 for line in log_text.splitlines() if f"Task {task}[" in line and "received" in line)
+    """How many times a worker ran `task`, from its --loglevel=info log: Celery's "Task <name>[<id>] received"
+    lines, plus the runs its projector fast lane started without Celery (a wake-up taken off the Redis list),
+    each seen once by the run id ("fast-lane-...") its batch lines carry."""
+    celery, fast_lane = 0, set()
+    for line in log_text.splitlines():
+        if f"Task {task}[" in line and "received" in line:
+            celery += 1
+        elif '"fast-lane-' in line:
+            record = json.loads(line[line.index("{"):])
+            if record.get("task") == task and str(record.get("task_id", "")).startswith("fast-lane-"):
+                fast_lane.add(record["task_id"])
+    return celery + len(fast_lane)
 
 
 def unacked_deliveries(broker_url: str) -> list[float]:

@@ -17,6 +17,24 @@ from tests.stack import REDIS_TEST_DB
 pytestmark = pytest.mark.needs_redis
 
 
+def listening(count: int, layer, group: str) -> tuple[list, threading.Thread]:
+    """A thread with its own event loop receiving `count` messages of `group` on `layer`; returns once it has joined."""
+    received = []
+
+    async def listen(ready: threading.Event):
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        ready.set()
+        for _ in range(count):
+            received.append(await asyncio.wait_for(layer.receive(channel), 10))
+
+    ready = threading.Event()
+    listener = threading.Thread(target=lambda: asyncio.run(listen(ready)))
+    listener.start()
+    assert ready.wait(10)
+    return received, listener
+
+
 @pytest.fixture
 def redis_layer():
     config = {
@@ -43,19 +61,7 @@ def test_a_batch_carries_its_range_and_each_message_encoded_once_with_its_orderi
 
 def test_many_publishes_from_one_process_all_arrive_in_order(redis_layer, settings):
     """Each call is like one Celery task; the old failure mode was the second one in a process."""
-    received = []
-
-    async def listen(ready: threading.Event):
-        channel = await redis_layer.new_channel()
-        await redis_layer.group_add(settings.REALTIME_GROUP, channel)
-        ready.set()
-        for _ in range(5):
-            received.append(await asyncio.wait_for(redis_layer.receive(channel), 10))
-
-    ready = threading.Event()
-    listener = threading.Thread(target=lambda: asyncio.run(listen(ready)))
-    listener.start()
-    assert ready.wait(10)
+    received, listener = listening(5, redis_layer, settings.REALTIME_GROUP)
     loops = set()
     for seq in range(1, 6):
         publish([{"type": "transaction.approved", "seq": seq, "transaction": {"id": str(seq)}}], after=seq - 1, through=seq)
@@ -110,19 +116,7 @@ def pubsub_layer():
 
 
 def test_on_the_pub_sub_layer_a_publish_goes_straight_from_the_calling_thread_and_arrives_in_order(pubsub_layer, settings):
-    received = []
-
-    async def listen(ready: threading.Event):
-        channel = await pubsub_layer.new_channel()
-        await pubsub_layer.group_add(settings.REALTIME_GROUP, channel)
-        ready.set()
-        for _ in range(5):
-            received.append(await asyncio.wait_for(pubsub_layer.receive(channel), 10))
-
-    ready = threading.Event()
-    listener = threading.Thread(target=lambda: asyncio.run(listen(ready)))
-    listener.start()
-    assert ready.wait(10)
+    received, listener = listening(5, pubsub_layer, settings.REALTIME_GROUP)
 
     def no_loop_thread():
         raise AssertionError("published through the loop thread")

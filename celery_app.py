@@ -43,8 +43,10 @@ def return_connections(sender=None, **kwargs):
 @worker_process_init.connect
 def start_projector_fast_lane(**kwargs):
     """Each pool process listens for the projector's wake-ups itself (analytics.wakeup, the fast lane);
-    PROJECTOR_FAST_LANE=0 leaves every wake-up to the broker."""
-    if os.environ.get("PROJECTOR_FAST_LANE", "1") != "0":
+    PROJECTOR_FAST_LANE=false leaves every wake-up to the broker."""
+    from django.conf import settings
+
+    if settings.PROJECTOR_FAST_LANE:
         from analytics.tasks import start_listener
 
         start_listener()

@@ -98,6 +98,9 @@ TEMPLATES = [
 DATABASES = {"default": env_database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 # Parsed whatever the engine, so a bad value fails on a laptop too, not first in production.
 DATABASE_POOL = env_bool("DATABASE_POOL", True)
+# Each Celery pool process listens for the projector's wake-ups itself (analytics.wakeup's fast lane);
+# off: every wake-up is a Celery task through the broker, as before the lane existed.
+PROJECTOR_FAST_LANE = env_bool("PROJECTOR_FAST_LANE", True)
 DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 10, minimum=1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL:
     # A connection per request costs a PostgreSQL backend start (several ms); a

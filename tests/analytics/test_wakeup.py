@@ -204,15 +204,15 @@ def test_a_run_clears_the_wake_ups_already_pushed_since_its_read_sees_their_comm
     assert not wakeup.redis_client().exists(wakeup.WAKE_LIST)
 
 
-def test_a_worker_process_starts_its_listener_unless_the_lane_is_turned_off(monkeypatch):
+def test_a_worker_process_starts_its_listener_unless_the_lane_is_turned_off(monkeypatch, settings):
     import celery_app
 
     started = []
     monkeypatch.setattr(tasks, "start_listener", lambda: started.append(True))
-    monkeypatch.setenv("PROJECTOR_FAST_LANE", "0")
+    settings.PROJECTOR_FAST_LANE = False
     celery_app.start_projector_fast_lane()
     assert started == []
-    monkeypatch.delenv("PROJECTOR_FAST_LANE")
+    settings.PROJECTOR_FAST_LANE = True
     celery_app.start_projector_fast_lane()
     assert started == [True]
 

@@ -41,6 +41,7 @@ GARBAGE = {
     "CELERY_VISIBILITY_TIMEOUT": "10m",
     "LOG_LEVEL": "LOUD",
     "DATABASE_POOL": "maybe",
+    "PROJECTOR_FAST_LANE": "0ff",
     "DATABASE_POOL_SIZE": "0",
     "AUTH_THROTTLE_RATE": "lots",
     "OCCURRED_AT_EARLIEST": "yesterday",

@@ -20,7 +20,7 @@ from analytics.projection import CHECKPOINT
 from analytics.snapshot import dashboard_snapshot
 from core.errors import DomainError, InvalidInput
 from core.fields import MAX_BIGINT, parse_digits
-from core.params import reject_blank
+from core.params import reject_blank_or_repeated
 from core.request_threads import loop_waits, wait_on_loop
 from core.problems import PROBLEM_CONTENT_TYPE, problem_body
 from core.schema import PROBLEM_RESPONSES
@@ -57,7 +57,7 @@ def _behind(request, position: int) -> Response:
 
 
 def _validated(query_params) -> dict:
-    reject_blank(query_params, QUERY_NAMES)
+    reject_blank_or_repeated(query_params, QUERY_NAMES)
     query = WeeklyIncomeQuery(data=query_params)
     query.is_valid(raise_exception=True)
     return dict(query.validated_data)

@@ -2,8 +2,15 @@
 from rest_framework.exceptions import ValidationError
 
 
-def reject_blank(query_params, names) -> None:
-    """`?to=` is a mistake, not "no filter": say so instead of silently ignoring it."""
-    blank = {name: "must not be empty" for name in names if name in query_params and query_params[name].strip() == ""}
-    if blank:
-        raise ValidationError(blank)
+def reject_blank_or_repeated(query_params, names) -> None:
+    """`?to=` is a mistake, not "no filter", and `?currency=EUR&currency=USD` would silently keep the last one:
+    say so (400, naming each parameter) instead of answering something the caller did not ask for."""
+    errors = {}
+    for name in names:
+        values = query_params.getlist(name) if name in query_params else ()
+        if len(values) > 1:
+            errors[name] = f"given {len(values)} times; give it once"
+        elif values and values[0].strip() == "":
+            errors[name] = "must not be empty"
+    if errors:
+        raise ValidationError(errors)

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from core import eventstore
 from core.idempotency import idempotent
 from core.pagination import NewestFirstCursorPagination
-from core.params import reject_blank
+from core.params import reject_blank_or_repeated
 from core.permissions import IsStaff, staff_with
 from core.schema import CURRENCY_PARAMETER, IDEMPOTENCY_KEY, PROBLEM_RESPONSES
 from core.serializers import EventOutput
@@ -70,10 +70,10 @@ class TransactionListCreateApi(APIView):
         },
     )
     def get(self, request):
-        reject_blank(request.query_params, [*TransactionFilter.base_filters, "cursor", "limit"])
         if len(request.query_params.getlist("status")) > 1:
-            # Only the last would count: a list of statuses the caller asked for, silently cut to one.
+            # The one parameter that takes a list: say how to give it.
             raise ValidationError({"status": "give several statuses comma-separated in one status parameter"})
+        reject_blank_or_repeated(request.query_params, [*TransactionFilter.base_filters, "cursor", "limit"])
         filterset = TransactionFilter(request.query_params, queryset=selectors.transaction_list())
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)

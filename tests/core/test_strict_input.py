@@ -247,6 +247,28 @@ def test_ascii_digits_still_work(api):
     assert api.get("/api/transactions/", {"limit": "007"}).status_code == 200
 
 
+# --- a parameter given twice -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "param", "first", "second"),
+    [
+        ("/api/transactions/", "currency", "EUR", "USD"),
+        ("/api/transactions/", "limit", "5", "50"),
+        ("/api/events/", "after", "0", "9"),
+        ("/api/analytics/weekly-income/", "currency", "EUR", "USD"),
+        ("/api/analytics/weekly-income/", "from", "2026-01-05", "2026-06-01"),
+        ("/api/analytics/review-queue/", "to", "2026-01-05", "2026-06-01"),
+    ],
+)
+def test_a_query_parameter_given_twice_is_a_400_naming_it_not_the_last_value_silently(api, path, param, first, second):
+    submit()
+    assert api.get(path, {param: second}).status_code == 200  # each value alone is fine
+    response = api.get(f"{path}?{param}={first}&{param}={second}")
+    assert fields_of(response) == [param]
+    assert "given 2 times" in response.json()["errors"][0]["message"]
+
+
 # --- dates and datetimes --------------------------------------------------------------------
 
 

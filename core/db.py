@@ -156,14 +156,12 @@ def execute_prepared(cursor, sql: str, params, *, before: str = "", before_count
     """Run `sql` (one statement, %s placeholders, `params` a list) as a prepared statement, after `before`
     (`before_count` parameterless statements, each ending in "; ") in the same simple query.
 
-    Leaves `cursor` on `sql`'s result. PostgreSQL only; with psycopg's own preparing on (OPTIONS
-    prepare_threshold), it only runs the statements.
+    Leaves `cursor` on `sql`'s result. On PostgreSQL with psycopg's own preparing on (OPTIONS
+    prepare_threshold), and on any other database, it only runs the statements.
     """
-    if connection.vendor != "postgresql":
-        raise NotImplementedError("execute_prepared() is for PostgreSQL")
-    if connection.settings_dict["OPTIONS"].get("prepare_threshold") is not None:
-        # psycopg's own preparing is on: it sends DEALLOCATE ALL after any ROLLBACK, DROP or ALTER,
-        # which would take ours away inside transactions too. Plan each time instead.
+    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is not None:
+        # Nothing of ours to prepare elsewhere. With psycopg's own preparing on, it sends DEALLOCATE ALL
+        # after any ROLLBACK, DROP or ALTER, which would take ours away inside transactions too: plan each time.
         cursor.execute(before + sql, params)
         for _ in range(before_count):
             cursor.nextset()

@@ -140,14 +140,42 @@ end
 """
 
 
-def wrk_script(script: str | Path | None, headers: dict[str, str] | None, delay_ms: float | None) -> str:
-    """The Lua wrk runs: headers first (the scenario's script may override them), its script, pacing, done()."""
+# Pacing (ctx.wrk(rate=...)): the requests of a wrk thread keep to a schedule, one slot every
+# INTERVAL ms of the monotonic clock (LuaJIT's ffi: wrk's Lua has no clock of its own), whichever of
+# its connections is free. A fixed pause before each request instead would add each answer's latency
+# to the period: asked for 200 a second, it reached 168. A request late for its slot goes at once,
+# so a slow answer does not lower the rate (wrk's delays are whole milliseconds).
+PACING_LUA = """
+local lp_ffi = require("ffi")
+pcall(lp_ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } lp_timespec; int clock_gettime(int, lp_timespec *);")
+local lp_ts = lp_ffi.new("lp_timespec")
+local lp_interval, lp_next = INTERVAL, nil
+local function lp_now()
+  lp_ffi.C.clock_gettime(1, lp_ts)  -- CLOCK_MONOTONIC
+  return tonumber(lp_ts.tv_sec) * 1000 + tonumber(lp_ts.tv_nsec) / 1e6
+end
+if delay == nil then
+  delay = function()
+    local now = lp_now()
+    if lp_next == nil then lp_next = now end
+    local slot = lp_next
+    lp_next = lp_next + lp_interval
+    if slot > now then return math.floor(slot - now + 0.5) end
+    return 0
+  end
+end
+"""
+
+
+def wrk_script(script: str | Path | None, headers: dict[str, str] | None, interval_ms: float | None) -> str:
+    """The Lua wrk runs: headers first (the scenario's script may override them), its script, pacing (one request
+    every `interval_ms` per wrk thread), done()."""
     parts = [f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in (headers or {}).items()]
     if script is not None:
         text = str(script)
         parts.append(Path(text).read_text() if text.endswith(".lua") and "\n" not in text else text)
-    if delay_ms is not None:
-        parts.append(f"if delay == nil then delay = function() return {delay_ms:.3f} end end")
+    if interval_ms is not None:
+        parts.append(PACING_LUA.replace("INTERVAL", f"{interval_ms:.4f}"))
     parts.append(DONE_LUA)
     return "\n".join(parts)
 
@@ -172,12 +200,13 @@ def run_wrk(
     rate: float | None = None, threads: int = 1, timeout_s: float = 10, work_dir: Path | None = None,
 ) -> WrkResult:
     """wrk against `url` (its path is the default request's); see Context.wrk."""
-    delay_ms = connections / rate * 1000 if rate else None
+    threads = max(1, min(threads, connections))
+    interval_ms = threads / rate * 1000 if rate else None
     with tempfile.NamedTemporaryFile("w", suffix=".lua", dir=work_dir, delete=False) as handle:
-        handle.write(wrk_script(script, headers, delay_ms))
+        handle.write(wrk_script(script, headers, interval_ms))
     try:
         completed = subprocess.run(
-            ["wrk", f"-t{max(1, min(threads, connections))}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
              "--timeout", f"{max(1, round(timeout_s))}s", "--latency", "-s", handle.name, url],
             capture_output=True, text=True, timeout=seconds + timeout_s + 30, stdin=subprocess.DEVNULL,
         )
@@ -256,10 +285,10 @@ class Context:
         """Load `url` with wrk (`--latency`, a Lua done() reporting p50/p90/p99, errors and statuses >= 400).
 
         `script` is Lua source or a path to a .lua file (request/response/setup/done as wrk defines
-        them); `headers` are set before it runs. `rate` paces each connection to about rate/connections
-        requests a second (wrk's delay(): a pause before each request, so the rate reached is a bit
-        lower under load; read requests_per_s). One wrk thread by default: the load generator takes at
-        most one of the machine's cores.
+        them); `headers` are set before it runs. `rate`: requests a second in all, kept to a schedule
+        (PACING_LUA) by whichever connection is free; the rate is reached while the connections keep up
+        (read requests_per_s). One wrk thread by default: the load generator takes at most one of the
+        machine's cores.
         """
         return run_wrk(url, connections=connections, seconds=seconds, script=script, headers=headers, rate=rate,
                        threads=threads, timeout_s=timeout_s, work_dir=self.work_dir)

@@ -1,6 +1,7 @@
 """The benchmark harness reads wrk's own numbers: a real wrk run against a tiny local server."""
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -10,14 +11,19 @@ from tests.services import require
 
 
 class Tiny(BaseHTTPRequestHandler):
-    """200 for /, 404 for anything else; no logging."""
+    """200 for / and /slow (which answers 20 ms later), 404 for anything else; no logging."""
 
     def do_GET(self):  # noqa: N802 - http.server's name
-        status = 200 if self.path == "/" else 404
-        self.send_response(status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
+        if self.path == "/slow":
+            time.sleep(0.02)
+        status = 200 if self.path in ("/", "/slow") else 404
+        try:
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # wrk closes its connections at the end of its run, answers in flight or not
 
     def log_message(self, *args):
         pass
@@ -55,6 +61,15 @@ done = function(summary, latency, requests) io.write("scenario done\\n") end
     assert abs(result.non_2xx - result.requests / 2) <= 2  # each connection alternates; wrk counts statuses >= 400
     assert "scenario done" in result.output
     assert "Latency Distribution" in result.output  # --latency: wrk's own table is kept for the log
+
+
+def test_it_keeps_to_the_asked_rate_when_each_answer_takes_a_while(tiny_server, tmp_path):
+    require("wrk", shutil.which("wrk") is not None)
+    # 2 connections at 50 a second: a fixed pause of 40 ms before each request would add the 20 ms of
+    # each answer to it (about 33 a second); the schedule keeps to 50 and never runs ahead of it.
+    result = run_wrk(tiny_server + "/slow", connections=2, seconds=2, rate=50, work_dir=tmp_path)
+    assert result.errors == 0 and result.non_2xx == 0
+    assert 45 <= result.requests_per_s <= 52
 
 
 def test_it_writes_one_markdown_row_per_result_with_missed_targets_in_bold():

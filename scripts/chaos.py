@@ -106,7 +106,7 @@ class Chaos:
 
     # --- setup -------------------------------------------------------------------------------
     def start(self) -> None:
-        from tests.e2e.faults import RedisServer
+        from scripts.faults import RedisServer
 
         from scripts.stack import stack_env
 
@@ -144,7 +144,7 @@ class Chaos:
     # --- the dashboard ----------------------------------------------------------------------
     def keep_dashboard(self, cookie: str) -> None:
         """Reconnect (and resume) whenever the socket is dropped, as the dashboard page does."""
-        from tests.e2e.faults import DashboardWatcher
+        from scripts.faults import DashboardWatcher
 
         self.watcher = DashboardWatcher(self.stack, cookie)
         connected = False
@@ -218,7 +218,7 @@ class Chaos:
         return None
 
     def drive(self, clients, pending: list, ledger) -> None:
-        from tests.e2e.faults import random_payments
+        from scripts.faults import random_payments
 
         deadline = STARTED + self.args.seconds
         queue = list(pending)
@@ -259,7 +259,7 @@ class Chaos:
 
     # --- faults -----------------------------------------------------------------------------
     def inject(self, ledger) -> None:
-        from tests.e2e.faults import kill_hard
+        from scripts.faults import kill_hard
 
         calm_until = time.monotonic() + MIN_CALM_SECONDS
         try:
@@ -310,7 +310,7 @@ class Chaos:
         raise TimeoutError(f"the projection did not catch up within {timeout} s")
 
     def run(self) -> int:
-        from tests.e2e.faults import (
+        from scripts.faults import (
             Ledger, insert_transactions, money, pg_connect, random_payments, rest_weekly_income, stored_weekly_income,
         )
         from scripts.stack import Browserless
@@ -370,7 +370,7 @@ class Chaos:
             conn.close()
         verified = self.stack.manage("verify_projections")
 
-        from tests.e2e.faults import minor_units
+        from scripts.faults import minor_units
 
         accepted = ledger.per_currency()
         projected, projected_count = defaultdict(int), sum(c for _, c in stored.values())

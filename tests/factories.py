@@ -33,19 +33,6 @@ def project_all():
 
 
 @contextmanager
-def no_wake_up():
-    """Commits inside this block wake no projector: events_committed has no receivers meanwhile."""
-    from core.signals import events_committed
-
-    receivers = events_committed.receivers
-    events_committed.receivers = []
-    try:
-        yield
-    finally:
-        events_committed.receivers = receivers
-
-
-@contextmanager
 def append_held_open():
     """An append in flight for the length of the block: a submission appended in another thread's transaction,
     which is rolled back when the block ends (its position then becomes a hole that never fills)."""

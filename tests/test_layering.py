@@ -1,4 +1,4 @@
-"""The one-way data flow, as imports: realtime knows no domain package; nothing imports dashboard_ui."""
+"""The one-way data flow, as imports: realtime knows no domain package; nothing imports dashboard_ui or the tests."""
 import ast
 from pathlib import Path
 
@@ -38,3 +38,10 @@ def test_core_imports_no_app_built_on_it_outside_the_entry_points():
 
 def test_transactions_do_not_reach_into_analytics_or_realtime():
     assert not imports_of("transactions") & {"analytics", "realtime", "dashboard_ui"}
+
+
+@pytest.mark.parametrize("package", ["scripts", "bench", *PACKAGES])
+def test_it_keeps_the_tests_out_of_what_ships_and_what_measures(package):
+    # The chaos soak and the benchmarks start the stack and inject faults with scripts/ (stack.py, faults.py);
+    # the tests import those, never the other way round.
+    assert "tests" not in imports_of(package)

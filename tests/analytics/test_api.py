@@ -12,7 +12,8 @@ from django.db import transaction as db_transaction
 from analytics.selectors import current_week_start
 from core import eventstore
 from core.eventstore import NewEvent
-from tests.factories import approved, no_wake_up, project_all, submit
+from scripts.faults import no_wake_up
+from tests.factories import approved, project_all, submit
 from tests.analytics.rows import income
 
 pytestmark = pytest.mark.django_db

@@ -16,7 +16,8 @@ from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHis
 from analytics.projection import ProjectionFailed
 from analytics.verification import verify_weekly_income
 from core import eventstore
-from tests.factories import append_held_open, approved, no_wake_up, project_all, submit
+from scripts.faults import no_wake_up
+from tests.factories import append_held_open, approved, project_all, submit
 from transactions import events, services
 from tests.analytics.rows import reverse
 

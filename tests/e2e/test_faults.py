@@ -1,5 +1,5 @@
 """Fault injection on the real stack: broker outages, killed workers, duplicate and concurrent projector
-runs, dropped websockets, and bursts. Each test runs on a redis-server of its own (tests/e2e/faults.py),
+runs, dropped websockets, and bursts. Each test runs on a redis-server of its own (scripts/faults.py),
 so it can crash and freeze it without touching the shared Redis other test runs use."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from analytics.wakeup import MIN_GAP_MS
-from tests.e2e.faults import (
+from scripts.faults import (
     REDIS_SERVER,
     DashboardWatcher,
     Ledger,

@@ -12,7 +12,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from tests.e2e.faults import send_task
+from scripts.faults import send_task
 from tests.stack import Browserless, create_live_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.no_deadline, pytest.mark.needs_postgres, pytest.mark.needs_redis, pytest.mark.timeout(300)]

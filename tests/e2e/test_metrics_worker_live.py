@@ -9,7 +9,7 @@ import requests
 from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.faults import send_task
+from scripts.faults import send_task
 from tests.services import redis_available, require
 from tests.stack import Browserless, LiveStack, create_live_user, flush_test_redis, group_members, stack_env
 

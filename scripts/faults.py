@@ -3,7 +3,8 @@ backlogs appended through the real event store without waking the projector, a h
 checkpoint (a run "still running" for as long as a test needs), and a websocket client that checks what
 it sees.
 
-Shared by tests/e2e/test_faults.py and scripts/chaos.py. Nothing here touches the machine's shared
+Shared by the chaos soak (scripts/chaos.py) and the end-to-end fault and metrics tests (tests/e2e/), so
+it lives beside scripts/stack.py, not in the tests. Nothing here touches the machine's shared
 Redis or PostgreSQL server processes: outages are injected into a redis-server this module started.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import redis
 
-from tests.stack import Browserless, LiveStack, PortReservation, Process, kill_group
+from scripts.stack import Browserless, PortReservation, Process, Stack, kill_group
 
 REDIS_SERVER = "/usr/bin/redis-server"
 # Exponents of the currencies the fault tests use (ISO 4217); kept here so the expected totals are
@@ -339,6 +340,19 @@ def random_payments(count: int, *, seed: int, currencies=("EUR", "USD", "JPY"), 
     return out
 
 
+@contextmanager
+def no_wake_up():
+    """Commits inside this block wake no projector: events_committed has no receivers meanwhile."""
+    from core.signals import events_committed
+
+    receivers = events_committed.receivers
+    events_committed.receivers = []
+    try:
+        yield
+    finally:
+        events_committed.receivers = receivers
+
+
 def insert_transactions(payments: list[Payment], *, approve: bool, chunk: int = 500) -> list[uuid.UUID]:
     """Submitted (and, with `approve`, approved) transactions in the event log and the read model.
 
@@ -350,7 +364,6 @@ def insert_transactions(payments: list[Payment], *, approve: bool, chunk: int = 
     backlog gets projected.
     """
     # Imported here: scripts/chaos.py imports this module before Django is set up.
-    from tests.factories import no_wake_up
     from django.db import transaction
 
     from core import eventstore
@@ -420,7 +433,7 @@ class DashboardWatcher:
     {"type": "resume", "since": <last seq seen>}, as the dashboard does.
     """
 
-    def __init__(self, stack: LiveStack, cookie_header: str):
+    def __init__(self, stack: Stack, cookie_header: str):
         self.stack = stack
         self.cookie = cookie_header
         self.values: dict[tuple[str, str], tuple[int, Decimal]] = {}

@@ -13,6 +13,7 @@ runs the request again. Websockets go to the Channels consumer stack, whatever t
 import asyncio
 import contextvars
 import functools
+import gc
 import os
 from urllib.parse import parse_qsl
 
@@ -235,3 +236,9 @@ application = ProtocolTypeRouter(
         "websocket": OriginCheck(TicketAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# What this process imported (Django, DRF, Channels, pandas, the apps: about 160,000 objects the
+# collector tracks) lives as long as the process. Frozen, a full collection walks only what requests
+# made since: it took about 65 ms with them, every process's requests and sockets standing still
+# meanwhile (a p99 nobody can tune away), and well under 1 ms without.
+gc.freeze()

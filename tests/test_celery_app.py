@@ -38,3 +38,17 @@ def test_it_leaves_an_eager_tasks_connection_to_the_request_it_runs_in():
     connection.ensure_connection()
     return_connections(sender=EAGER_TASK)
     assert connection.connection is not None
+
+
+def test_it_freezes_what_a_pool_process_imported_out_of_the_garbage_collector(settings):
+    import gc
+
+    from celery_app import start_projector_fast_lane
+
+    settings.PROJECTOR_FAST_LANE = False  # no listener thread in the test process
+    gc.unfreeze()
+    try:
+        start_projector_fast_lane()
+        assert gc.get_freeze_count() > 50_000
+    finally:
+        gc.unfreeze()

@@ -1,9 +1,9 @@
 """Latency: approve -> weekly_income.updated on a socket (idle and at 200/s), projection cost vs history, weekly income p99.
 
 `.venv/bin/python -m bench.latency [--quick]` prints its rows; `run(ctx)` is what bench/run.py calls.
-Every load generator runs in a process of its own: the paced approval sender and the websocket
-listener are child processes of this module (`--sender`, `--listener`, `--floor-server`), the
-weekly income load is wrk.
+Every load generator runs in a process of its own: the paced approvals and the weekly income load are
+wrk (paced_approvals_script, harness.PACING_LUA), the websocket listener and the floor's server are
+child processes of this module (`--listener`, `--floor-server`).
 """
 from __future__ import annotations
 
@@ -266,6 +266,30 @@ def wait_caught_up(timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+class KeepAlive:
+    """One keep-alive HTTP connection (TCP_NODELAY) that sends the session cookie and CSRF token, as a dashboard's
+    fetch() does. The `requests` session it replaced spent 4-5 ms of client CPU per approval on this machine,
+    which a latency row would count as the server's."""
+
+    def __init__(self, base_url: str, client):
+        import socket
+        from urllib.parse import urlsplit
+
+        url = urlsplit(base_url)
+        self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
+        self.conn.connect()
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.headers = {"Cookie": client.cookie_header, "X-CSRFToken": client.csrf_token, "Content-Type": "application/json"}
+
+    def post(self, path: str, body: bytes = b"{}") -> tuple[int, bytes]:
+        self.conn.request("POST", path, body=body, headers=self.headers)
+        answer = self.conn.getresponse()
+        return answer.status, answer.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def approve_to_socket_idle(stack, client, count: int) -> dict:
     """Sequential approvals over one keep-alive connection, one socket: send -> response -> frame."""
     from websockets.sync.client import connect
@@ -273,13 +297,15 @@ def approve_to_socket_idle(stack, client, count: int) -> dict:
     ids = submit_pending(count)
     wait_caught_up()
     total, response, after = [], [], []
+    http_conn = KeepAlive(stack.base_url, client)
     with connect(stack.ws_url, origin=stack.base_url, additional_headers={"Cookie": client.cookie_header}) as ws:
         ws.recv(timeout=10)  # snapshot
         for txn_id in ids:
             started = time.perf_counter()
-            answer = client.post(f"/api/transactions/{txn_id}/approve/", {})
+            status, body = http_conn.post(f"/api/transactions/{txn_id}/approve/")
             answered = time.perf_counter()
-            position = answer.json()["position"]
+            assert status == 200, (status, body[:300])
+            position = json.loads(body)["position"]
             while True:
                 message = json.loads(ws.recv(timeout=10))
                 if message["type"] == "weekly_income.updated" and message["seq"] >= position:
@@ -289,6 +315,7 @@ def approve_to_socket_idle(stack, client, count: int) -> dict:
             response.append(answered - started)
             after.append(done - answered)
             time.sleep(0.005)  # idle: the previous approval's work is over
+    http_conn.close()
     return {"total": total, "response": response, "after": after}
 
 
@@ -376,49 +403,81 @@ def publish_floor(count: int) -> list[float]:
 # --- scenario: approve -> socket at a paced rate -----------------------------------------------------
 
 
-def sender(base_url: str, cookie: str, csrf: str, ids_file: str, rate: float, out: str, threads: int = 16) -> None:
-    """Child process: approve every id of `ids_file` at `rate` per second (open loop: each approval is
-    due at its scheduled time and its latency counts from then, however late a busy sender is)."""
-    from urllib.parse import urlsplit
+def paced_approvals_script(ids: list[str], *, rate: float, out: str) -> str:
+    """wrk Lua (one thread): approve each id once, one request per slot of 1/rate s on CLOCK_MONOTONIC, whichever
+    connection is free (open loop: a request is due at its slot and its latency counts from there, however
+    late a busy machine sends it); each answer is written to `out` as "status due_ms answered_ms position"
+    on the same clock as Python's time.monotonic(), the position read from the approve's body."""
+    from bench.harness import lua_string
 
-    ids = Path(ids_file).read_text().split()
-    url = urlsplit(base_url)
-    lock = threading.Lock()
-    cursor = iter(range(len(ids)))
-    results = []
-    start = time.monotonic() + 0.2
+    ids_lua = ",".join(lua_string(i) for i in ids)
+    return f"""
+local ffi = require("ffi")
+pcall(ffi.cdef, "typedef struct {{ long tv_sec; long tv_nsec; }} lp_timespec; int clock_gettime(int, lp_timespec *);")
+local ts = ffi.new("lp_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC, as time.monotonic()
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local ids = {{{ids_lua}}}
+local interval = {1000 / rate:.4f}
+local first, reserved, taken, n = nil, 0, 0, 0
+local due_of = {{}}
+local out = io.open({lua_string(out)}, "w")
+out:setvbuf("line")
+wrk.method = "POST"
+wrk.body = "{{}}"
+wrk.headers["Content-Type"] = "application/json"
+-- delay() hands each free connection the next slot; request() then takes the earliest slot handed out
+-- and not yet used (never a later one: a request is never due after it was sent).
+local function reserve(now)
+  if first == nil then first = now end
+  local slot = first + reserved * interval
+  reserved = reserved + 1
+  return slot
+end
+delay = function()
+  local now = now_ms()
+  local slot = reserve(now)
+  if slot > now then return math.floor(slot - now + 0.5) end
+  return 0
+end
+request = function()
+  if taken >= reserved then reserve(now_ms()) end
+  local due = first + taken * interval
+  taken = taken + 1
+  n = n + 1
+  if n > #ids then n = #ids end  -- past the last id (a run longer than its ids): a 409, counted
+  due_of[ids[n]] = due
+  return wrk.format(nil, "/api/transactions/" .. ids[n] .. "/approve/")
+end
+response = function(status, headers, body)
+  local now = now_ms()
+  local id = body:match('"id"%s*:%s*"([^"]+)"')
+  local position = body:match('"position"%s*:%s*(%d+)')
+  local due = id and due_of[id]
+  out:write(string.format("%d %.3f %.3f %s\\n", status, due or -1, now, position or "-"))
+end
+"""
 
-    def work():
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
-        headers = {"Cookie": cookie, "X-CSRFToken": csrf, "Content-Type": "application/json"}
-        while True:
-            with lock:
-                k = next(cursor, None)
-            if k is None:
-                break
-            due = start + k / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            try:
-                conn.request("POST", f"/api/transactions/{ids[k]}/approve/", body=b"{}", headers=headers)
-                answer = conn.getresponse()
-                body = answer.read()
-                position = json.loads(body)["position"] if answer.status == 200 else None
-            except (OSError, http.client.HTTPException, ValueError):
-                conn.close()
-                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
-                answer, position = None, None
-            with lock:
-                results.append((due, time.monotonic(), answer.status if answer else 0, position))
-        conn.close()
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    Path(out).write_text(json.dumps(results))
+def send_paced(ctx: Context, stack, client, ids: list[str], *, rate: float, seconds: float, out: Path) -> list[tuple]:
+    """Approve `ids` at `rate` a second with wrk (16 connections, session cookie and CSRF token as the dashboard
+    sends them); (due, answered, status, position) per answer, on time.monotonic()'s clock."""
+    headers = {"Cookie": client.cookie_header, "X-CSRFToken": client.csrf_token}
+    result = ctx.wrk(f"{stack.base_url}/", connections=16, seconds=seconds, headers=headers, timeout_s=15,
+                     script=paced_approvals_script(ids, rate=rate, out=str(out)))
+    sent = []
+    for line in out.read_text().splitlines():
+        status, due, answered, position = line.split()
+        # A body without the transaction (a problem answer) has no due time of its own: the answer's is used.
+        due_s, answered_s = float(due) / 1000, float(answered) / 1000
+        sent.append((due_s if due_s >= 0 else answered_s, answered_s, int(status), None if position == "-" else int(position)))
+    # wrk's own errors (a refused or reset connection) have no line: they count as sent, status 0, never seen.
+    if result.errors:
+        last = max((a for _, a, *_ in sent), default=time.monotonic())
+        sent += [(last, last, 0, None)] * result.errors
+    return sent
 
 
 def listener(ws_url: str, origin: str, cookie: str, out: str) -> None:
@@ -446,31 +505,24 @@ def listener(ws_url: str, origin: str, cookie: str, out: str) -> None:
     Path(out).write_text(json.dumps({"frames": frames, "snapshots": snapshots}))
 
 
-def approve_to_socket_paced(stack, client, *, rate: float, seconds: float) -> dict:
-    """Approvals at `rate` per second from a sender process; a listener process times each one's frame."""
+def approve_to_socket_paced(ctx: Context, stack, client, *, rate: float, seconds: float) -> dict:
+    """Approvals at `rate` per second from wrk (send_paced); a listener process times each one's frame."""
     import bisect
 
     from analytics.selectors import projection_position
 
-    count = int(rate * seconds)
-    ids = submit_pending(count)
+    # More ids than the run can send: wrk stops on time, never for want of an id.
+    ids = submit_pending(int(rate * seconds * 1.1) + 20)
     wait_caught_up()
     work = Path(tempfile.mkdtemp(prefix="bench-paced-"))
-    (work / "ids").write_text("\n".join(ids))
-    cookie, csrf = client.cookie_header, client.csrf_token
+    cookie = client.cookie_header
     listen = subprocess.Popen(
         [sys.executable, "-m", "bench.latency", "--listener", stack.ws_url, stack.base_url, cookie, str(work / "frames.json")],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert listen.stdout.readline().strip() == "ready"
-        send = subprocess.run(
-            [sys.executable, "-m", "bench.latency", "--sender", stack.base_url, cookie, csrf, str(work / "ids"), str(rate),
-             str(work / "sent.json")],
-            cwd=ROOT, timeout=seconds * 4 + 30,
-        )
-        assert send.returncode == 0
-        sent = json.loads((work / "sent.json").read_text())
+        sent = send_paced(ctx, stack, client, ids, rate=rate, seconds=seconds, out=work / "answers.txt")
         last = max((p for *_, p in sent if p), default=0)
         deadline = time.monotonic() + 30
         while projection_position() < last and time.monotonic() < deadline:
@@ -581,9 +633,9 @@ def run(ctx: Context) -> list[Row]:
                         p99 <= 0.050))
 
         # 3. Approve -> socket at 200 approvals a second (open loop, sender and listener in processes of their own).
-        paced = approve_to_socket_paced(stack, client, rate=200, seconds=1 if quick else 10)
+        paced = approve_to_socket_paced(ctx, stack, client, rate=200, seconds=1 if quick else 10)
         paced_profile = profiled(ctx, stack.processes["web"].pid, 4, "latency-200ps-web",
-                                 lambda: approve_to_socket_paced(stack, client, rate=200, seconds=5))
+                                 lambda: approve_to_socket_paced(ctx, stack, client, rate=200, seconds=5))
         lat = paced["latencies"]
         p99 = pct(lat, 99) if lat else float("inf")
         rows.append(Row(
@@ -631,9 +683,6 @@ def main(argv: list[str]) -> int:
         cost_child(argv[1], int(argv[2]))
     elif argv and argv[0] == "--floor-server":
         floor_server(*argv[1:3])
-    elif argv and argv[0] == "--sender":
-        base_url, cookie, csrf, ids_file, rate, out = argv[1:7]
-        sender(base_url, cookie, csrf, ids_file, float(rate), out)
     elif argv and argv[0] == "--listener":
         listener(*argv[1:5])
     else:

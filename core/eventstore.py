@@ -107,6 +107,7 @@ is final, so none of the above is needed there.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -470,12 +471,12 @@ def settled_position(*, attempts: int) -> int:
     raise StillAppending(attempts, wait_ms)
 
 
-def _hole_is_young(event: StoredEvent) -> bool:
+def _hole_is_young(event: RecordedEvent) -> bool:
     grace = timedelta(milliseconds=int(settings.EVENT_STORE_HOLE_GRACE_MS))
     return timezone.now() - event.recorded_at < grace
 
 
-def _prove_hole_below(event: StoredEvent) -> int | None:
+def _prove_hole_below(event: RecordedEvent) -> int | None:
     """Try to prove final the hole just below `event`: NOWAIT first, then a short wait if it is old."""
     proven = _prove(wait_ms=None)
     if proven is not None or _hole_is_young(event):
@@ -497,8 +498,25 @@ def _snapshot_is_frozen() -> bool:
         return cursor.fetchone()[0]
 
 
-def _read_rows(after: int, limit: int) -> list[StoredEvent]:
-    return list(StoredEvent.objects.filter(position__gt=after).order_by("position")[:limit])
+# The projector reads the log with this on every batch: prepared and decoded by hand on PostgreSQL, where
+# the ORM spent about 0.35 ms of CPU building and decoding it against 0.06 ms for the statement itself.
+_READ_SQL = (
+    "SELECT position, stream_id, version, type, data, metadata, recorded_at FROM core_event "
+    "WHERE position > %s ORDER BY position LIMIT %s"
+)
+
+
+def _read_rows(after: int, limit: int) -> list[RecordedEvent]:
+    if connection.vendor != "postgresql":
+        return [RecordedEvent.from_row(row) for row in StoredEvent.objects.filter(position__gt=after).order_by("position")[:limit]]
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, _READ_SQL, [after, limit])
+        rows = cursor.fetchall()
+    # jsonb arrives as text (Django's psycopg setup, for JSONField to decode): decoded as JSONField would.
+    return [
+        RecordedEvent(position, stream_id, version, type_, json.loads(data), {} if metadata is None else json.loads(metadata), recorded_at)
+        for position, stream_id, version, type_, data, metadata, recorded_at in rows
+    ]
 
 
 def read_all(*, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
@@ -508,14 +526,14 @@ def read_all(*, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
     the log ends there: a transaction still in flight may hold the next position.
     """
     if connection.vendor != "postgresql":
-        return [RecordedEvent.from_row(row) for row in _read_rows(after, limit)]
+        return _read_rows(after, limit)
     # Taken before the query: a proof that finished after the query's snapshot was taken
     # could cover a late commit this query cannot see.
     proven = _proven_through()
     rows = _read_rows(after, limit)
     positions = [row.position for row in rows]
     if _unbroken(positions, after, 0) == len(rows):
-        return [RecordedEvent.from_row(row) for row in rows]  # no hole: the common case, no extra cost
+        return rows  # no hole: the common case, no extra cost
     if _snapshot_is_frozen():
         # A frozen snapshot cannot see a late commit, and may predate any proof: stop at the hole.
         taken = _unbroken(positions, after, 0)
@@ -527,7 +545,7 @@ def read_all(*, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
             safe, resume = rows[:taken], rows[taken - 1].position if taken else after
             rows = safe + _read_rows(resume, limit - taken)
             taken = taken + _unbroken([row.position for row in rows[taken:]], resume, newly_proven)
-    return [RecordedEvent.from_row(row) for row in rows[:taken]]
+    return rows[:taken]
 
 
 CONTIGUOUS_SCAN = 10_000

@@ -4,6 +4,7 @@ import copy
 from core.eventstore import RecordedEvent
 from transactions import events
 from transactions.models import Transaction, TransactionStatus
+from transactions.selectors import transactions_by_id
 from transactions.serializers import transaction_payload
 
 MESSAGE_TYPES = {
@@ -37,7 +38,7 @@ def transaction_messages(batch: list[RecordedEvent]) -> list[dict]:
     relevant = [e for e in batch if e.type in MESSAGE_TYPES]
     if not relevant:
         return []
-    rows = Transaction.objects.in_bulk({e.stream_id for e in relevant})
+    rows = transactions_by_id(transaction_ids={e.stream_id for e in relevant})
     messages = []
     for event in relevant:
         row = rows.get(event.stream_id)

@@ -114,8 +114,8 @@ def _batch_writes(events) -> tuple[list[tuple[str, list]], list[date], bool]:
 
 def _take_pending(transaction_ids: set[str]) -> dict[str, datetime]:
     """Delete these transactions' pending rows; their submission times, by transaction id (one statement)."""
-    taken = ReviewQueuePending.objects.filter(transaction_id__in=transaction_ids)
     if connection.vendor != "postgresql":
+        taken = ReviewQueuePending.objects.filter(transaction_id__in=transaction_ids)
         known = {str(tid): at for tid, at in taken.values_list("transaction_id", "submitted_at")}
         taken.delete()
         return known

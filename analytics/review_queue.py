@@ -224,21 +224,26 @@ def _admin_counts_statement(counts: dict[date, dict]) -> tuple[str, list]:
 def _percentiles_statement(week: date) -> tuple[str, list]:
     """Set the week's nearest-rank p50 and p90 from its decision rows, in one statement.
 
-    Each walks the (week_start, seconds) index to rank ceil(p * n / 100), written as
-    (p * n + 99) / 100 in integer division: rqf.percentile_rank's formula (the rebuild uses that
-    one, and the tests compare both on every cut of a log). The week has a timed decision (n >= 1).
-    Cost: linear in the week's decisions, inside the database (a week of 100,000 decisions is a
-    walk of about 150,000 index entries per batch), nothing read into Python. It runs after the
-    batch's decision rows are inserted (statement order in _execute_all).
+    Rank ceil(p * n / 100) is rqf.percentile_rank's formula, written as (p * n + 99) / 100 in integer
+    division (the rebuild uses that one, and the tests compare both on every cut of a log). The week
+    has a timed decision (n >= 1). Each percentile walks the (week_start, seconds) index from the
+    nearer end: p50 from the bottom, p90 from the top, to rank n - r + 1 counted down (0.1 n entries
+    instead of 0.9 n), and n is counted once for both. Still linear in the week's decisions, inside
+    the database, nothing read into Python: about 1.6 n index entries per batch (it was 3.4 n, two
+    counts and two walks from the bottom). It runs after the batch's decision rows are inserted
+    (statement order in _execute_all).
     """
     decisions = connection.ops.quote_name(ReviewQueueDecision._meta.db_table)
     weeks = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
     timed = f"FROM {decisions} WHERE week_start = %s AND seconds IS NOT NULL"
-    at_rank = f"(SELECT seconds {timed} ORDER BY seconds LIMIT 1 OFFSET (SELECT (%s * COUNT(*) + 99) / 100 - 1 {timed}))"
     p50, p90 = rqf.PERCENTILES
+    rank = "(%s * timed.n + 99) / 100"
     return (
-        f"UPDATE {weeks} SET p50_seconds = {at_rank}, p90_seconds = {at_rank} WHERE week_start = %s",
-        [week, p50, week, week, p90, week, week],
+        f"UPDATE {weeks} SET "
+        f"p50_seconds = (SELECT seconds {timed} ORDER BY seconds LIMIT 1 OFFSET {rank} - 1), "
+        f"p90_seconds = (SELECT seconds {timed} ORDER BY seconds DESC LIMIT 1 OFFSET timed.n - {rank}) "
+        f"FROM (SELECT COUNT(*) AS n {timed}) AS timed WHERE week_start = %s",
+        [week, p50, week, p90, week, week],
     )
 
 

@@ -59,15 +59,16 @@ class LiveStack(Stack):
         return super().start_worker(name, concurrency, include=None if app == "celery_app" else app, wait=wait)
 
     def stop(self, timeout: float = 10) -> None:
-        """Stack.stop(), with the Celery processes (workers, beat) killed outright first.
+        """Stack.stop(), with every process group (web, workers, beat) killed outright first.
 
-        The test is over: nothing a worker could still finish is looked at, its broker is flushed or
+        The test is over: nothing a process could still finish is looked at, its broker is flushed or
         gone, and PostgreSQL rolls back whatever a killed connection had open. A warm shutdown of a
-        prefork worker takes ~2.5 s on a busy 2-core machine, once per worker per test. The web
-        processes still stop gracefully; tests that check a shutdown stop the process themselves."""
+        prefork worker takes ~2.5 s on a busy 2-core machine, and uvicorn's graceful one ~0.4 s (each
+        web process closes its sockets and its channel-layer subscription), once per stack per test.
+        Tests that check a shutdown (tests/core/test_slow_clients.py, tests/deploy/test_entrypoint.py,
+        tests/e2e/test_stack.py) signal the process themselves."""
         for process in self.spawned:
-            if process.popen.args[3:4] in (["worker"], ["beat"]):  # sh -c <command> <kind> ...
-                kill_group(process.popen)
+            kill_group(process.popen)
         super().stop(timeout)
 
 

@@ -104,21 +104,40 @@ DUAL_CONTROL = "EUR:2000"
 
 
 @pytest.fixture
-def dual_control_stack(transactional_db, tmp_path):
-    """tests/conftest.py's live_stack, with APPROVAL_DUAL_CONTROL set (DUAL_CONTROL)."""
+def dual_control_stack(request, transactional_db, tmp_path):
+    """tests/conftest.py's live_stack, with APPROVAL_DUAL_CONTROL set (DUAL_CONTROL).
+
+    A test marked seed_demo(*args) gets `manage.py seed_demo <args>` run with the stack's environment while
+    the stack boots (it writes to the database only; the worker projects it once ready), and fails if it fails."""
+    import subprocess
+    import sys
+
     from django.db import connection
 
     from tests.services import redis_available, require
-    from tests.stack import LiveStack, flush_test_redis, stack_env
+    from tests.stack import ROOT, LiveStack, flush_test_redis, stack_env
 
     require("PostgreSQL", connection.vendor == "postgresql")
     require("Redis", redis_available())
     flush_test_redis()
     stack = LiveStack(env=stack_env(APPROVAL_DUAL_CONTROL=DUAL_CONTROL), log_dir=tmp_path)
+    seed = request.node.get_closest_marker("seed_demo")
+    seeding = None
     try:
+        if seed is not None:
+            seeding = subprocess.Popen(
+                [sys.executable, "manage.py", "seed_demo", *seed.args], cwd=ROOT, env=stack.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
         stack.wait_ready(stack.start_worker(wait=False), stack.start_server(wait=False), timeout=60)
+        if seeding is not None:
+            _, errors = seeding.communicate(timeout=120)
+            assert seeding.returncode == 0, errors
         yield stack
     finally:
+        if seeding is not None and seeding.poll() is None:
+            seeding.kill()
+            seeding.wait()
         stack.stop()
         flush_test_redis()
 

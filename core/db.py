@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.db import DatabaseError, connection, transaction
 
+
 @dataclass
 class _Unit:
     depth: int  # len(connection.atomic_blocks) inside the unit
@@ -110,7 +111,6 @@ def commands_one_by_one():
         yield
     finally:
         unit.one_by_one = previous
-
 
 
 # --- server-side prepared statements ---------------------------------------------------------------

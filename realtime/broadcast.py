@@ -136,12 +136,13 @@ def _direct_target(layer, group: str, timeout: float):
     key = (os.getpid(), address, timeout)  # a forked child makes its own connection
     client = _direct_clients.get(key)
     if client is None:
-        import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
+        from core.redis import client as redis_client
+
         # Retried like the layer's own connection: after a Redis restart the first publish reconnects.
-        client = redis.Redis.from_url(
+        client = redis_client(
             address, socket_timeout=timeout, socket_connect_timeout=min(timeout, 5.0),
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
         )

@@ -3,7 +3,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from core.db import execute_prepared
-
+from transactions import services
 from transactions.models import UNDECIDED, Transaction
 from transactions.services import TransactionNotFound
 
@@ -25,9 +25,6 @@ def pending_transactions(*, limit: int = 20) -> tuple[int, list[Transaction]]:
     return pending.count(), list(pending.order_by("-created_at", "-id")[:limit])
 
 
-_BY_ID_SQL: list[str] = []
-
-
 def transactions_by_id(*, transaction_ids) -> dict:
     """These transactions' rows by id (missing ones left out), in one statement.
 
@@ -39,15 +36,7 @@ def transactions_by_id(*, transaction_ids) -> dict:
     if connection.vendor != "postgresql" or not ids:
         # SQLite (embedded mode) needs Django's value converters (decimals, datetimes).
         return Transaction.objects.in_bulk(ids) if ids else {}
-    fields = Transaction._meta.concrete_fields
-    if not _BY_ID_SQL:
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(field.column) for field in fields)
-        _BY_ID_SQL.append(
-            f"SELECT {columns} FROM {quote(Transaction._meta.db_table)} WHERE {quote(Transaction._meta.pk.column)} = ANY(%s::uuid[])"
-        )
     with connection.cursor() as cursor:
-        execute_prepared(cursor, _BY_ID_SQL[0], [ids])
+        execute_prepared(cursor, services.row_sql("read_many"), [ids])
         rows = cursor.fetchall()
-    attnames = [field.attname for field in fields]
-    return {txn.pk: txn for txn in (Transaction.from_db(connection.alias, attnames, list(row)) for row in rows)}
+    return {txn.pk: txn for txn in map(services.row_from_db, rows)}

@@ -294,6 +294,7 @@ def _writing_read_model():
 # a decision (approve, reject, reverse) sets decided_*; a first approval under dual control
 # sets first_approved_by and leaves decided_* alone.
 _FIELDS = Transaction._meta.concrete_fields
+_ATTNAMES = [field.attname for field in _FIELDS]
 DECIDE, RECORD = "decide", "record"
 _SET = {
     DECIDE: ("status", "version", "decided_by", "decision_reason"),
@@ -308,6 +309,8 @@ def _sql(statement: str) -> str:
     pk = quote(Transaction._meta.pk.column)
     if statement == "read":
         return f"SELECT {columns} FROM {table} WHERE {pk} = %s"
+    if statement == "read_many":
+        return f"SELECT {columns} FROM {table} WHERE {pk} = ANY(%s::uuid[])"
     if statement == "lock":
         return f"SELECT {columns} FROM {table} WHERE {pk} = %s FOR UPDATE"
     column = {name: quote(Transaction._meta.get_field(name).column) for name in ("decided_at", "last_position", *_SET[statement])}
@@ -322,6 +325,17 @@ def _sql(statement: str) -> str:
 _SQL: dict[str, str] = {}
 
 
+def row_sql(shape: str) -> str:
+    """The read model's plain SQL for `shape` ("read", "lock", "read_many", or an UPDATE shape), built once
+    (PostgreSQL: the ORM compiling it cost more than running it); rows come back as row_from_db reads them."""
+    return _SQL.get(shape) or _SQL.setdefault(shape, _sql(shape))
+
+
+def row_from_db(row) -> Transaction:
+    """A Transaction from a row of row_sql's columns (PostgreSQL hands back Python values: no converters needed)."""
+    return Transaction.from_db(connection.alias, _ATTNAMES, list(row))
+
+
 def _read_row(transaction_id, *, lock: bool) -> Transaction | None:
     """The transaction (its row locked until the command ends if `lock`: SELECT ... FOR UPDATE), or None."""
     if connection.vendor != "postgresql":
@@ -330,7 +344,7 @@ def _read_row(transaction_id, *, lock: bool) -> Transaction | None:
         return Transaction.objects.filter(pk=transaction_id).first()
     pk = Transaction._meta.pk.to_python(transaction_id)  # a malformed id fails as the ORM's lookup would
     name = "lock" if lock else "read"
-    sql = _SQL.get(name) or _SQL.setdefault(name, _sql(name))
+    sql = row_sql(name)
     try:
         with connection.cursor() as cursor:
             execute_prepared(cursor, sql, [pk])  # planned once per connection (core/db.py)
@@ -344,9 +358,9 @@ def _read_row(transaction_id, *, lock: bool) -> Transaction | None:
         raise
     if row is None:
         return None
-    return Transaction.from_db(connection.alias, [field.attname for field in _FIELDS], list(row))
+    return row_from_db(row)
 
 
 def _update_along(shape: str, pk, changes: dict) -> eventstore.Along:
-    sql = _SQL.get(shape) or _SQL.setdefault(shape, _sql(shape))
+    sql = row_sql(shape)
     return eventstore.Along(sql, [changes[name] for name in _SET[shape]] + [pk])

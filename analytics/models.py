@@ -104,15 +104,21 @@ class ReviewQueueDecision(models.Model):
     seconds = models.BigIntegerField(null=True)
 
     class Meta:
-        # A week's timed decisions in order: its nearest-rank percentiles are index probes.
-        indexes = [models.Index(fields=["week_start", "seconds"], name="review_decision_week_seconds")]
+        # A week's timed decisions in one total order, (seconds, position): a percentile is a marked
+        # row in it, and a batch moves the mark a few index entries (analytics.review_queue).
+        indexes = [models.Index(fields=["week_start", "seconds", "position"], name="review_decision_week_order")]
 
     def __str__(self):
         return f"@{self.position} {self.kind} by {self.actor} ({self.week_start})"
 
 
 class ReviewQueueWeek(models.Model):
-    """A week's decisions by kind and its time-to-decision percentiles: what the API reads."""
+    """A week's decisions by kind and its time-to-decision percentiles: what the API reads.
+
+    Each percentile is the decision at its nearest rank among the week's `timed` decisions in
+    (seconds, position) order: p50_seconds and p50_position name that row (likewise p90). Ties in
+    seconds are ordered by position, so the mark is one row and its rank is known from `timed` alone.
+    """
 
     week_start = models.DateField(primary_key=True)
     approved = models.PositiveBigIntegerField(default=0)
@@ -121,9 +127,22 @@ class ReviewQueueWeek(models.Model):
     p50_seconds = models.BigIntegerField(null=True)
     p90_seconds = models.BigIntegerField(null=True)
     last_position = models.BigIntegerField(default=0)
+    timed = models.PositiveBigIntegerField(default=0)
+    p50_position = models.BigIntegerField(null=True)
+    p90_position = models.BigIntegerField(null=True)
 
     def __str__(self):
         return f"{self.week_start}: {self.approved}/{self.rejected}/{self.reversed}"
+
+
+class ReviewQueueTotal(models.Model):
+    """The count of pending transactions, kept by the batches that change it: one row (id 1), read without counting."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    pending = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.pending} pending"
 
 
 class ReviewQueueAdminWeek(models.Model):

@@ -1,10 +1,11 @@
 """The review-queue projection: decisions per week, time to decision, decisions per admin, and what is pending now.
 
-Rows: ReviewQueuePending (what waits, since when), ReviewQueueDecision (one per approval, rejection
-or reversal: its week, actor and seconds since submission), ReviewQueueWeek (counts and the two
-percentiles per week) and ReviewQueueAdminWeek (decisions per actor per week). A batch adds to the
-counts; the percentiles of the weeks it gave timed decisions are read again from the decision rows
-(percentiles do not add up), by rank, from an index inside the database.
+Rows: ReviewQueuePending (what waits, since when), ReviewQueueTotal (how many wait), ReviewQueueDecision
+(one per approval, rejection or reversal: its week, actor and seconds since submission), ReviewQueueWeek
+(counts, the two percentiles and their marks per week) and ReviewQueueAdminWeek (decisions per actor per
+week). A batch adds to the counts and moves each percentile's mark a few entries along the week's
+decision index (percentiles do not add up, but a rank moves by at most the batch's size): its work
+does not grow with the week's decisions or the pending backlog.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from analytics import review_queue_frames as rqf
 from analytics.models import (
-    ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueueDecision, ReviewQueuePending, ReviewQueueWeek,
+    ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueueDecision, ReviewQueuePending, ReviewQueueTotal, ReviewQueueWeek,
 )
 from analytics.rebuild import EventStoreBusy
 from analytics.registry import Projection, Rebuilt, take_checkpoint_move
@@ -80,18 +81,22 @@ def _batch_writes(events) -> tuple[list[tuple[str, list]], list[date], bool]:
     """The batch's writes as (sql, params) statements, not yet run; the weeks they change and whether pending changes.
 
     Two round trips on PostgreSQL, however many events: the pending rows of the transactions the
-    batch decides are deleted here and their submission times come back (the fold needs them);
-    every other write goes in the one multi-statement execute of _execute_all, with the read of the
-    batch's messages after them (ReviewQueue.apply).
+    batch decides are deleted here, their submission times come back (the fold needs them) with the
+    percentile marks of the weeks it may add timed decisions to; every other write goes in the one
+    multi-statement execute of _execute_all, with the read of the batch's messages after them
+    (ReviewQueue.apply). Nothing here is proportional to what the rows already hold.
     """
     records = _records(events)
     if not records:
         return [], [], False
     submitted_here = {r[2] for r in records if r[1] == rqf.SUBMITTED}
     asked = {r[2] for r in records if r[1] in rqf.TIMED_KINDS} - submitted_here
+    # The weeks a timed decision of this batch can fall in: those of its approvals and rejections.
+    decided = [r[4] for r in records if r[1] in rqf.TIMED_KINDS]
+    maybe_timed = sorted(set(rqf.decision_weeks(decided, **_week_cut()))) if decided else []
     # A decided transaction that was pending is resolved by this batch (rqf.review_batch resolves
     # exactly the asked ones it knows), so deleting them all up front is what the fold asks for.
-    known = _take_pending(asked) if asked else {}
+    known, marks = _take_pending(asked, maybe_timed)
     # Plain tuples, no frame: a batch usually holds one decision, and a frame costs about a millisecond.
     values, submitted, resolved = rqf.review_decisions(records, known=known, **_week_cut())
     statements = []
@@ -100,32 +105,78 @@ def _batch_writes(events) -> tuple[list[tuple[str, list]], list[date], bool]:
             ReviewQueuePending, ("transaction_id", "submitted_at", "position"),
             [(tid, at, pos) for tid, (at, pos) in submitted.items()],
         )
+    # Submitted and still pending at the end of the batch, less the pending rows it deleted.
+    change = len(submitted) - len(known)
+    if change:
+        statements.append(_pending_total_statement(change))
     weeks: list[date] = []
     if values:
         statements += _insert_statements(ReviewQueueDecision, DECISION_FIELDS, values)
         counts = _week_counts(values)
         statements.append(_week_counts_statement(counts))
         statements.append(_admin_counts_statement(counts))
-        timed_weeks = sorted({week for _, _, week, _, _, seconds in values if seconds is not None})
-        statements += [_percentiles_statement(week) for week in timed_weeks]
+        added: dict[date, list[tuple[int, int]]] = defaultdict(list)
+        for position, _, week, _, _, seconds in values:
+            if seconds is not None:
+                added[week].append((seconds, position))
+        statements += [_marks_statement(week, marks.get(week), keys) for week, keys in sorted(added.items())]
         weeks = sorted(counts)
     return statements, weeks, bool(submitted or resolved)
 
 
-def _take_pending(transaction_ids: set[str]) -> dict[str, datetime]:
-    """Delete these transactions' pending rows; their submission times, by transaction id (one statement)."""
+def _take_pending(transaction_ids: set[str], weeks: list[date]) -> tuple[dict[str, datetime], dict[date, rqf.WeekMarks]]:
+    """Delete these transactions' pending rows, and read these weeks' percentile marks (one round trip):
+    the pending rows' submission times by transaction id, and the marks by week (weeks without a row left out)."""
+    if not transaction_ids and not weeks:
+        return {}, {}
+    week_table = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
+    marks_sql = (
+        f"SELECT week_start, timed, p50_seconds, p50_position, p90_seconds, p90_position FROM {week_table} "
+        f"WHERE week_start IN ({', '.join(['%s'] * len(weeks))})"
+    )
+    known: dict[str, datetime] = {}
     if connection.vendor != "postgresql":
-        taken = ReviewQueuePending.objects.filter(transaction_id__in=transaction_ids)
-        known = {str(tid): at for tid, at in taken.values_list("transaction_id", "submitted_at")}
-        taken.delete()
-        return known
+        if transaction_ids:
+            taken = ReviewQueuePending.objects.filter(transaction_id__in=transaction_ids)
+            known = {str(tid): at for tid, at in taken.values_list("transaction_id", "submitted_at")}
+            taken.delete()
+        rows = []
+        if weeks:
+            with connection.cursor() as cursor:
+                cursor.execute(marks_sql, weeks)
+                rows = cursor.fetchall()
+        return known, _marks_by_week(rows)
     table = connection.ops.quote_name(ReviewQueuePending._meta.db_table)
+    statements, params = [], []
+    if transaction_ids:
+        statements.append(f"DELETE FROM {table} WHERE transaction_id = ANY(%s::uuid[]) RETURNING transaction_id, submitted_at")
+        params.append(sorted(transaction_ids))
+    if weeks:
+        statements.append(marks_sql)
+        params += weeks
+    rows = []
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {table} WHERE transaction_id = ANY(%s::uuid[]) RETURNING transaction_id, submitted_at",
-            [sorted(transaction_ids)],
+        cursor.execute(";\n".join(statements), params)
+        if transaction_ids:
+            known = {str(tid): at for tid, at in cursor.fetchall()}
+            if weeks:
+                cursor.nextset()
+        if weeks:
+            rows = cursor.fetchall()
+    return known, _marks_by_week(rows)
+
+
+def _marks_by_week(rows) -> dict[date, rqf.WeekMarks]:
+    def mark(seconds, position):
+        return None if seconds is None or position is None else (int(seconds), int(position))
+
+    return {
+        # SQLite hands dates back as text.
+        (date.fromisoformat(week) if isinstance(week, str) else week): rqf.WeekMarks(
+            timed=int(timed), marks={50: mark(s50, p50), 90: mark(s90, p90)},
         )
-        return {str(tid): at for tid, at in cursor.fetchall()}
+        for week, timed, s50, p50, s90, p90 in rows
+    }
 
 
 def _execute_all(statements: list[tuple[str, list]]) -> list[tuple] | None:
@@ -194,10 +245,11 @@ def _week_counts_statement(counts: dict[date, dict]) -> tuple[str, list]:
     table = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
     values, params = [], []
     for week, entry in counts.items():
-        values.append("(%s, %s, %s, %s, %s)")
+        values.append("(%s, %s, %s, %s, %s, 0)")
         params += [week, entry[rqf.APPROVED], entry[rqf.REJECTED], entry[rqf.REVERSED], entry["last_position"]]
+    # A new week's `timed` starts at 0; _marks_statement adds the batch's timed decisions to it.
     sql = f"""
-        INSERT INTO {table} AS t (week_start, approved, rejected, reversed, last_position) VALUES {", ".join(values)}
+        INSERT INTO {table} AS t (week_start, approved, rejected, reversed, last_position, timed) VALUES {", ".join(values)}
         ON CONFLICT (week_start) DO UPDATE SET
             approved = t.approved + excluded.approved,
             rejected = t.rejected + excluded.rejected,
@@ -221,30 +273,75 @@ def _admin_counts_statement(counts: dict[date, dict]) -> tuple[str, list]:
     return sql, params
 
 
-def _percentiles_statement(week: date) -> tuple[str, list]:
-    """Set the week's nearest-rank p50 and p90 from its decision rows, in one statement.
+def _marks_statement(week: date, before: rqf.WeekMarks | None, added: list[tuple[int, int]]) -> tuple[str, list]:
+    """Move the week's percentile marks over the batch's timed decisions (already inserted: statement order
+    in _execute_all), and add them to its `timed` count.
 
-    Rank ceil(p * n / 100) is rqf.percentile_rank's formula, written as (p * n + 99) / 100 in integer
-    division (the rebuild uses that one, and the tests compare both on every cut of a log). The week
-    has a timed decision (n >= 1). Each percentile walks the (week_start, seconds) index from the
-    nearer end: p50 from the bottom, p90 from the top, to rank n - r + 1 counted down (0.1 n entries
-    instead of 0.9 n), and n is counted once for both. Still linear in the week's decisions, inside
-    the database, nothing read into Python: about 1.6 n index entries per batch (it was 3.4 n, two
-    counts and two walks from the bottom). It runs after the batch's decision rows are inserted
-    (statement order in _execute_all).
+    rqf.move_mark says where each mark goes: a few entries up or down the (week_start, seconds,
+    position) index from where it was, or (a week's first timed decisions) from the bottom.
+    About as many index entries as the batch has decisions, whatever the week holds: the week with a
+    million decisions costs what the week with ten does.
+    """
+    before = before or rqf.WeekMarks(timed=0, marks={})
+    moves = {percent: rqf.move_mark(before.timed, before.marks.get(percent), added, percent) for percent in rqf.PERCENTILES}
+    return _marks_update(week, before.timed + len(added), moves)
+
+
+def _marks_update(week: date, timed: int, moves: dict[int, rqf.MarkMove]) -> tuple[str, list]:
+    """UPDATE the week's `timed` count and move its marks as told (one index walk per moved mark)."""
+    decisions = connection.ops.quote_name(ReviewQueueDecision._meta.db_table)
+    weeks = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
+    source = f"FROM {decisions} WHERE week_start = %s AND seconds IS NOT NULL"
+    sets, params = ["timed = %s"], [timed]
+    for percent, move in sorted(moves.items()):
+        if move.direction == rqf.KEEP:
+            continue
+        if move.direction == rqf.FROM_BOTTOM:
+            walk, walk_params = f"SELECT seconds, position {source} ORDER BY seconds, position LIMIT 1 OFFSET %s", [week, move.steps]
+        else:
+            op, order = (">", "") if move.direction == rqf.UP else ("<", " DESC")
+            walk = (
+                f"SELECT seconds, position {source} AND (seconds, position) {op} (%s, %s) "
+                f"ORDER BY seconds{order}, position{order} LIMIT 1 OFFSET %s"
+            )
+            walk_params = [week, *move.origin, move.steps]
+        sets.append(f"(p{percent}_seconds, p{percent}_position) = ({walk})")
+        params += walk_params
+    return f"UPDATE {weeks} SET {', '.join(sets)} WHERE week_start = %s", [*params, week]
+
+
+def _pending_total_statement(change: int) -> tuple[str, list]:
+    """Add `change` to the pending count (the row is made if a flush or a new database has none)."""
+    table = connection.ops.quote_name(ReviewQueueTotal._meta.db_table)
+    return (
+        f"INSERT INTO {table} AS t (id, pending) VALUES (1, %s) "
+        f"ON CONFLICT (id) DO UPDATE SET pending = t.pending + excluded.pending",
+        [change],
+    )
+
+
+def recount_from_rows() -> None:
+    """Every week's row and the pending count computed again from the decision and pending rows.
+
+    For rows written outside the projector (a migration's fill, the benchmark's generated history):
+    linear in the rows, once; the projector itself only adds batches.
     """
     decisions = connection.ops.quote_name(ReviewQueueDecision._meta.db_table)
     weeks = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)
-    timed = f"FROM {decisions} WHERE week_start = %s AND seconds IS NOT NULL"
-    p50, p90 = rqf.PERCENTILES
-    rank = "(%s * timed.n + 99) / 100"
-    return (
-        f"UPDATE {weeks} SET "
-        f"p50_seconds = (SELECT seconds {timed} ORDER BY seconds LIMIT 1 OFFSET {rank} - 1), "
-        f"p90_seconds = (SELECT seconds {timed} ORDER BY seconds DESC LIMIT 1 OFFSET timed.n - {rank}) "
-        f"FROM (SELECT COUNT(*) AS n {timed}) AS timed WHERE week_start = %s",
-        [week, p50, week, p90, week, week],
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {weeks}")
+        cursor.execute(
+            f"INSERT INTO {weeks} (week_start, approved, rejected, reversed, last_position, timed) "
+            f"SELECT week_start, SUM(CASE WHEN kind = %s THEN 1 ELSE 0 END), SUM(CASE WHEN kind = %s THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN kind = %s THEN 1 ELSE 0 END), MAX(position), 0 FROM {decisions} GROUP BY week_start",
+            [rqf.APPROVED, rqf.REJECTED, rqf.REVERSED],
+        )
+        cursor.execute(f"SELECT week_start, COUNT(*) FROM {decisions} WHERE seconds IS NOT NULL GROUP BY week_start")
+        for week, timed in cursor.fetchall():
+            # Each mark counted from the bottom, as for a week's first batch.
+            moves = {p: rqf.MarkMove(rqf.FROM_BOTTOM, steps=rqf.percentile_rank(int(timed), p) - 1) for p in rqf.PERCENTILES}
+            cursor.execute(*_marks_update(week, int(timed), moves))
+    ReviewQueueTotal.objects.update_or_create(id=1, defaults={"pending": ReviewQueuePending.objects.count()})
 
 
 # ---- messages ---------------------------------------------------------------------------------------
@@ -315,24 +412,26 @@ def _bulk_records(through: int):
 
 def _write_all(replay: _Replay) -> tuple[int, int]:
     """Replace every row with the replay's (inside the caller's transaction); (weeks, decisions) written."""
-    for model in (ReviewQueuePending, ReviewQueueDecision, ReviewQueueWeek, ReviewQueueAdminWeek):
+    for model in (ReviewQueuePending, ReviewQueueDecision, ReviewQueueWeek, ReviewQueueAdminWeek, ReviewQueueTotal):
         model.objects.all().delete()
     ReviewQueuePending.objects.bulk_create(
         [ReviewQueuePending(transaction_id=tid, submitted_at=at, position=pos) for tid, (at, pos) in replay.pending.items()],
         batch_size=INSERT_ROWS,
     )
+    ReviewQueueTotal.objects.create(id=1, pending=len(replay.pending))
     decisions = replay.frame()
     if decisions.empty:
         return 0, 0
     ReviewQueueDecision.objects.bulk_create(_decision_rows(decisions), batch_size=INSERT_ROWS)
     summaries = rqf.weekly_summaries(decisions)
     counts = rqf.week_counts(decisions)
+    marks = _marks_of(decisions)
     ReviewQueueWeek.objects.bulk_create(
         [
             ReviewQueueWeek(
                 week_start=week, approved=s["approved"], rejected=s["rejected"], reversed=s["reversed"],
                 p50_seconds=s["time_to_decision_p50_seconds"], p90_seconds=s["time_to_decision_p90_seconds"],
-                last_position=counts[week]["last_position"],
+                last_position=counts[week]["last_position"], **_mark_fields(marks.get(week)),
             )
             for week, s in summaries.items()
         ],
@@ -343,6 +442,22 @@ def _write_all(replay: _Replay) -> tuple[int, int]:
         batch_size=INSERT_ROWS,
     )
     return len(summaries), len(decisions)
+
+
+def _marks_of(decisions: pd.DataFrame) -> dict[date, rqf.WeekMarks]:
+    """Each week's marks from all its timed decisions (a rebuild)."""
+    timed = decisions[decisions["seconds"].notna()]
+    return {
+        week: rqf.week_marks(zip(group["seconds"].astype("int64"), group["position"].astype("int64")))
+        for week, group in timed.groupby("week_start")
+    } if len(timed) else {}
+
+
+def _mark_fields(marks: rqf.WeekMarks | None) -> dict:
+    """ReviewQueueWeek's timed and mark position fields for these marks (none: a week without timed decisions)."""
+    if marks is None:
+        return {"timed": 0, "p50_position": None, "p90_position": None}
+    return {"timed": marks.timed, **{f"p{p}_position": None if marks.marks[p] is None else marks.marks[p][1] for p in rqf.PERCENTILES}}
 
 
 def _gap_free_cut() -> int:
@@ -396,8 +511,9 @@ def _week_of(instant: datetime, zone: ZoneInfo, week_start: str) -> date:
     return local - timedelta(days=local.weekday() if week_start == "monday" else (local.weekday() + 1) % 7)
 
 
-def _percentile(values: list[int], percent: int) -> int | None:
-    """The smallest value with at least `percent`% of the values at or below it (by counting, not by rank)."""
+def _percentile(values: list, percent: int):
+    """The smallest value with at least `percent`% of the values at or below it (by counting, not by rank);
+    of (seconds, position) keys, the key whose seconds are the percentile and whose row is the mark."""
     ordered = sorted(values)
     for index, value in enumerate(ordered, start=1):
         if index * 100 >= percent * len(ordered):
@@ -405,19 +521,20 @@ def _percentile(values: list[int], percent: int) -> int | None:
     return None
 
 
-def recompute(*, through: int) -> tuple[dict, dict, dict]:
-    """From the log up to `through`: ({week: object}, {transaction_id: submitted_at} pending, {week: decision count})."""
+def recompute(*, through: int) -> tuple[dict, dict, dict, dict]:
+    """From the log up to `through`: ({week: object}, {transaction_id: submitted_at} pending, {week: decision
+    count}, {week: (timed count, {percent: (seconds, position) at its rank})})."""
     zone, week_start = ZoneInfo(settings.ANALYTICS_TIME_ZONE), settings.ANALYTICS_WEEK_START
     pending: dict[str, datetime] = {}
     kinds: dict[date, Counter] = defaultdict(Counter)
     admins: dict[date, Counter] = defaultdict(Counter)
-    seconds: dict[date, list[int]] = defaultdict(list)
+    keys: dict[date, list[tuple[int, int]]] = defaultdict(list)
     rows = (
         StoredEvent.objects.filter(position__lte=through, type__in=list(KINDS))
         .order_by("position")
-        .values_list("type", "stream_id", "metadata", "recorded_at")
+        .values_list("position", "type", "stream_id", "metadata", "recorded_at")
     )
-    for type_, stream_id, metadata, recorded_at in rows.iterator(chunk_size=5000):
+    for position, type_, stream_id, metadata, recorded_at in rows.iterator(chunk_size=5000):
         tid, kind = str(stream_id), KINDS[type_]
         if kind == rqf.SUBMITTED:
             pending[tid] = recorded_at
@@ -430,15 +547,20 @@ def recompute(*, through: int) -> tuple[dict, dict, dict]:
         if kind != rqf.REVERSED and tid in pending:
             waited = recorded_at - pending.pop(tid)
             # Whole seconds from the timedelta's own fields (microseconds dropped), never negative.
-            seconds[week].append(max(0, waited.days * 86400 + waited.seconds))
+            keys[week].append((max(0, waited.days * 86400 + waited.seconds), position))
     weeks = {
         week: rqf.week_object(
             week, approved=k[rqf.APPROVED], rejected=k[rqf.REJECTED], reversed=k[rqf.REVERSED],
-            p50=_percentile(seconds[week], 50), p90=_percentile(seconds[week], 90), admins=dict(admins[week]),
+            p50=_seconds_of(_percentile(keys[week], 50)), p90=_seconds_of(_percentile(keys[week], 90)), admins=dict(admins[week]),
         )
         for week, k in kinds.items()
     }
-    return weeks, pending, {week: sum(k.values()) for week, k in kinds.items()}
+    marks = {week: (len(keys[week]), {p: _percentile(keys[week], p) for p in rqf.PERCENTILES}) for week in kinds}
+    return weeks, pending, {week: sum(k.values()) for week, k in kinds.items()}, marks
+
+
+def _seconds_of(key: tuple[int, int] | None) -> int | None:
+    return None if key is None else key[0]
 
 
 def verify_review_queue() -> list[str]:
@@ -449,20 +571,31 @@ def verify_review_queue() -> list[str]:
         through = checkpoint.position if checkpoint else 0
         stored_weeks = {w.week_start for w in ReviewQueueWeek.objects.all()}
         stored = week_objects(sorted(stored_weeks))
+        stored_marks = {
+            week: (timed, {50: _key(s50, p50), 90: _key(s90, p90)})
+            for week, timed, s50, p50, s90, p90 in ReviewQueueWeek.objects.values_list(
+                "week_start", "timed", "p50_seconds", "p50_position", "p90_seconds", "p90_position")
+        }
         stored_pending = {str(t): at for t, at in ReviewQueuePending.objects.values_list("transaction_id", "submitted_at")}
+        stored_total = ReviewQueueTotal.objects.filter(id=1).values_list("pending", flat=True).first() or 0
         decision_rows = dict(
             ReviewQueueDecision.objects.order_by().values("week_start").annotate(n=Count("position")).values_list("week_start", "n")
         )
-        expected, pending, expected_rows = recompute(through=through)
+        expected, pending, expected_rows, expected_marks = recompute(through=through)
     problems = []
     if checkpoint and checkpoint.config != config:
         problems.append(f"config: rows are for {checkpoint.config}, settings say {config}")
+    no_marks = (0, {p: None for p in rqf.PERCENTILES})
     for week in sorted(set(stored) | set(expected)):
         have, want = stored.get(week, rqf.week_object(week)), expected.get(week, rqf.week_object(week))
         if have != want:
             problems.append(f"{week}: stored {_short(have)}, log says {_short(want)}")
         elif decision_rows.get(week, 0) != expected_rows.get(week, 0):
             problems.append(f"{week}: {decision_rows.get(week, 0)} decision rows, log says {expected_rows.get(week, 0)}")
+        elif stored_marks.get(week, no_marks) != expected_marks.get(week, no_marks):
+            # The figures agree today, but the marks the next batch moves from do not: it would go wrong.
+            problems.append(f"{week}: marks (timed, {{percent: (seconds, position)}}) stored {stored_marks.get(week, no_marks)}, "
+                            f"log says {expected_marks.get(week, no_marks)}")
     if stored_pending != pending:
         missing, extra = sorted(set(pending) - set(stored_pending)), sorted(set(stored_pending) - set(pending))
         changed = sorted(t for t in set(pending) & set(stored_pending) if pending[t] != stored_pending[t])
@@ -470,7 +603,13 @@ def verify_review_queue() -> list[str]:
             f"pending: {len(stored_pending)} stored, log says {len(pending)} "
             f"(missing {missing[:5]}, not pending {extra[:5]}, other submission time {changed[:5]})"
         )
+    elif stored_total != len(pending):
+        problems.append(f"pending count: {stored_total} kept, {len(pending)} pending rows and in the log")
     return problems
+
+
+def _key(seconds, position) -> tuple[int, int] | None:
+    return None if seconds is None or position is None else (int(seconds), int(position))
 
 
 def _short(week: dict) -> str:

@@ -52,6 +52,61 @@ def time_percentiles(seconds) -> tuple[int | None, int | None]:
     return nearest_rank(ordered, 50), nearest_rank(ordered, 90)
 
 
+# Where a batch moves a percentile's mark (move_mark).
+KEEP, UP, DOWN, FROM_BOTTOM = "keep", "up", "down", "from_bottom"
+
+
+@dataclass(frozen=True)
+class WeekMarks:
+    """A week's count of timed decisions and, per percentile, the (seconds, position) of the decision at its rank."""
+
+    timed: int
+    marks: dict[int, tuple[int, int] | None]
+
+
+@dataclass(frozen=True)
+class MarkMove:
+    """How to find a percentile's new mark in the week's (seconds, position) order.
+
+    UP: the entry `steps` + 1 places after `origin`; DOWN: `steps` + 1 places before it; FROM_BOTTOM:
+    the entry at 0-based index `steps` (the mark was unknown); KEEP: the mark stays.
+    """
+
+    direction: str
+    origin: tuple[int, int] | None = None
+    steps: int = 0
+
+
+def move_mark(timed: int, mark: tuple[int, int] | None, added: list[tuple[int, int]], percent: int) -> MarkMove:
+    """Where the `percent`ile's mark goes when `added` (seconds, position) keys join `timed` earlier ones.
+
+    The mark is the entry at rank percentile_rank(timed) in (seconds, position) order: a total order
+    (positions are unique), whose entry at a rank has the seconds that rank has in seconds order. Each
+    added key below the mark pushes it one rank up; the new target rank is percentile_rank(timed + len(added)).
+    The difference is at most about len(added) entries, so the walk is short however large the week.
+    """
+    target = percentile_rank(timed + len(added), percent)
+    if mark is None or timed < 1:
+        # A week's first timed decisions (or a mark never set): counted from the bottom, once.
+        return MarkMove(FROM_BOTTOM, steps=target - 1)
+    rank = percentile_rank(timed, percent) + sum(1 for key in added if key < mark)
+    if target == rank:
+        return MarkMove(KEEP, origin=mark)
+    if target > rank:
+        return MarkMove(UP, origin=mark, steps=target - rank - 1)
+    return MarkMove(DOWN, origin=mark, steps=rank - target - 1)
+
+
+def week_marks(keys) -> WeekMarks:
+    """The marks of a week from all its timed (seconds, position) keys, in any order (a rebuild, a recount)."""
+    ordered = sorted((int(s), int(p)) for s, p in keys)
+    if not ordered:
+        return WeekMarks(timed=0, marks={percent: None for percent in PERCENTILES})
+    return WeekMarks(
+        timed=len(ordered), marks={percent: ordered[percentile_rank(len(ordered), percent) - 1] for percent in PERCENTILES},
+    )
+
+
 # Below this many decisions a batch's weeks are cut one by one: most batches hold one decision, and
 # a pandas conversion costs about a millisecond whatever its size.
 SMALL_BATCH = 64

@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from analytics import review_queue_frames as rqf
-from analytics.models import ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueuePending, ReviewQueueWeek
+from analytics.models import ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueuePending, ReviewQueueTotal, ReviewQueueWeek
 from analytics.selectors import current_week_start, resolve_range
 
 # The projection's name: its checkpoint row (analytics.review_queue).
@@ -61,6 +61,7 @@ def _stored(weeks: list[date]) -> _Stored:
 def stored_statement(weeks: list[date]) -> tuple[str, list]:
     """_stored's statement and parameters."""
     checkpoint, pending = ProjectionCheckpoint._meta.db_table, ReviewQueuePending._meta.db_table
+    total = ReviewQueueTotal._meta.db_table
     week_table, admin_table = ReviewQueueWeek._meta.db_table, ReviewQueueAdminWeek._meta.db_table
     if len(weeks) <= 60:
         # A few weeks (a batch's): by key. A range (the API's, contiguous): by range.
@@ -69,7 +70,7 @@ def stored_statement(weeks: list[date]) -> tuple[str, list]:
         where, week_params = "week_start >= %s AND week_start <= %s", [min(weeks), max(weeks)]
     sql = f"""
         SELECT 0, CAST(NULL AS DATE), CAST(NULL AS TEXT),
-               (SELECT position FROM {checkpoint} WHERE name = %s), (SELECT COUNT(*) FROM {pending}),
+               (SELECT position FROM {checkpoint} WHERE name = %s), COALESCE((SELECT pending FROM {total} WHERE id = 1), 0),
                CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), (SELECT MIN(submitted_at) FROM {pending})
         UNION ALL
         SELECT 1, week_start, NULL, approved, rejected, reversed, p50_seconds, p90_seconds, NULL FROM {week_table} WHERE {where}

@@ -13,7 +13,7 @@ from django.db import transaction
 
 from analytics import registry
 from analytics.models import (
-    ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueueDecision, ReviewQueuePending, ReviewQueueWeek,
+    ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueueDecision, ReviewQueuePending, ReviewQueueTotal, ReviewQueueWeek,
 )
 from analytics.projection import project_next_batch
 from analytics.review_queue import ReviewQueue, rebuild_review_queue, verify_review_queue
@@ -82,14 +82,17 @@ def state() -> dict:
     return {
         "weeks": week_objects(weeks),
         "last_positions": dict(ReviewQueueWeek.objects.values_list("week_start", "last_position")),
+        "marks": list(ReviewQueueWeek.objects.order_by("week_start").values_list(
+            "week_start", "timed", "p50_seconds", "p50_position", "p90_seconds", "p90_position")),
         "pending": dict(ReviewQueuePending.objects.values_list("transaction_id", "submitted_at")),
+        "pending_count": ReviewQueueTotal.objects.filter(id=1).values_list("pending", flat=True).first(),
         "decisions": list(ReviewQueueDecision.objects.order_by("position").values_list("position", "week_start", "kind", "actor", "seconds")),
         "checkpoint": ProjectionCheckpoint.objects.get(name="review_queue").position,
     }
 
 
 def forget_the_review_queue():
-    for model in (ReviewQueuePending, ReviewQueueDecision, ReviewQueueWeek, ReviewQueueAdminWeek):
+    for model in (ReviewQueuePending, ReviewQueueDecision, ReviewQueueWeek, ReviewQueueAdminWeek, ReviewQueueTotal):
         model.objects.all().delete()
     ProjectionCheckpoint.objects.filter(name="review_queue").update(position=0)
 
@@ -189,6 +192,96 @@ def test_verify_names_a_week_that_differs_from_the_log():
     problems = verify_review_queue()
     assert any(p.startswith("2026-11-16: stored") and "p50=1 " in p for p in problems)
     assert any(p.startswith("pending: 0 stored, log says 2") for p in problems)
+
+
+def test_verify_names_marks_that_would_lead_the_next_batch_astray():
+    a, b, c = (submit(MON + timedelta(minutes=i)) for i in range(3))
+    for stream in (a, b, c):
+        approve(stream, MON + timedelta(minutes=10))  # waits of 600, 540 and 480 s
+    project_all()
+    assert verify_review_queue() == []
+    # The same seconds, another row: today's figures agree, the mark does not.
+    ReviewQueueWeek.objects.filter(week_start=WEEK).update(p50_position=1)
+    assert [p for p in verify_review_queue() if "marks" in p] == [
+        f"2026-11-16: marks (timed, {{percent: (seconds, position)}}) stored (3, {{50: (540, 1), 90: (600, {ReviewQueueDecision.objects.get(seconds=600).position})}}), "
+        f"log says (3, {{50: (540, {ReviewQueueDecision.objects.get(seconds=540).position}), 90: (600, {ReviewQueueDecision.objects.get(seconds=600).position})}})"
+    ]
+
+
+def test_verify_names_a_kept_pending_count_that_differs_from_the_rows():
+    a_busy_fortnight()
+    project_all()
+    assert ReviewQueueTotal.objects.get(id=1).pending == 2
+    ReviewQueueTotal.objects.filter(id=1).update(pending=3)
+    assert verify_review_queue() == ["pending count: 3 kept, 2 pending rows and in the log"]
+
+
+def test_the_marks_follow_many_batches_of_tied_waits_as_a_recount_would():
+    import random
+
+    from analytics import review_queue_frames as rqf
+
+    rng = random.Random(7)
+    streams = [submit(MON + timedelta(seconds=i)) for i in range(240)]
+    project_all()
+    done = 0
+    while done < len(streams):
+        size = rng.randint(1, 30)
+        for i, stream in enumerate(streams[done:done + size], start=done):
+            approve(stream, MON + timedelta(seconds=i + rng.choice((3, 3, 3, 10, 60, 61, 3600))))  # ties on purpose
+        done += size
+        project_all()
+        keys = ReviewQueueDecision.objects.filter(week_start=WEEK, seconds__isnull=False).values_list("seconds", "position")
+        expected = rqf.week_marks(keys)
+        week = ReviewQueueWeek.objects.get(week_start=WEEK)
+        assert (week.timed, {50: (week.p50_seconds, week.p50_position), 90: (week.p90_seconds, week.p90_position)}) == (
+            expected.timed, expected.marks), f"after {done}"
+    assert verify_review_queue() == []
+
+
+@pytest.mark.needs_postgres
+def test_a_batch_walks_a_few_index_entries_however_many_decisions_the_week_holds():
+    import json
+
+    from django.db import connection
+
+    from analytics import review_queue as rq
+    from analytics import review_queue_frames as rqf
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO analytics_reviewqueuedecision (position, transaction_id, week_start, kind, actor, seconds) "
+            "SELECT g, gen_random_uuid(), %s, 'approved', 'ana', g %% 5000 FROM generate_series(1, 50000) g",
+            [WEEK],
+        )
+        cursor.execute("ANALYZE analytics_reviewqueuedecision")
+    rq.recount_from_rows()
+    week = ReviewQueueWeek.objects.get(week_start=WEEK)
+    before = rqf.WeekMarks(timed=week.timed, marks={50: (week.p50_seconds, week.p50_position), 90: (week.p90_seconds, week.p90_position)})
+    added = [(4999, 50001), (4999, 50002), (4999, 50003)]  # all three above both marks: each moves up
+    ReviewQueueDecision.objects.bulk_create([
+        ReviewQueueDecision(position=p, transaction_id=uuid.uuid4(), week_start=WEEK, kind="approved", actor="ana", seconds=s) for s, p in added
+    ])
+    sql, params = rq._marks_statement(WEEK, before, added)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+
+    def rows_read(node) -> int:
+        here = node.get("Actual Rows", 0) * node.get("Actual Loops", 1) if node.get("Relation Name") == "analytics_reviewqueuedecision" else 0
+        return here + sum(rows_read(child) for child in node.get("Plans", []))
+
+    plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+    # 50,000 timed decisions in the week; each mark moves one entry up: a couple of entries per mark.
+    assert rows_read(plan["Plan"]) <= 6
+    # And where it lands is where a recount of the 50,003 lands.
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    week = ReviewQueueWeek.objects.get(week_start=WEEK)
+    recounted = rqf.week_marks(ReviewQueueDecision.objects.filter(week_start=WEEK).values_list("seconds", "position"))
+    assert (week.timed, {50: (week.p50_seconds, week.p50_position), 90: (week.p90_seconds, week.p90_position)}) == (
+        recounted.timed, recounted.marks)
 
 
 def test_it_counts_a_decision_whose_submission_precedes_the_log_without_timing_it():

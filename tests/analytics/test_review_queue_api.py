@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from analytics.models import ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueuePending, ReviewQueueWeek
+from analytics.models import ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueuePending, ReviewQueueTotal, ReviewQueueWeek
 from analytics.selectors import current_week_start
 
 pytestmark = pytest.mark.django_db
@@ -15,6 +15,13 @@ URL = "/api/analytics/review-queue/"
 
 def a_week(week_start, **counts):
     ReviewQueueWeek.objects.create(week_start=week_start, **counts)
+
+
+def pending_since(*instants):
+    """Pending rows, and the count the projection keeps beside them."""
+    for position, instant in enumerate(instants, start=1):
+        ReviewQueuePending.objects.create(transaction_id=uuid.uuid4(), submitted_at=instant, position=position)
+    ReviewQueueTotal.objects.update_or_create(id=1, defaults={"pending": len(instants)})
 
 
 @pytest.fixture
@@ -54,8 +61,7 @@ def test_it_answers_the_last_twelve_weeks_by_default(api):
 
 def test_it_reports_pending_now_with_the_oldest_age_computed_at_read_time(api):
     submitted = datetime.now(timezone.utc) - timedelta(hours=2)
-    ReviewQueuePending.objects.create(transaction_id=uuid.uuid4(), submitted_at=submitted, position=1)
-    ReviewQueuePending.objects.create(transaction_id=uuid.uuid4(), submitted_at=submitted + timedelta(hours=1), position=2)
+    pending_since(submitted, submitted + timedelta(hours=1))
     pending = api.get(URL).json()["pending"]
     assert pending["count"] == 2
     assert datetime.fromisoformat(pending["oldest_submitted_at"].replace("Z", "+00:00")) == submitted
@@ -127,7 +133,7 @@ def test_the_dashboard_snapshot_carries_pending_now_and_this_weeks_queue(api):
     this_week = current_week_start()
     a_week(this_week, approved=2, p50_seconds=5, p90_seconds=9, last_position=3)
     ReviewQueueAdminWeek.objects.create(week_start=this_week, actor="ana", decisions=2)
-    ReviewQueuePending.objects.create(transaction_id=uuid.uuid4(), submitted_at=datetime.now(timezone.utc), position=4)
+    pending_since(datetime.now(timezone.utc))
     queue = api.get("/api/dashboard/snapshot/").json()["review_queue"]
     assert queue["pending"]["count"] == 1 and queue["pending"]["oldest_age_seconds"] < 60
     assert queue["this_week"] == {

@@ -169,3 +169,69 @@ def test_it_cuts_a_few_decisions_in_python_exactly_as_frames_cuts_many(time_zone
 def test_it_refuses_an_unknown_first_day_of_the_week():
     with pytest.raises(ValueError):
         rqf.decision_weeks([T0], time_zone="UTC", week_start="friday")
+
+
+# ---- percentile marks: moved by each batch, never recounted ------------------------------------------
+
+def walk(ordered: list, move: rqf.MarkMove, mark):
+    """Where the database's index walk lands (analytics.review_queue._marks_update), on a sorted list."""
+    if move.direction == rqf.KEEP:
+        return mark
+    if move.direction == rqf.FROM_BOTTOM:
+        return ordered[move.steps]
+    at = ordered.index(move.origin)
+    return ordered[at + move.steps + 1] if move.direction == rqf.UP else ordered[at - move.steps - 1]
+
+
+def moved_through(batches: list[list[int]]) -> list[tuple]:
+    """Marks after each batch of waits, moved batch by batch as the projector does, beside the recount of all keys."""
+    keys, marks, timed, position, seen = [], {p: None for p in rqf.PERCENTILES}, 0, 0, []
+    for waits in batches:
+        added = []
+        for wait in waits:
+            position += 1
+            added.append((wait, position))
+        keys = sorted(keys + added)
+        for percent in rqf.PERCENTILES:
+            marks[percent] = walk(keys, rqf.move_mark(timed, marks[percent], added, percent), marks[percent])
+        timed += len(added)
+        seen.append((dict(marks), rqf.week_marks(keys).marks))
+    return seen
+
+
+def test_a_moved_mark_is_the_key_at_the_nearest_rank_after_every_batch_with_many_ties():
+    for moved, recounted in moved_through([[5, 5, 5], [5], [1, 1, 9, 9, 5], [0] * 12, [100] * 30, [5, 6, 7]]):
+        assert moved == recounted
+
+
+def test_a_mark_moves_fewer_entries_than_the_batch_holds_however_large_the_week():
+    mark = rqf.week_marks([(s, p) for p, s in enumerate(range(1_000_000))]).marks[50]
+    assert mark == (499_999, 499_999)  # rank 500,000 of 1,000,000
+    # Two of three below it: it is now rank 500,002, which is the new target, ceil(1,000,003 / 2).
+    assert rqf.move_mark(1_000_000, mark, [(5, 1_000_001), (2_000_000, 1_000_002), (7, 1_000_003)], 50) == rqf.MarkMove(rqf.KEEP, origin=mark)
+    # All three above it: two entries up, the second one after it (steps counts the ones skipped).
+    assert rqf.move_mark(1_000_000, mark, [(2_000_000 + i, 1_000_001 + i) for i in range(3)], 50) == rqf.MarkMove(rqf.UP, origin=mark, steps=1)
+    # Four below it: two entries down.
+    assert rqf.move_mark(1_000_000, mark, [(i, 1_000_001 + i) for i in range(4)], 50) == rqf.MarkMove(rqf.DOWN, origin=mark, steps=1)
+
+
+def test_a_week_s_first_timed_decisions_are_counted_from_the_bottom():
+    assert rqf.move_mark(0, None, [(9, 1), (3, 2), (4, 3)], 90) == rqf.MarkMove(rqf.FROM_BOTTOM, steps=2)
+
+
+def test_the_marks_of_no_decisions_are_none_and_of_one_are_that_one():
+    assert rqf.week_marks([]) == rqf.WeekMarks(timed=0, marks={50: None, 90: None})
+    assert rqf.week_marks([(7, 3)]) == rqf.WeekMarks(timed=1, marks={50: (7, 3), 90: (7, 3)})
+
+
+def test_moved_marks_equal_recounted_ones_for_any_batches():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.lists(st.integers(0, 20), min_size=1, max_size=25), max_size=25))
+    def check(batches):
+        for moved, recounted in moved_through(batches):
+            assert moved == recounted
+
+    check()

@@ -43,10 +43,13 @@ def ms(seconds: float) -> str:
 
 
 def generate_history(events: int, *, weeks: int = WEEKS) -> None:
-    """`events` approved transactions spread over `weeks` weeks and three currencies, already projected.
+    """About `events` events of history, already projected: transactions spread over `weeks` weeks and
+    three currencies, each submitted; nine in ten approved in this week, the rest still pending.
 
-    Written with SQL (events, read-model rows, history rows, weekly rows, checkpoint) in seconds,
-    the same rows the projector would have written for them.
+    Written with SQL (events, read-model rows, weekly income with its history rows, the review queue's
+    rows, the checkpoints) in seconds, the same rows the projector would have written for them. Every
+    approval is timed (its submission is in the log) and decided this week, as a live system's are:
+    the review queue's week holds them all, the size that made its per-batch work grow before.
     """
     from django.db import connection, transaction
 
@@ -54,35 +57,46 @@ def generate_history(events: int, *, weeks: int = WEEKS) -> None:
     from analytics.selectors import current_week_start
 
     first_week = current_week_start() - timedelta(weeks=weeks - 1)
+    # n transactions make n submissions and 0.9 n approvals: 1.9 n events.
+    count = max(10, events * 10 // 19)
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(
             """
             CREATE TEMP TABLE gen ON COMMIT DROP AS
-            SELECT g AS n, gen_random_uuid() AS id,
+            SELECT g AS n, gen_random_uuid() AS id, g %% 10 <> 0 AS approved,
                    (ARRAY['EUR','JPY','USD'])[1 + g %% 3] AS currency,
                    (%s::date + ((g %% (%s * 7)) || ' days')::interval + interval '12 hours') AT TIME ZONE 'UTC' AS occurred_at,
-                   CASE WHEN g %% 3 = 1 THEN 100 + g %% 50 ELSE 1 + g %% 50 END AS units
+                   CASE WHEN g %% 3 = 1 THEN 100 + g %% 50 ELSE 1 + g %% 50 END AS units,
+                   -- whole seconds from submission to approval: a minute to a day, spread
+                   60 + (g::bigint * 7919) %% 86400 AS waited,
+                   now() AS decided_at
             FROM generate_series(1, %s) g
             """,
-            [first_week, weeks, events],
+            [first_week, weeks, count],
         )
         cur.execute(
             """
             INSERT INTO transactions_transaction (id, amount, currency, occurred_at, reference, description, status, version,
                 created_at, decided_at, decided_by, decision_reason, last_position)
-            SELECT id, units, currency, occurred_at, '', '', 'approved', 2, now(), now(), 'bench', '', 0 FROM gen
+            SELECT id, units, currency, occurred_at, '', '', CASE WHEN approved THEN 'approved' ELSE 'pending' END,
+                   CASE WHEN approved THEN 2 ELSE 1 END, decided_at - waited * interval '1 second',
+                   CASE WHEN approved THEN decided_at END, CASE WHEN approved THEN 'bench' ELSE '' END, '', 0 FROM gen
             """
         )
         cur.execute(
             """
             INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at)
-            SELECT id, 2, 'TransactionApproved',
+            SELECT id, v.version, v.type,
                    jsonb_build_object('transaction_id', id::text,
                        'amount', CASE WHEN currency = 'JPY' THEN units::text ELSE units::text || '.00' END,
-                       'currency', currency, 'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
-                       'reason', ''),
-                   '{}'::jsonb, now()
-            FROM gen ORDER BY n
+                       'currency', currency, 'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))
+                   || CASE WHEN v.version = 1 THEN jsonb_build_object('reference', '', 'description', '')
+                           ELSE jsonb_build_object('reason', '') END,
+                   jsonb_build_object('actor', CASE WHEN v.version = 1 THEN 'bench-clerk' ELSE 'bench' END),
+                   CASE WHEN v.version = 1 THEN decided_at - waited * interval '1 second' ELSE decided_at END
+            FROM gen CROSS JOIN (VALUES (1, 'TransactionSubmitted'), (2, 'TransactionApproved')) AS v (version, type)
+            WHERE v.version = 1 OR approved
+            ORDER BY v.version, n
             """
         )
         cur.execute(
@@ -112,23 +126,52 @@ def generate_history(events: int, *, weeks: int = WEEKS) -> None:
             FROM analytics_weeklyincomehistory ORDER BY week_start, currency, position DESC
             """
         )
+        write_review_queue(cur, current_week_start())
         cur.execute(
             """
             INSERT INTO analytics_projectioncheckpoint (name, position, config, updated_at)
             SELECT name, (SELECT max(position) FROM core_event), config, now() FROM unnest(%s::text[], %s::text[]) AS p (name, config)
             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, config = EXCLUDED.config
             """,
-            # Every registered projection starts at the head: otherwise the first projector runs would
-            # replay this whole history into the others (the review queue) while the latencies are
-            # measured. Only weekly income's rows are written here; the others' tables stay empty.
+            # Every registered projection starts at the head: what it would have written is written above.
             [[p.name for p in registry.projections()], [p.config() for p in registry.projections()]],
         )
     with connection.cursor() as cur:
         cur.execute("ANALYZE")
 
 
-def append_approvals(count: int) -> None:
-    """`count` approvals in this week, EUR, committed (not projected)."""
+def write_review_queue(cur, week: date) -> None:
+    """The review queue's rows for `gen` (generate_history): pending rows, one decision row per approval
+    (all in `week`, by "bench"), the week's counts and the admin's; the week's figures through the
+    projection's own recount (analytics.review_queue.recount_from_rows), as a rebuild computes them."""
+    from analytics.review_queue import recount_from_rows
+
+    cur.execute(
+        """
+        INSERT INTO analytics_reviewqueuepending (transaction_id, submitted_at, position)
+        SELECT g.id, e.recorded_at, e.position FROM gen g JOIN core_event e ON e.stream_id = g.id AND e.version = 1
+        WHERE NOT g.approved
+        """
+    )
+    cur.execute(
+        """
+        INSERT INTO analytics_reviewqueuedecision (position, transaction_id, week_start, kind, actor, seconds)
+        SELECT e.position, g.id, %s, 'approved', 'bench', g.waited
+        FROM gen g JOIN core_event e ON e.stream_id = g.id AND e.version = 2
+        """,
+        [week],
+    )
+    cur.execute(
+        """
+        INSERT INTO analytics_reviewqueueadminweek (week_start, actor, decisions)
+        SELECT week_start, actor, count(*) FROM analytics_reviewqueuedecision GROUP BY week_start, actor
+        """
+    )
+    recount_from_rows()
+
+
+def append_submissions(count: int) -> list[str]:
+    """`count` transactions submitted this week, EUR, committed (not projected); their ids."""
     from django.db import connection
 
     with connection.cursor() as cur:
@@ -137,14 +180,36 @@ def append_approvals(count: int) -> None:
             WITH gen AS (SELECT g, gen_random_uuid() AS id FROM generate_series(1, %s) g),
             t AS (INSERT INTO transactions_transaction (id, amount, currency, occurred_at, reference, description, status,
                     version, created_at, decided_at, decided_by, decision_reason, last_position)
-                  SELECT id, 10, 'EUR', now(), '', '', 'approved', 2, now(), now(), 'bench', '', 0 FROM gen)
+                  SELECT id, 10, 'EUR', now(), '', '', 'pending', 1, now(), NULL, '', '', 0 FROM gen)
+            INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at)
+            SELECT id, 1, 'TransactionSubmitted', jsonb_build_object('transaction_id', id::text, 'amount', '10.00',
+                   'currency', 'EUR', 'occurred_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'),
+                   'reference', '', 'description', ''),
+                   '{"actor": "bench-clerk"}'::jsonb, now() - interval '90 seconds'
+            FROM gen ORDER BY g
+            RETURNING stream_id
+            """,
+            [count],
+        )
+        return [str(row[0]) for row in cur.fetchall()]
+
+
+def append_approvals(ids: list[str]) -> None:
+    """Approve these submitted transactions, committed (not projected)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(
+            """
+            WITH t AS (UPDATE transactions_transaction SET status = 'approved', version = 2, decided_at = now(), decided_by = 'bench'
+                       WHERE id = ANY(%s::uuid[]) RETURNING id)
             INSERT INTO core_event (stream_id, version, type, data, metadata, recorded_at)
             SELECT id, 2, 'TransactionApproved', jsonb_build_object('transaction_id', id::text, 'amount', '10.00',
                    'currency', 'EUR', 'occurred_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'), 'reason', ''),
-                   '{}'::jsonb, now()
-            FROM gen ORDER BY g
+                   '{"actor": "bench"}'::jsonb, now()
+            FROM unnest(%s::uuid[]) WITH ORDINALITY AS a (id, n) ORDER BY n
             """,
-            [count],
+            [ids, ids],
         )
 
 
@@ -185,7 +250,12 @@ def cost_child(database_url: str, events: int) -> None:
         cur.execute("VACUUM ANALYZE")
 
     def timed(batch: int) -> float:
-        append_approvals(batch)
+        # The submissions are projected first (untimed); the approvals' projection is what is timed:
+        # each resolves a pending row and adds a timed decision to this week's.
+        ids = append_submissions(batch)
+        while project_next_batch():
+            pass
+        append_approvals(ids)
         started = time.perf_counter()
         while project_next_batch():
             pass

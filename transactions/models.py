@@ -88,6 +88,14 @@ class Transaction(models.Model):
             models.Index(fields=["-created_at", "-id"], name="txn_created_idx"),
             models.Index(fields=["status", "-created_at"], name="txn_status_created_idx"),
             models.Index(fields=["currency", "-created_at"], name="txn_currency_created_idx"),
+            # The queue's newest entries (the dashboard snapshot, ?status=pending,awaiting_second_approval):
+            # read from here in order, instead of every undecided row fetched and sorted. A decided row
+            # leaves it, so it holds only the backlog.
+            models.Index(fields=["-created_at", "-id"], name="txn_undecided_created_idx", condition=models.Q(status__in=UNDECIDED)),
+            # ?reference= (an exact lookup) and ?occurred_after/before=: without them, a reference that is not
+            # there, or an old range, walked the whole table from the newest row.
+            models.Index(fields=["reference", "-created_at", "-id"], name="txn_reference_created_idx"),
+            models.Index(fields=["occurred_at"], name="txn_occurred_idx"),
         ]
         permissions = [("approve_transaction", "Can approve or reject transactions")]
 

@@ -32,3 +32,54 @@ def test_it_reads_the_transactions_asked_for_exactly_as_the_orm_does_and_leaves_
 
 def test_it_answers_no_rows_for_no_ids():
     assert transactions_by_id(transaction_ids=[]) == {}
+
+
+def _rows_read(plan: dict, table: str = "transactions_transaction") -> int:
+    """Rows a plan node and its children read from `table` (index or heap scans), over all their loops: those
+    they returned and those they read and threw away (a filter, a recheck)."""
+    read = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0) + plan.get("Rows Removed by Index Recheck", 0)
+    here = read * plan.get("Actual Loops", 1) if plan.get("Relation Name") == table else 0
+    return here + sum(_rows_read(child, table) for child in plan.get("Plans", []))
+
+
+@pytest.fixture
+def a_big_table():
+    """40,000 transactions straight into the read model: 20,000 undecided (the backlog), 20,000 decided."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO transactions_transaction (id, amount, currency, occurred_at, reference, description, status, version, "
+            "created_at, decided_by, decision_reason, last_position, submitted_by, first_approved_by) "
+            "SELECT gen_random_uuid(), 1, 'EUR', now() - g * interval '1 minute', 'INV-' || g, '', "
+            "CASE WHEN g % 2 = 0 THEN 'pending' WHEN g % 4 = 1 THEN 'approved' ELSE 'rejected' END, 1, "
+            "now() - g * interval '1 second', '', '', 0, 'clerk', '' FROM generate_series(1, 40000) g"
+        )
+        cursor.execute("ANALYZE transactions_transaction")
+
+
+@pytest.mark.needs_postgres
+def test_the_newest_of_a_large_backlog_are_read_from_an_index_in_order_not_sorted(a_big_table):
+    import json
+
+    from transactions.models import UNDECIDED
+    from transactions.selectors import pending_transactions
+
+    count, latest = pending_transactions(limit=20)
+    assert count == 20_000 and len(latest) == 20 and all(t.status == "pending" for t in latest)
+    assert [t.created_at for t in latest] == sorted((t.created_at for t in latest), reverse=True)
+    newest = Transaction.objects.filter(status__in=UNDECIDED).order_by("-created_at", "-id")[:20]
+    plan = json.loads(newest.explain(format="json", analyze=True))[0]["Plan"]
+    assert _rows_read(plan) == 20, json.dumps(plan)[:2000]
+
+
+@pytest.mark.needs_postgres
+def test_a_reference_that_is_not_there_is_answered_from_an_index(a_big_table):
+    import json
+
+    from transactions.selectors import transaction_list
+
+    for reference in ("INV-nope", "INV-17"):
+        page = transaction_list().filter(reference=reference).order_by("-created_at", "-id")[:51]
+        plan = json.loads(page.explain(format="json", analyze=True))[0]["Plan"]
+        assert _rows_read(plan) <= 1, (reference, json.dumps(plan)[:2000])

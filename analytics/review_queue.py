@@ -323,8 +323,8 @@ def _pending_total_statement(change: int) -> tuple[str, list]:
 def recount_from_rows() -> None:
     """Every week's row and the pending count computed again from the decision and pending rows.
 
-    For rows written outside the projector (a migration's fill, the benchmark's generated history):
-    linear in the rows, once; the projector itself only adds batches.
+    For decision and pending rows written outside the projector (the benchmark's generated history,
+    written with SQL in seconds): linear in the rows, once; the projector itself only adds batches.
     """
     decisions = connection.ops.quote_name(ReviewQueueDecision._meta.db_table)
     weeks = connection.ops.quote_name(ReviewQueueWeek._meta.db_table)

@@ -204,6 +204,11 @@ def _execute_all(statements: list[tuple[str, list]]) -> list[tuple] | None:
 
 def _insert_statements(model, fields: tuple[str, ...], rows: list[tuple]) -> list[tuple[str, list]]:
     """Multi-row INSERTs of `rows` into `model`'s table, INSERT_ROWS rows each."""
+    if connection.vendor != "postgresql":
+        # As the ORM would store them: SQLite keeps a UUID as 32 hex digits and a datetime as naive UTC
+        # text, and the ORM's lookups compare with those forms (a dashed UUID is never found again).
+        prepped = [model._meta.get_field(name) for name in fields]
+        rows = [tuple(field.get_db_prep_value(value, connection) for field, value in zip(prepped, row)) for row in rows]
     table = connection.ops.quote_name(model._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(f) for f in fields)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"

@@ -82,3 +82,33 @@ def test_it_backfills_submitted_by_from_the_submission_events_actor(before_0002,
         "very long": ("x" * 150, "", "approved"),
         "no event": ("", "", "approved"),
     }
+
+
+def _indexes() -> dict[str, bool]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'transactions_transaction'::regclass AND c.relname = ANY(%s)",
+            [["txn_undecided_created_idx", "txn_reference_created_idx", "txn_occurred_idx"]],
+        )
+        return dict(cursor.fetchall())
+
+
+def test_0003_run_again_after_a_build_failed_halfway_rebuilds_the_invalid_index_and_keeps_the_valid_one():
+    migrate([("transactions", "0002_reversals_and_four_eyes")])
+    try:
+        with connection.cursor() as cursor:
+            # What a first run that stopped on its second index leaves: the first built, the second INVALID.
+            cursor.execute('CREATE INDEX "txn_undecided_created_idx" ON transactions_transaction (created_at DESC, id DESC) '
+                           "WHERE status IN ('pending', 'awaiting_second_approval')")
+            cursor.execute('CREATE INDEX "txn_reference_created_idx" ON transactions_transaction (reference)')
+            cursor.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'txn_reference_created_idx'::regclass")
+        assert _indexes() == {"txn_undecided_created_idx": True, "txn_reference_created_idx": False}
+        migrate([("transactions", "0003_queue_reference_occurred_indexes")])
+        assert _indexes() == {"txn_undecided_created_idx": True, "txn_reference_created_idx": True, "txn_occurred_idx": True}
+        with connection.cursor() as cursor:
+            # Built anew from the migration's own definition, not the stray one.
+            cursor.execute("SELECT pg_get_indexdef('txn_reference_created_idx'::regclass)")
+            assert "(reference, created_at DESC, id DESC)" in cursor.fetchone()[0]
+    finally:
+        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("transactions"))

@@ -202,6 +202,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "purge-idempotency-records": {"task": "core.purge_idempotency_records", "schedule": 3600.0},
     "purge-realtime-tickets": {"task": "realtime.purge_tickets", "schedule": 3600.0},
+    "purge-expired-sessions": {"task": "core.purge_expired_sessions", "schedule": 3600.0},
 }
 
 # --- analytics --------------------------------------------------------------

@@ -96,7 +96,7 @@ def _batch_writes(events) -> tuple[list[tuple[str, list]], list[date], bool]:
     maybe_timed = sorted(set(rqf.decision_weeks(decided, **_week_cut()))) if decided else []
     # A decided transaction that was pending is resolved by this batch (rqf.review_batch resolves
     # exactly the asked ones it knows), so deleting them all up front is what the fold asks for.
-    known, marks = _take_pending(asked, maybe_timed)
+    known, marks = _take_pending_read_marks(asked, maybe_timed)
     # Plain tuples, no frame: a batch usually holds one decision, and a frame costs about a millisecond.
     values, submitted, resolved = rqf.review_decisions(records, known=known, **_week_cut())
     statements = []
@@ -124,7 +124,7 @@ def _batch_writes(events) -> tuple[list[tuple[str, list]], list[date], bool]:
     return statements, weeks, bool(submitted or resolved)
 
 
-def _take_pending(transaction_ids: set[str], weeks: list[date]) -> tuple[dict[str, datetime], dict[date, rqf.WeekMarks]]:
+def _take_pending_read_marks(transaction_ids: set[str], weeks: list[date]) -> tuple[dict[str, datetime], dict[date, rqf.WeekMarks]]:
     """Delete these transactions' pending rows, and read these weeks' percentile marks (one round trip):
     the pending rows' submission times by transaction id, and the marks by week (weeks without a row left out)."""
     if not transaction_ids and not weeks:

@@ -4,26 +4,18 @@ from datetime import date, datetime, timezone
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.database import migrate, migrated_to
 
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.django_db(transaction=True)]
 BEFORE, AFTER = [("analytics", "0005_weekly_income_reversals")], [("analytics", "0006_review_queue_marks")]
 WEEK, QUIET_WEEK = date(2026, 11, 16), date(2026, 11, 9)
 
 
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-
-
 @pytest.fixture
 def before_0006():
-    migrate(BEFORE)
-    try:
+    with migrated_to(BEFORE, "analytics"):
         yield
-    finally:
-        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("analytics"))  # what the other tests expect
 
 
 def test_it_fills_each_weeks_marks_and_the_pending_count_from_the_rows(before_0006):

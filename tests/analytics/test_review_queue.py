@@ -20,6 +20,7 @@ from analytics.review_queue import ReviewQueue, rebuild_review_queue, verify_rev
 from analytics.review_queue_selectors import review_queue, week_objects
 from core import eventstore
 from realtime.broadcast import item
+from tests.database import analyzed_plan, rows_read
 from transactions import events as txn_events
 
 pytestmark = pytest.mark.django_db
@@ -241,8 +242,6 @@ def test_the_marks_follow_many_batches_of_tied_waits_as_a_recount_would():
 
 @pytest.mark.needs_postgres
 def test_a_batch_walks_a_few_index_entries_however_many_decisions_the_week_holds():
-    import json
-
     from django.db import connection
 
     from analytics import review_queue as rq
@@ -263,20 +262,9 @@ def test_a_batch_walks_a_few_index_entries_however_many_decisions_the_week_holds
         ReviewQueueDecision(position=p, transaction_id=uuid.uuid4(), week_start=WEEK, kind="approved", actor="ana", seconds=s) for s, p in added
     ])
     sql, params = rq._marks_statement(WEEK, before, added)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
-        plan = cursor.fetchone()[0]
-        transaction.set_rollback(True)
-
-    def rows_read(node) -> int:
-        # Rows returned and rows read only to be thrown away (a filter), over all loops.
-        read = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
-        here = read * node.get("Actual Loops", 1) if node.get("Relation Name") == "analytics_reviewqueuedecision" else 0
-        return here + sum(rows_read(child) for child in node.get("Plans", []))
-
-    plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+    plan = analyzed_plan(sql, params)
     # 50,000 timed decisions in the week; each mark moves one entry up: a couple of entries per mark.
-    assert rows_read(plan["Plan"]) <= 6
+    assert rows_read(plan, "analytics_reviewqueuedecision") <= 6
     # And where it lands is where a recount of the 50,003 lands.
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

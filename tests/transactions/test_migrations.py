@@ -6,27 +6,18 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.database import migrate, migrated_to
 
 pytestmark = [pytest.mark.needs_postgres, pytest.mark.django_db(transaction=True)]
 BEFORE, AFTER = [("transactions", "0001_initial")], [("transactions", "0002_reversals_and_four_eyes")]
 MIGRATION = importlib.import_module("transactions.migrations.0002_reversals_and_four_eyes")
 
 
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.fixture
 def before_0002():
-    migrate(BEFORE)
-    try:
+    with migrated_to(BEFORE, "transactions"):
         yield
-    finally:
-        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("transactions"))  # what the other tests expect
 
 
 def old_row(metadata, *, submitted=True) -> uuid.UUID:
@@ -95,8 +86,7 @@ def _indexes() -> dict[str, bool]:
 
 
 def test_0003_run_again_after_a_build_failed_halfway_rebuilds_the_invalid_index_and_keeps_the_valid_one():
-    migrate([("transactions", "0002_reversals_and_four_eyes")])
-    try:
+    with migrated_to([("transactions", "0002_reversals_and_four_eyes")], "transactions"):
         with connection.cursor() as cursor:
             # What a first run that stopped on its second index leaves: the first built, the second INVALID.
             cursor.execute('CREATE INDEX "txn_undecided_created_idx" ON transactions_transaction (created_at DESC, id DESC) '
@@ -110,5 +100,3 @@ def test_0003_run_again_after_a_build_failed_halfway_rebuilds_the_invalid_index_
             # Built anew from the migration's own definition, not the stray one.
             cursor.execute("SELECT pg_get_indexdef('txn_reference_created_idx'::regclass)")
             assert "(reference, created_at DESC, id DESC)" in cursor.fetchone()[0]
-    finally:
-        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("transactions"))

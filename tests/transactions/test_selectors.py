@@ -5,11 +5,13 @@ from decimal import Decimal
 
 import pytest
 
+from tests.database import rows_read
 from tests.factories import approved, submit
 from transactions.models import Transaction
 from transactions.selectors import transactions_by_id
 
 pytestmark = pytest.mark.django_db
+TABLE = "transactions_transaction"
 
 
 def fields_of(txn: Transaction) -> dict:
@@ -32,14 +34,6 @@ def test_it_reads_the_transactions_asked_for_exactly_as_the_orm_does_and_leaves_
 
 def test_it_answers_no_rows_for_no_ids():
     assert transactions_by_id(transaction_ids=[]) == {}
-
-
-def _rows_read(plan: dict, table: str = "transactions_transaction") -> int:
-    """Rows a plan node and its children read from `table` (index or heap scans), over all their loops: those
-    they returned and those they read and threw away (a filter, a recheck)."""
-    read = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0) + plan.get("Rows Removed by Index Recheck", 0)
-    here = read * plan.get("Actual Loops", 1) if plan.get("Relation Name") == table else 0
-    return here + sum(_rows_read(child, table) for child in plan.get("Plans", []))
 
 
 @pytest.fixture
@@ -70,7 +64,7 @@ def test_the_newest_of_a_large_backlog_are_read_from_an_index_in_order_not_sorte
     assert [t.created_at for t in latest] == sorted((t.created_at for t in latest), reverse=True)
     newest = Transaction.objects.filter(status__in=UNDECIDED).order_by("-created_at", "-id")[:20]
     plan = json.loads(newest.explain(format="json", analyze=True))[0]["Plan"]
-    assert _rows_read(plan) == 20, json.dumps(plan)[:2000]
+    assert rows_read(plan, TABLE) == 20, json.dumps(plan)[:2000]
 
 
 @pytest.mark.needs_postgres
@@ -82,4 +76,4 @@ def test_a_reference_that_is_not_there_is_answered_from_an_index(a_big_table):
     for reference in ("INV-nope", "INV-17"):
         page = transaction_list().filter(reference=reference).order_by("-created_at", "-id")[:51]
         plan = json.loads(page.explain(format="json", analyze=True))[0]["Plan"]
-        assert _rows_read(plan) <= 1, (reference, json.dumps(plan)[:2000])
+        assert rows_read(plan, TABLE) <= 1, (reference, json.dumps(plan)[:2000])

@@ -220,6 +220,40 @@ def test_a_new_snapshot_is_the_new_truth_for_the_queue(page):
     assert got == [1, ["a"], 30, 30]
 
 
+def test_transaction_messages_up_to_the_position_the_snapshots_queue_was_read_at_only_reach_the_feed(page):
+    # The queue is read at pending.as_of, ahead of the snapshot's seq while the projector lags:
+    # the socket then delivers (seq, as_of] again, and the count must not move twice.
+    got = run(
+        page,
+        """
+        const txn = (id, created_at) => ({id, created_at, amount: '1.00', currency: 'EUR', status: 'pending'});
+        const counts = [];
+        // A resync after this page's own approval of 'a' (position 11): the queue already lacks 'a'.
+        const s = new store.DashboardState();
+        s.applyMessage({...arg, pending: {count: 2, latest: arg.pending.latest, as_of: 10}});
+        s.applyDecision(txn('a', '2026-11-16T10:00:00Z'), 'approved', 11);
+        counts.push(s.pendingCount);
+        // Read at 13: without 'a', with 'c' and 'd' counted but not listed (as past the newest 20).
+        s.applyMessage({...arg, pending: {count: 3, latest: [arg.pending.latest[0]], as_of: 13}});
+        counts.push(s.pendingCount);
+        s.applyMessage({type: 'transaction.approved', seq: 11, transaction: txn('a', '2026-11-16T10:00:00Z')});
+        // Two submissions the snapshot counted but did not list, one it did not see, and an old approval.
+        s.applyMessage({type: 'transaction.submitted', seq: 12, transaction: txn('c', '2026-11-16T11:00:00Z')});
+        s.applyMessage({type: 'transaction.submitted', seq: 13, transaction: txn('d', '2026-11-16T12:00:00Z')});
+        counts.push(s.pendingCount);
+        s.applyMessage({type: 'transaction.submitted', seq: 14, transaction: txn('e', '2026-11-16T13:00:00Z')});
+        counts.push(s.pendingCount);
+        return {counts, rows: s.pendingRows().map((t) => t.id), feed: s.feed.map((e) => e.key)};
+        """,
+        SNAPSHOT,
+    )
+    assert got == {
+        "counts": [1, 3, 3, 4],
+        "rows": ["e", "b"],
+        "feed": ["transaction.submitted:e", "transaction.submitted:d", "transaction.submitted:c", "transaction.approved:a"],
+    }
+
+
 def test_older_pending_pages_add_only_rows_older_than_those_shown_and_skip_decided_ones(page):
     got = run(
         page,

@@ -6,7 +6,10 @@
 //   update only applies when its seq is newer, a snapshot or REST read (values
 //   at one consistent position) when it is not older;
 // - a snapshot is the new truth for the pending queue; transaction messages
-//   after it are deltas, each applied once (keyed by type and id);
+//   after it are deltas, each applied once (keyed by type and id); the queue was read
+//   at `pending.as_of`, which can be ahead of the snapshot's seq (the projector lags the
+//   event store), so a transaction message up to that position is already in it and only
+//   goes to the feed;
 // - lastSeq is the highest seq received over the websocket, sent back on resume;
 // - a weekly cell's `total` is its net (gross - reversed): the bars and the table show net,
 //   and `gross`/`reversed` say how it came about;
@@ -37,6 +40,7 @@ export class DashboardState {
     this.digits = new Map(); // currency -> digits after the dot
     this.lastSeq = 0;
     this.snapshotSeq = null; // seq of the snapshot the queue was last reset from
+    this.pendingAsOf = null; // the event position the snapshot's pending queue reflects (>= its seq)
     this.pending = new Map(); // id -> transaction (status pending)
     this.pendingCount = 0;
     this.pendingNext = null; // REST cursor URL for loading older pending rows
@@ -137,6 +141,7 @@ export class DashboardState {
     this.pending = new Map();
     for (const txn of snapshot.pending?.latest || []) this.pending.set(txn.id, txn);
     this.pendingCount = snapshot.pending?.count ?? this.pending.size;
+    this.pendingAsOf = Math.max(snapshot.seq, snapshot.pending?.as_of ?? snapshot.seq);
     this.pendingNext = null;
     if (snapshot.review_queue) {
       this.review = { pending: snapshot.review_queue.pending ?? null, week: snapshot.review_queue.this_week ?? null, seq: snapshot.seq };
@@ -178,12 +183,18 @@ export class DashboardState {
     return { kind: "ignored" };
   }
 
+  /** Whether the snapshot's pending queue already reflects the event at `seq`. */
+  inPendingSnapshot(seq) {
+    return typeof seq === "number" && this.pendingAsOf !== null && seq <= this.pendingAsOf;
+  }
+
   /** The first of two approvals: the row stays in the queue, now marked with its first approver. */
   applyFirstApproval(txn, seq) {
     const key = `first:${txn.id}`;
     if (this.appliedSinceSnapshot.has(key)) return { kind: "ignored" };
     this.appliedSinceSnapshot.add(key);
     const feed = this.addFeed("transaction.approval_recorded", txn, seq);
+    if (this.inPendingSnapshot(seq)) return { kind: "queue", queue: false, feed };
     const listed = this.pending.get(txn.id);
     if (listed && !this.decided.has(txn.id)) {
       this.pending.set(txn.id, { ...listed, ...txn, status: "awaiting_second_approval" });
@@ -212,6 +223,7 @@ export class DashboardState {
     if (this.appliedSinceSnapshot.has(key)) return { kind: "ignored" };
     this.appliedSinceSnapshot.add(key);
     const feed = this.addFeed("transaction.submitted", txn, seq);
+    if (this.inPendingSnapshot(seq)) return { kind: "queue", queue: false, feed };
     // Already listed (the snapshot read it) or decided before its submission arrived.
     if (this.pending.has(txn.id) || this.decided.has(txn.id)) return { kind: "queue", queue: false, feed };
     this.pending.set(txn.id, { ...txn, status: "pending" });
@@ -226,6 +238,7 @@ export class DashboardState {
     this.appliedSinceSnapshot.add(key);
     this.rememberDecision(txn.id, status);
     const feed = this.addFeed(status === "approved" ? "transaction.approved" : "transaction.rejected", txn, seq);
+    if (this.inPendingSnapshot(seq)) return { kind: "queue", queue: false, feed };
     if (this.pending.delete(txn.id)) {
       this.pendingCount = Math.max(0, this.pendingCount - 1);
       return { kind: "queue", queue: true, removed: txn.id, feed };

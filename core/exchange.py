@@ -11,12 +11,12 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 
 from core import event_payloads, eventstore
+from core.instants import parse_instant
 
 FIELDS = ("position", "stream_id", "version", "type", "data", "metadata", "recorded_at")
 EXPORT_BATCH = 5000
@@ -166,12 +166,10 @@ def check_line(text: str, number: int, previous: int) -> int:
             raise ImportLineError(number, name, "must be a JSON object")
     try:
         if not isinstance(event["recorded_at"], str):
-            raise ValueError
-        recorded_at = datetime.fromisoformat(event["recorded_at"])
-    except ValueError:
-        raise ImportLineError(number, "recorded_at", f"must be an ISO 8601 date and time, not {event['recorded_at']!r}") from None
-    if recorded_at.tzinfo is None:
-        raise ImportLineError(number, "recorded_at", "must carry its UTC offset")
+            raise ValueError(f"must be an ISO 8601 date and time, not {event['recorded_at']!r}")
+        parse_instant(event["recorded_at"])
+    except ValueError as exc:
+        raise ImportLineError(number, "recorded_at", str(exc)) from None
     try:
         event_payloads.check(event["type"], event["stream_id"], event["data"])
     except event_payloads.PayloadError as exc:

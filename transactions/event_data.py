@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-
 from core import event_payloads
 from core.event_payloads import PayloadError
+from core.instants import parse_instant
 from core.money import MoneyError, normalize_currency, parse_amount
 from transactions import events
 
@@ -53,13 +52,10 @@ def _money(data: dict, name: str, currency: str) -> None:
 
 
 def _instant(data: dict, name: str) -> None:
-    text = _text(data, name)
     try:
-        instant = datetime.fromisoformat(text)
-    except ValueError:
-        raise PayloadError(name, f"must be an ISO 8601 date and time, not {text!r}") from None
-    if instant.tzinfo is None:
-        raise PayloadError(name, "must carry its UTC offset")
+        parse_instant(_text(data, name))
+    except ValueError as exc:  # one form, which the projector, the rebuild and the verifier all read alike
+        raise PayloadError(name, str(exc)) from None
 
 
 def _checker(*, money: bool = False, occurred_at: bool = False, texts: tuple[str, ...] = (), threshold: bool = False):

@@ -195,6 +195,12 @@ BAD_LINES = {
     "currency-unknown": ({"data": {"currency": "EUX"}}, "line 3: data.currency: "),
     "currency-lower-case": ({"data": {"currency": "eur"}}, r"line 3: data.currency: must be upper case \(EUR\)"),
     "naive-occurred-at": ({"data": {"occurred_at": "2026-09-07T09:30:00"}}, "line 3: data.occurred_at: must carry its UTC offset"),
+    # Forms Python reads but PostgreSQL (the rebuild) reads differently or not at all: one week, whoever reads it.
+    "occurred-at-week-date": ({"data": {"occurred_at": "2026-W37-1T09:30:00+00:00"}}, "line 3: data.occurred_at: must be an ISO 8601 date and time like"),
+    "occurred-at-basic-form": ({"data": {"occurred_at": "20260907T093000+0000"}}, "line 3: data.occurred_at: must be an ISO 8601"),
+    "occurred-at-seven-digits": ({"data": {"occurred_at": "2026-09-06T23:59:59.9999999+00:00"}}, r"line 3: data.occurred_at: .*at most 6 fractional"),
+    "occurred-at-far-offset": ({"data": {"occurred_at": "2026-09-07T09:30:00+18:00"}}, "line 3: data.occurred_at: must carry a UTC offset between"),
+    "recorded-at-far-offset": ({"recorded_at": "2026-09-07T09:30:00-16:00"}, "line 3: recorded_at: must carry a UTC offset between"),
     "other-stream": ({"data": {"transaction_id": "00000000-0000-4000-8000-000000000000"}},
                      "line 3: data.transaction_id: 00000000-0000-4000-8000-000000000000 is not the event's stream_id"),
 }

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from analytics import registry
 from analytics.models import ProjectionCheckpoint, WeeklyIncome, WeeklyIncomeHistory
-from analytics.projection import CHECKPOINT
+from analytics.projection import CHECKPOINT, current_config
 from core import eventstore
+from core.errors import DomainError
 from core.db import consistent_read
 from core.models import StoredEvent
 from core.money import currency_exponent, format_minor_units
@@ -31,6 +32,25 @@ class WeeklyIncomeReport:
     rows: list[dict]
     # The checkpoint row's version (its xmin) the rows were read at; None when unknown (no row, not PostgreSQL).
     version: str | None = None
+
+
+class ProjectionRebuildPending(DomainError):
+    """The stored rows were cut for another time zone or week start than the settings say: until a rebuild swaps
+    in rows for these settings, any answer would put the old weeks under the new labels."""
+
+    status_code = 503
+    code = "projection_rebuild_pending"
+    title = "Weekly income is being recomputed"
+    retry_after = 5
+
+
+def _require_config(stored: str | None) -> None:
+    """Refuse to answer from rows computed for other settings (None: nothing projected yet, nothing to cut wrongly)."""
+    if stored is not None and stored != current_config():
+        raise ProjectionRebuildPending(
+            f"weekly income was computed for {stored!r} but this server is configured for {current_config()!r}; "
+            "it answers again once `manage.py rebuild_projections` has recomputed it (or the settings match the rows)"
+        )
 
 
 def week_start_of(day: date) -> date:
@@ -157,7 +177,7 @@ def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[
     in_currency = "AND currency = %s" if currency else ""
     version = _VERSION_SQL if connection.vendor == "postgresql" else "CAST(NULL AS BIGINT)"
     sql = f"""
-        SELECT 0, CAST(NULL AS DATE), CAST(NULL AS VARCHAR(3)), CAST(position AS NUMERIC), {version},
+        SELECT 0, CAST(NULL AS DATE), CAST(config AS TEXT), CAST(position AS NUMERIC), {version},
                CAST(NULL AS NUMERIC), CAST(NULL AS NUMERIC), CAST(NULL AS BIGINT)
         FROM {checkpoint_table} WHERE name = %s
         UNION ALL
@@ -172,7 +192,8 @@ def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for kind, week, cur, total, *rest in cursor.fetchall():
-            if kind == 0:
+            if kind == 0:  # the checkpoint: its settings in the currency column
+                _require_config(cur)
                 as_of, version = int(total), _version(rest[0])
             elif kind == 1:
                 currencies.append(cur)
@@ -248,6 +269,7 @@ def weekly_income_at_checked(*, position: int, start: date | None = None, end: d
     history only when the checkpoint has reached `position` (one round trip instead of two on PostgreSQL)."""
     weeks = resolve_range(start, end)
     if connection.vendor != "postgresql":
+        _require_config(ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("config", flat=True).first())
         last, applied, version = log_and_checkpoint()
         report = weekly_income_at(position=position, start=weeks[0], end=weeks[-1], currency=currency) if position <= applied else None
         return CheckedTimeTravel(last, applied, version, report)
@@ -278,7 +300,8 @@ def _history_rows(position: int, first: date, last: date, currency: str | None, 
         WITH state AS MATERIALIZED (
             SELECT (SELECT position FROM {events} ORDER BY position DESC LIMIT 1) AS last_position,
                    (SELECT position FROM {checkpoint} WHERE name = %s) AS applied,
-                   (SELECT {_VERSION_SQL} FROM {checkpoint} WHERE name = %s) AS version
+                   (SELECT {_VERSION_SQL} FROM {checkpoint} WHERE name = %s) AS version,
+                   (SELECT config FROM {checkpoint} WHERE name = %s) AS config
         )"""
         gate = "AND %s <= (SELECT applied FROM state)"
     sql = f"""{state}
@@ -296,15 +319,18 @@ def _history_rows(position: int, first: date, last: date, currency: str | None, 
     """
     params = [position, first, last] + ([currency] if currency else []) + ([position] if checked else []) + [position]
     if checked:
-        # The state row: the week and the currency both NULL; (last, version, applied) in the total, count and gross columns.
-        sql += "UNION ALL SELECT NULL, NULL, CAST(last_position AS NUMERIC), version, CAST(applied AS NUMERIC), NULL, NULL FROM state"
-        params = [CHECKPOINT, CHECKPOINT] + params + [position]
+        # The state row: no week, the settings in the currency column, (last, version, applied) in the total, count
+        # and gross columns (a currency row has no total).
+        sql += ("UNION ALL SELECT NULL, config, CAST(COALESCE(last_position, 0) AS NUMERIC), version, CAST(applied AS NUMERIC), "
+                "NULL, NULL FROM state")
+        params = [CHECKPOINT, CHECKPOINT, CHECKPOINT] + params + [position]
     checked_state, currencies, found = None, [], {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for week, cur, total, *rest in cursor.fetchall():
-            if week is None and cur is None:
-                checked_state = (int(total or 0), int(rest[1] or 0), _version(rest[0]))
+            if week is None and total is not None:
+                _require_config(cur)
+                checked_state = (int(total), int(rest[1] or 0), _version(rest[0]))
             elif week is None:
                 currencies.append(cur)
             else:

@@ -116,10 +116,28 @@ def test_the_time_zone_and_week_start_settings_are_part_of_the_question(api):
     approved("10.00", "EUR", MON)
     project_all()
     assert api.get(URL, RANGE).json()["week_start_day"] == "monday"
-    with override_settings(ANALYTICS_TIME_ZONE="America/New_York", ANALYTICS_WEEK_START="sunday"):
+    other = override_settings(ANALYTICS_TIME_ZONE="America/New_York", ANALYTICS_WEEK_START="sunday")
+    with other:
+        # The rows are still cut by Monday in UTC: no answer under the new labels until they are recomputed.
+        refused = api.get(URL, RANGE)
+        rebuild.rebuild_weekly_income()
         body = api.get(URL, RANGE).json()
+    assert refused.status_code == 503 and refused["Retry-After"] == "5"
+    assert refused.json()["code"] == "projection_rebuild_pending"
     assert (body["time_zone"], body["week_start_day"]) == ("America/New_York", "sunday")
     assert body["results"][0]["week_start"] == "2026-11-08"
+    assert [(r["week_start"], r["total"]) for r in body["results"] if r["count"]] == [("2026-11-15", "10.00")]
+    # And back: the cached Monday answer is not served from rows now cut by Sunday.
+    assert api.get(URL, RANGE).status_code == 503
+
+
+def test_time_travel_is_refused_too_while_the_rows_are_for_other_settings(api):
+    position = approved("10.00", "EUR", MON).position
+    project_all()
+    with override_settings(ANALYTICS_WEEK_START="sunday"):
+        refused = api.get(URL, {**RANGE, "at": position})
+    assert refused.status_code == 503 and refused.json()["code"] == "projection_rebuild_pending"
+    assert api.get(URL, {**RANGE, "at": position}).status_code == 200
 
 
 def test_csv_and_indented_json_are_rendered_as_before(api):

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from analytics import review_queue_frames as rqf
 from analytics.models import ProjectionCheckpoint, ReviewQueueAdminWeek, ReviewQueuePending, ReviewQueueTotal, ReviewQueueWeek
-from analytics.selectors import current_week_start, resolve_range
+from analytics.selectors import current_week_start, require_config, resolve_range
 
 # The projection's name: its checkpoint row (analytics.review_queue).
 NAME = "review_queue"
@@ -69,7 +69,7 @@ def stored_statement(weeks: list[date]) -> tuple[str, list]:
     else:
         where, week_params = "week_start >= %s AND week_start <= %s", [min(weeks), max(weeks)]
     sql = f"""
-        SELECT 0, CAST(NULL AS DATE), CAST(NULL AS TEXT),
+        SELECT 0, CAST(NULL AS DATE), (SELECT CAST(config AS TEXT) FROM {checkpoint} WHERE name = %s),
                (SELECT position FROM {checkpoint} WHERE name = %s), COALESCE((SELECT pending FROM {total} WHERE id = 1), 0),
                CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), (SELECT MIN(submitted_at) FROM {pending})
         UNION ALL
@@ -77,14 +77,15 @@ def stored_statement(weeks: list[date]) -> tuple[str, list]:
         UNION ALL
         SELECT 2, week_start, actor, decisions, NULL, NULL, NULL, NULL, NULL FROM {admin_table} WHERE {where}
     """
-    return sql, [NAME, *week_params, *week_params]
+    return sql, [NAME, NAME, *week_params, *week_params]
 
 
 def stored_from_rows(weeks: list[date], fetched: list[tuple]) -> _Stored:
     """_stored's result from the rows its statement returned."""
     as_of, pending_figures, rows, admins = 0, (0, None), {}, defaultdict(dict)
     for kind, week, actor, a, b, c, d, e, at in fetched:
-        if kind == 0:
+        if kind == 0:  # the checkpoint: its settings in the actor column
+            require_config(actor, projection="the review queue")
             as_of, pending_figures = int(a or 0), (int(b), _aware(at))
             continue
         week = week if isinstance(week, date) else date.fromisoformat(week)

@@ -40,15 +40,15 @@ class ProjectionRebuildPending(DomainError):
 
     status_code = 503
     code = "projection_rebuild_pending"
-    title = "Weekly income is being recomputed"
+    title = "Projection being recomputed"
     retry_after = 5
 
 
-def _require_config(stored: str | None) -> None:
+def require_config(stored: str | None, *, projection: str = "weekly income") -> None:
     """Refuse to answer from rows computed for other settings (None: nothing projected yet, nothing to cut wrongly)."""
     if stored is not None and stored != current_config():
         raise ProjectionRebuildPending(
-            f"weekly income was computed for {stored!r} but this server is configured for {current_config()!r}; "
+            f"{projection} was computed for {stored!r} but this server is configured for {current_config()!r}; "
             "it answers again once `manage.py rebuild_projections` has recomputed it (or the settings match the rows)"
         )
 
@@ -193,7 +193,7 @@ def _weekly_income_rows(first: date, last: date, currency: str | None) -> tuple[
         cursor.execute(sql, params)
         for kind, week, cur, total, *rest in cursor.fetchall():
             if kind == 0:  # the checkpoint: its settings in the currency column
-                _require_config(cur)
+                require_config(cur)
                 as_of, version = int(total), _version(rest[0])
             elif kind == 1:
                 currencies.append(cur)
@@ -269,7 +269,7 @@ def weekly_income_at_checked(*, position: int, start: date | None = None, end: d
     history only when the checkpoint has reached `position` (one round trip instead of two on PostgreSQL)."""
     weeks = resolve_range(start, end)
     if connection.vendor != "postgresql":
-        _require_config(ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("config", flat=True).first())
+        require_config(ProjectionCheckpoint.objects.filter(name=CHECKPOINT).values_list("config", flat=True).first())
         last, applied, version = log_and_checkpoint()
         report = weekly_income_at(position=position, start=weeks[0], end=weeks[-1], currency=currency) if position <= applied else None
         return CheckedTimeTravel(last, applied, version, report)
@@ -329,7 +329,7 @@ def _history_rows(position: int, first: date, last: date, currency: str | None, 
         cursor.execute(sql, params)
         for week, cur, total, *rest in cursor.fetchall():
             if week is None and total is not None:
-                _require_config(cur)
+                require_config(cur)
                 checked_state = (int(total), int(rest[1] or 0), _version(rest[0]))
             elif week is None:
                 currencies.append(cur)

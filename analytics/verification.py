@@ -9,6 +9,7 @@ projection).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
@@ -26,6 +27,8 @@ from transactions import events as txn_events
 
 # Far more digits than any sum of 2^63 amounts below 10^19 minor units needs.
 _DIGITS = 80
+# A history that differs everywhere would print millions of lines: the first ones say enough.
+MAX_HISTORY_PROBLEMS = 20
 
 
 def week_of(occurred_at: str | datetime, *, time_zone: ZoneInfo, week_start: str) -> date:
@@ -48,6 +51,7 @@ class Bucket:
     count: int = 0
     reversed: Decimal = Decimal(0)
     reversed_count: int = 0
+    last_position: int = 0
 
     @property
     def total(self) -> Decimal:
@@ -57,11 +61,24 @@ class Bucket:
         return (self.total, self.count, self.gross, self.reversed, self.reversed_count)
 
 
-def recompute(*, through: int) -> tuple[dict[tuple[date, str], Bucket], list[str]]:
-    """Every bucket from approved and reversed events up to `through`, and the events it could not place."""
+def recompute(*, through: int, history: Iterator[tuple] | None = None) -> tuple[dict[tuple[date, str], Bucket], list[str]]:
+    """Every bucket from approved and reversed events up to `through`, and the events it could not place.
+
+    With `history` (every history row as (position, week_start, currency, *_SUMS), in position
+    order), each row is also compared with its bucket's sums right after its event, in the same
+    walk; what differs is added to the problems (the first MAX_HISTORY_PROBLEMS of them).
+    """
     zone = ZoneInfo(settings.ANALYTICS_TIME_ZONE)
     sums: dict[tuple[date, str], Bucket] = defaultdict(Bucket)
-    unplaceable = []
+    unplaceable: list[str] = []
+    differences: list[str] = []
+    rows = iter(history) if history is not None else None
+    row = next(rows, None) if rows is not None else None
+
+    def differ(text: str) -> None:
+        if len(differences) < MAX_HISTORY_PROBLEMS:
+            differences.append(text)
+
     events = (
         StoredEvent.objects.filter(type__in=[txn_events.APPROVED, txn_events.REVERSED], position__lte=through)
         .order_by("position")
@@ -77,7 +94,9 @@ def recompute(*, through: int) -> tuple[dict[tuple[date, str], Bucket], list[str
             except (OverflowError, ValueError) as exc:
                 unplaceable.append(f"event {position}: {'recorded_at' if reversal else 'occurred_at'} {str(instant)!r} has no week here ({exc})")
                 continue
-            bucket = sums[(week, data["currency"])]
+            key = (week, data["currency"])
+            bucket = sums[key]
+            bucket.last_position = position
             amount = _in_minor(Decimal(data["amount"]), data["currency"])
             if reversal:
                 bucket.reversed += amount
@@ -85,7 +104,26 @@ def recompute(*, through: int) -> tuple[dict[tuple[date, str], Bucket], list[str
             else:
                 bucket.gross += amount
                 bucket.count += 1
-    return dict(sums), unplaceable
+            if rows is None:
+                continue
+            while row is not None and row[0] < position:
+                differ(f"history row at {row[0]} ({row[1]} {row[2]}): no approval or reversal of that bucket there")
+                row = next(rows, None)
+            want = bucket.values()
+            if row is None or row[0] != position:
+                differ(f"history of {week} {data['currency']}: no row at {position}, "
+                       f"the log says {_shown(want, data['currency'], full=True)}")
+                continue
+            have = (row[1], row[2], *(int(v) for v in row[3:]))
+            if have[:2] != key or tuple(Decimal(v) for v in have[2:]) != tuple(Decimal(v) for v in want):
+                differ(f"history row at {position}: {have[0]} {have[1]} {_shown(have[2:], have[1], full=True)}, "
+                       f"the log says {week} {data['currency']} {_shown(want, data['currency'], full=True)}")
+            row = next(rows, None)
+    if rows is not None:
+        while row is not None:
+            differ(f"history row at {row[0]} ({row[1]} {row[2]}): no approval or reversal of that bucket there")
+            row = next(rows, None)
+    return dict(sums), unplaceable + differences
 
 
 _SUMS = ("total_minor", "count", "gross_minor", "reversed_minor", "reversed_count")
@@ -124,9 +162,13 @@ def verify_weekly_income() -> list[str]:
     with consistent_read():
         checkpoint = ProjectionCheckpoint.objects.filter(name=CHECKPOINT).first()
         through = checkpoint.position if checkpoint else 0
-        stored = {(r.week_start, r.currency): tuple(int(getattr(r, name)) for name in _SUMS) for r in WeeklyIncome.objects.all()}
+        rows = list(WeeklyIncome.objects.all())
+        stored = {(r.week_start, r.currency): tuple(int(getattr(r, name)) for name in _SUMS) for r in rows}
+        last_positions = {(r.week_start, r.currency): r.last_position for r in rows}
         history = _latest_history()
-        expected, problems = recompute(through=through)
+        # Every history row (what `?at=` reads), in the same walk of the log: one sort of the history.
+        every_row = WeeklyIncomeHistory.objects.order_by("position").values_list("position", "week_start", "currency", *_SUMS)
+        expected, problems = recompute(through=through, history=every_row.iterator(chunk_size=5000))
     if checkpoint and checkpoint.config != current_config():
         problems.insert(0, f"config: rows are for {checkpoint.config}, settings say {current_config()}")
     empty = Bucket().values()
@@ -138,6 +180,9 @@ def verify_weekly_income() -> list[str]:
             # Every column once either side has a reversal in it (a tampered `reversed` column shows).
             full = not (_plain(have) and _plain(want))
             problems.append(f"{week} {currency}: stored {_shown(have, currency, full=full)}, log says {_shown(want, currency, full=full)}")
+        elif key in expected and last_positions.get(key) != expected[key].last_position:
+            problems.append(f"{week} {currency}: stored last_position {last_positions.get(key)}, "
+                            f"the log's last event of that bucket is at {expected[key].last_position}")
         elif key in stored and history.get(key) != have:
             ended = history.get(key)
             full = not _plain(have) or (ended is not None and not _plain(ended))

@@ -93,7 +93,7 @@ def test_the_largest_allowed_amount_is_accepted_and_projected_exactly(api):
 
 
 def test_verify_recomputes_with_arithmetic_of_its_own(monkeypatch):
-    approved("10.00", "EUR", MON)
+    position = approved("10.00", "EUR", MON).position
     # A projector whose arithmetic is off by one minor unit: verify must not share the bug.
     monkeypatch.setattr(frames, "_joined", lambda high, low: (high * frames._SPLIT + low + 1).astype("object"))
     # (a small batch is summed in plain Python unless told otherwise: through the frames here)
@@ -101,16 +101,45 @@ def test_verify_recomputes_with_arithmetic_of_its_own(monkeypatch):
     project_all()
     # Both sums come out one minor unit high; verify, with Decimal of its own, names them.
     assert verify_weekly_income() == [
+        f"history row at {position}: 2026-11-16 EUR total=10.00 count=1 gross=10.01 reversed=0.01 reversed_count=0, "
+        "the log says 2026-11-16 EUR total=10.00 count=1 gross=10.00 reversed=0.00 reversed_count=0",
         "2026-11-16 EUR: stored total=10.00 count=1 gross=10.01 reversed=0.01 reversed_count=0, "
-        "log says total=10.00 count=1 gross=10.00 reversed=0.00 reversed_count=0"
+        "log says total=10.00 count=1 gross=10.00 reversed=0.00 reversed_count=0",
     ]
 
 
 def test_verify_notices_a_history_that_disagrees_with_the_rows():
-    approved("10.00", "EUR", MON)
+    position = approved("10.00", "EUR", MON).position
     project_all()
     WeeklyIncomeHistory.objects.all().delete()
-    assert verify_weekly_income() == ["2026-11-16 EUR: history ends at none, stored total=10.00 count=1"]
+    assert verify_weekly_income() == [
+        f"history of 2026-11-16 EUR: no row at {position}, the log says total=10.00 count=1 gross=10.00 reversed=0.00 reversed_count=0",
+        "2026-11-16 EUR: history ends at none, stored total=10.00 count=1",
+    ]
+
+
+def test_verify_checks_every_history_row_that_time_travel_reads_and_each_buckets_last_position():
+    first = approved("1.00", "EUR", MON).position
+    second = approved("2.00", "EUR", MON).position
+    project_all()
+    assert verify_weekly_income() == []
+    # The row `?at=first` reads, and the stored row's last position: the totals themselves still agree.
+    WeeklyIncomeHistory.objects.filter(position=first).update(total_minor=777777, gross_minor=777777, count=9)
+    WeeklyIncome.objects.update(last_position=first)
+    assert verify_weekly_income() == [
+        f"history row at {first}: 2026-11-16 EUR total=7777.77 count=9 gross=7777.77 reversed=0.00 reversed_count=0, "
+        "the log says 2026-11-16 EUR total=1.00 count=1 gross=1.00 reversed=0.00 reversed_count=0",
+        f"2026-11-16 EUR: stored last_position {first}, the log's last event of that bucket is at {second}",
+    ]
+
+
+def test_verify_names_a_history_row_for_which_the_log_has_no_event():
+    approved("1.00", "EUR", MON)
+    project_all()
+    stray = WeeklyIncomeHistory.objects.get()
+    stray.pk, stray.position = None, stray.position + 1000
+    stray.save()
+    assert verify_weekly_income() == [f"history row at {stray.position} (2026-11-16 EUR): no approval or reversal of that bucket there"]
 
 
 @override_settings(ANALYTICS_TIME_ZONE="America/New_York")

@@ -165,8 +165,11 @@ def test_verify_catches_a_tampered_reversed_column_and_rebuild_repairs_it():
 def test_verify_catches_history_that_lost_its_reversal():
     reverse(approve("10.00"), at=LATER)
     project_all()
+    position = WeeklyIncomeHistory.objects.get(reversed_count=1).position
     WeeklyIncomeHistory.objects.filter(reversed_count=1).update(reversed_minor=0, total_minor=0)
     assert verify_weekly_income() == [
+        f"history row at {position}: 2026-11-23 EUR total=0.00 count=0 gross=0.00 reversed=0.00 reversed_count=1, "
+        "the log says 2026-11-23 EUR total=-10.00 count=0 gross=0.00 reversed=10.00 reversed_count=1",
         "2026-11-23 EUR: history ends at total=0.00 count=0 gross=0.00 reversed=0.00 reversed_count=1, "
         "stored total=-10.00 count=0 gross=0.00 reversed=10.00 reversed_count=1"
     ]

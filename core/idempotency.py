@@ -14,8 +14,10 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from core import parsers
 from core.db import execute_prepared, unit_of_work
 from core.errors import Conflict, DomainError, InvalidInput
+from core.fields import ExponentNumber
 from core.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
@@ -48,11 +50,31 @@ def _fingerprint(request) -> str:
         # A multipart form was streamed (by the CSRF check) before we got here: hash what DRF parsed.
         raw = json.dumps(request.data, sort_keys=True, default=str).encode()
     try:
-        # Canonical JSON, so key order and spacing do not matter; Decimal keeps 12.50 apart from 12.5.
-        body = json.dumps(json.loads(raw, parse_float=Decimal), sort_keys=True, separators=(",", ":"), default=str).encode()
+        # Read as the views read it (core.parsers): a repeated key is no JSON we would act on, so
+        # such a body is hashed as it came and never matches the body the client fixed it into.
+        value = parsers.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         body = raw
+    else:
+        # Canonical, so key order, spacing and escapes do not matter; typed, so that a number is
+        # never the same body as a string ("12.5"), 12.50 not as 12.5 and 1.0 not as 1e0.
+        body = json.dumps(_typed(value), separators=(",", ":")).encode()
     return hashlib.sha256(b"\n".join([request.method.encode(), request.path.encode(), body])).hexdigest()
+
+
+def _typed(value):
+    """The parsed body as plain JSON in which every value says what it was written as."""
+    if isinstance(value, dict):
+        return ["object", sorted(([key, _typed(item)] for key, item in value.items()), key=lambda pair: pair[0])]
+    if isinstance(value, list):
+        return ["array", [_typed(item) for item in value]]
+    if isinstance(value, bool) or value is None:
+        return ["literal", value]
+    if isinstance(value, ExponentNumber):
+        return ["exponent", str(value)]
+    if isinstance(value, int | Decimal):
+        return ["number", str(value)]
+    return ["string", value]
 
 
 # A key's first use in one statement: a new record, or one older than KEEP_FOR taken over in place

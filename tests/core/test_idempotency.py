@@ -522,3 +522,38 @@ def test_it_refuses_to_claim_inside_a_transaction_of_the_caller(admin_user):
     with pytest.raises(RuntimeError, match="durable"):
         with transaction.atomic():
             idempotency._claim(admin_user.pk, "nested", "f" * 64)
+
+
+def post_raw(client, path, raw: bytes, key: str):
+    return client.post(path, raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (b'{"reason": 12.5}', b'{"reason": "12.5"}'),
+        (b'{"expected_version": 1.0}', b'{"expected_version": "1.0"}'),
+        (b'{"expected_version": 1}', b'{"expected_version": "1"}'),
+        (b'{"reason": "a", "reason": "b"}', b'{"reason": "b"}'),
+        (b'{"reason": null}', b'{"reason": "None"}'),
+    ],
+)
+def test_it_tells_a_fixed_body_from_the_refused_one_instead_of_replaying_the_old_error(api, first, second):
+    txn = submit()
+    path = f"/api/transactions/{txn.id}/approve/"
+    post_raw(api, path, first, "k")
+    assert_problem(post_raw(api, path, second, "k"), 422, "idempotency_key_reused")
+    assert Transaction.objects.get(pk=txn.id).version <= 2
+
+
+def test_it_tells_a_number_written_with_an_exponent_from_the_same_number_without(api):
+    assert post_raw(api, "/api/transactions/", b'{"amount": 10.5e0, "currency": "EUR"}', "c").status_code == 400
+    assert_problem(post_raw(api, "/api/transactions/", b'{"amount": 10.5, "currency": "EUR"}', "c"), 422, "idempotency_key_reused")
+    assert not Transaction.objects.exists()
+
+
+def test_it_still_replays_the_same_json_with_other_spacing_key_order_and_escapes(api):
+    first = post_raw(api, "/api/transactions/", b'{"amount": "12.50", "currency": "EUR", "reference": "caf\\u00e9"}', "k")
+    replay = post_raw(api, "/api/transactions/", '{ "reference":"café" ,\n"currency":"EUR","amount":"12.50"}'.encode(), "k")
+    assert_replay_of(replay, first)
+    assert Transaction.objects.count() == 1

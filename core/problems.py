@@ -5,6 +5,7 @@ from http import HTTPStatus
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -44,6 +45,7 @@ PROBLEM_CODES = {
     "login_locked_out": 429,
     "server_error": 500,
     "projection_behind": 503,
+    "projection_rebuild_pending": 503,
     "event_store_busy": 503,
 }
 
@@ -123,6 +125,25 @@ def _known_code(exc, code: str | None, status: int) -> str:
 
 def problem_exception_handler(exc, context):
     request = context.get("request")
+    response = _problem_response(exc, context, request)
+    if response is not None and request is not None:
+        _render_as_json(request)
+    return response
+
+
+def _render_as_json(request) -> None:
+    """A problem is JSON whatever the view answers otherwise (the schema's YAML, Swagger UI's HTML, CSV).
+
+    DRF renders an error with the renderer negotiated for the request, or, when negotiation itself
+    failed (`/api/schema/?format=xml`), with the view's first one: YAML under a problem+json label.
+    """
+    renderer = getattr(request, "accepted_renderer", None)
+    if type(renderer) is JSONRenderer:
+        return  # keeps `Accept: application/json; indent=2`
+    request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+
+
+def _problem_response(exc, context, request):
     instance = request.path if request is not None else None
 
     if isinstance(exc, DomainError):

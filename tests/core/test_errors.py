@@ -199,6 +199,24 @@ def test_an_accept_header_the_endpoint_cannot_answer_is_not_acceptable(api):
     assert_problem(api.get("/api/transactions/", HTTP_ACCEPT="application/xml"), 406, "not_acceptable")
 
 
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "code"),
+    [
+        ("/api/schema/?format=xml", {}, 400, "invalid_request"),
+        ("/api/schema/", {"HTTP_ACCEPT": "application/xml"}, 406, "not_acceptable"),
+        ("/api/docs/?format=xml", {}, 400, "invalid_request"),
+    ],
+)
+def test_it_answers_the_schema_and_docs_errors_in_json_not_yaml_or_html(api, path, headers, status, code):
+    body = assert_problem(api.get(path, **headers), status, code)
+    if status == 400:
+        assert [error["field"] for error in body["errors"]] == ["format"]
+
+
+def test_it_answers_a_wrong_method_on_the_schema_in_json(api):
+    assert_problem(api.post("/api/schema/", {}, format="json"), 405, "method_not_allowed")
+
+
 def test_a_body_that_is_not_json_is_unsupported_media_type(api):
     response = api.post("/api/transactions/", data="amount=1", content_type="text/plain")
     assert_problem(response, 415, "unsupported_media_type")

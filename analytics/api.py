@@ -68,13 +68,16 @@ def _parsed_query(query_params) -> dict:
 
     The shape is every parameter but the positions' values (time travel asks a new `at` each
     time), plus the week start setting (the range limit counts weeks). A position is read as
-    StrictIntegerField reads it; one that field would refuse takes the serializer's path to its
-    400. Invalid queries are never kept: each gets its 400.
+    StrictIntegerField reads it; one that field would refuse, or one given more than once, takes
+    the serializer's path to its 400. Invalid queries are never kept: each gets its 400.
     """
     positions = {}
     for name in POSITION_NAMES:
         if name in query_params:
-            number = parse_digits(query_params[name])
+            values = query_params.getlist(name)
+            # Repeated (`?at=4&at=1`) takes the full path too: the canonical copy below would
+            # collapse the repeat into one value before reject_blank_or_repeated could see it.
+            number = parse_digits(values[0]) if len(values) == 1 else None
             if number is None or number > MAX_BIGINT:
                 return _validated(query_params)
             positions[name] = number

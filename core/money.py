@@ -36,8 +36,9 @@ def currency_exponent(code: str) -> int:
 
 
 def normalize_currency(code: str) -> str:
-    if not isinstance(code, str) or len(code) != 3 or not code.isalpha():
-        raise MoneyError("currency must be a three-letter ISO 4217 code")
+    # isascii() first: isalpha() and upper() would also fold "\u0131nr" (a dotless i) into "INR".
+    if not isinstance(code, str) or len(code) != 3 or not (code.isascii() and code.isalpha()):
+        raise MoneyError("currency must be an ISO 4217 code of three ASCII letters")
     upper = code.upper()
     currency_exponent(upper)
     return upper

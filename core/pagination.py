@@ -1,5 +1,7 @@
 """Cursor pagination: stable under concurrent inserts, opaque cursors, a bounded page size, strict input."""
-from django.utils.dateparse import parse_datetime
+import re
+from datetime import datetime
+
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
@@ -30,13 +32,21 @@ class NewestFirstCursorPagination(CursorPagination):
             cursor = False
         # DRF checks a cursor's shape but not its position, which ends up compared with
         # created_at: a forged one would fail inside the query (a 500) instead of here.
-        if cursor is False or (cursor is not None and cursor.position is not None and not _is_datetime(cursor.position)):
+        if cursor is False or (cursor is not None and cursor.position is not None and not _is_our_position(cursor.position)):
             raise ValidationError({"cursor": "not a cursor this API handed out"})
         return cursor
 
 
-def _is_datetime(value: str) -> bool:
+# What str(created_at) gives for the positions this paginator hands out: UTC, written +00:00.
+# Anything else is forged; an offset beyond ±15:59 would even fail inside PostgreSQL (a 500).
+_POSITION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?\+00:00")
+
+
+def _is_our_position(value: str) -> bool:
+    if not _POSITION.fullmatch(value):
+        return False
     try:
-        return parse_datetime(value) is not None
+        datetime.fromisoformat(value)  # the shape can still spell a 13th month
     except ValueError:
         return False
+    return True

@@ -13,6 +13,13 @@ from core.errors import InvalidInput
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # The only control characters a multi-line field (description, reason) may hold.
 LINE_BREAKS = frozenset("\n\r\t")
+# Letters and symbols that draw nothing (Hangul fillers, the blank Braille pattern, Khmer inherent
+# vowels, variation selectors, the combining grapheme joiner): str.strip() keeps them all.
+INVISIBLE = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
 
 
 def text_problem(value, *, max_length: int, multiline: bool) -> str | None:
@@ -27,9 +34,17 @@ def text_problem(value, *, max_length: int, multiline: bool) -> str | None:
         category = unicodedata.category(char)
         if category == "Cc" and not (multiline and char in LINE_BREAKS):
             return f"must not contain the control character U+{ord(char):04X}"
+        if category in ("Zl", "Zp") and not multiline:
+            # U+2028 and U+2029 break a line as surely as "\n" does.
+            return f"must be one line: no line or paragraph separator U+{ord(char):04X}"
         if category == "Cs":
             return "must not contain unpaired surrogates"
     return None
+
+
+def looks_blank(value: str) -> bool:
+    """True when `value` would show nothing: only spaces, format characters (U+200B, U+FEFF) or INVISIBLE ones."""
+    return all(char.isspace() or char in INVISIBLE or unicodedata.category(char) in ("Cf", "Zs", "Zl", "Zp") for char in value)
 
 
 def clean_text(value, *, field: str, max_length: int, multiline: bool = False) -> str:

@@ -13,6 +13,8 @@ from core.money import MoneyError, normalize_currency
 from transactions.models import Transaction, TransactionStatus
 
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+# Behind a datetime is_iso_datetime() accepted, only its offset can end like this.
+_ENDS_WITH_OFFSET = re.compile(r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$")
 
 
 def validate_currency(value: str) -> None:
@@ -23,7 +25,7 @@ def validate_currency(value: str) -> None:
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):
-    """ISO 8601 in ASCII in, UTC out: PostgreSQL refuses offsets beyond ±15:59 that Python accepts.
+    """ISO 8601 in ASCII with an offset in, UTC out: PostgreSQL refuses offsets beyond ±15:59 that Python accepts.
 
     Any instant from 0001-01-01 to 9999-12-31 UTC is accepted; one that cannot be expressed
     in UTC (0001-01-01T00:00:00+23:00) is a 400.
@@ -33,6 +35,9 @@ class UtcIsoDateTimeField(IsoDateTimeField):
         # Django's parser also takes other scripts' digits ("\u0662\u0660\u0662\u0666-...") and a trailing NBSP.
         if value not in self.empty_values and not is_iso_datetime(value):
             raise ValidationError("must be an ISO 8601 datetime in ASCII, e.g. 2026-11-21T09:30:00+01:00")
+        if value not in self.empty_values and not _ENDS_WITH_OFFSET.search(value):
+            # Django would read it in the server's time zone: a guess. Create refuses it, and so do we.
+            raise ValidationError("must carry a UTC offset, e.g. 2026-11-21T09:30:00+01:00")
         parsed = super().to_python(value)
         if parsed is None:
             return None

@@ -69,26 +69,6 @@ class AmountField(serializers.Field):
         return str(value)
 
 
-class TransactionCreateInput(serializers.Serializer):
-    amount = AmountField()
-    currency = serializers.CharField(max_length=3, min_length=3)
-    occurred_at = AwareDateTimeField(required=False)
-    reference = StrictTextField(max_length=140, required=False, allow_blank=True, default="")
-    description = StrictTextField(max_length=1000, multiline=True, required=False, allow_blank=True, default="")
-
-    def validate_currency(self, value):
-        try:
-            return normalize_currency(value)
-        except MoneyError as exc:
-            raise serializers.ValidationError(str(exc)) from None
-
-    def validate_occurred_at(self, value):
-        problem = occurred_at_problem(value)
-        if problem:
-            raise serializers.ValidationError(f"occurred_at {problem}")
-        return value
-
-
 class StrictObject(serializers.Serializer):
     """A JSON object with only the declared keys: a misspelt `expected_verison` must not be ignored."""
 
@@ -105,6 +85,28 @@ class StrictObject(serializers.Serializer):
             raise
         if unknown:
             raise serializers.ValidationError(unknown, code="unknown")
+        return value
+
+
+class TransactionCreateInput(StrictObject):
+    """A new transaction; a misspelt `ocurred_at` is refused, never left to default to now."""
+
+    amount = AmountField()
+    currency = serializers.CharField(max_length=3, min_length=3)
+    occurred_at = AwareDateTimeField(required=False)
+    reference = StrictTextField(max_length=140, required=False, allow_blank=True, default="")
+    description = StrictTextField(max_length=1000, multiline=True, required=False, allow_blank=True, default="")
+
+    def validate_currency(self, value):
+        try:
+            return normalize_currency(value)
+        except MoneyError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate_occurred_at(self, value):
+        problem = occurred_at_problem(value)
+        if problem:
+            raise serializers.ValidationError(f"occurred_at {problem}")
         return value
 
 

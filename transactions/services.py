@@ -16,7 +16,7 @@ from core import eventstore, tracing
 from core.db import command_transaction, execute_prepared
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.money import MoneyError, normalize_currency, parse_amount
-from core.validation import check_occurred_at, clean_text
+from core.validation import check_occurred_at, clean_text, looks_blank
 from transactions import events
 from transactions.models import UNDECIDED, Transaction, TransactionStatus, read_model_writes_allowed
 
@@ -168,7 +168,8 @@ def transaction_reverse(
 
 
 def _require_reason(reason, verb: str) -> None:
-    if not isinstance(reason, str) or not reason.strip():
+    # Not only str.strip(): a reason of U+200B or a Hangul filler shows nothing in the audit trail.
+    if not isinstance(reason, str) or looks_blank(reason):
         raise InvalidInput("reason", f"a reason is required to {verb} a transaction")
 
 

@@ -33,6 +33,12 @@ def test_it_refuses_codes_that_are_not_payable_iso_4217_currencies(code):
         normalize_currency(code)
 
 
+@pytest.mark.parametrize("code", ["\u0131nr", "\u0130NR", "\uff25\uff35\uff32", "EU\u0280"])
+def test_it_refuses_letters_outside_ascii_that_upper_case_would_fold_into_a_code(code):
+    with pytest.raises(MoneyError, match="three ASCII letters"):
+        normalize_currency(code)
+
+
 def test_it_normalizes_currency_codes_to_upper_case():
     assert normalize_currency("eur") == "EUR"
 

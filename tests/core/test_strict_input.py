@@ -2,6 +2,7 @@
 import base64
 import json
 import uuid
+from urllib.parse import parse_qs, urlencode, urlsplit
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from django.utils import timezone
 
 from core import eventstore
 from core.middleware import RequestIdMiddleware
-from tests.factories import project_all, submit
+from tests.factories import approved, project_all, submit
 from transactions.models import Transaction
 
 pytestmark = pytest.mark.django_db
@@ -362,3 +363,83 @@ def test_a_malformed_client_request_id_never_reaches_the_log(api):
     assert response.status_code == 201
     [event] = eventstore.read_all()
     assert "client_request_id" not in event.metadata and "x" * 129 not in json.dumps(event.metadata)
+
+
+# --- found in review: input that slipped past the rules above ---------------------------------
+
+
+def cursor_for(position: str) -> str:
+    return base64.b64encode(urlencode({"p": position}).encode()).decode()
+
+
+def test_it_follows_the_cursors_it_hands_out(api):
+    for n in range(3):
+        submit(amount=f"{n + 1}.00")
+    page = api.get("/api/transactions/", {"limit": 1}).json()
+    cursor = parse_qs(urlsplit(page["next"]).query)["cursor"][0]
+    position = parse_qs(base64.b64decode(cursor).decode())["p"][0]
+    assert position.endswith("+00:00")  # the API's own cursors carry UTC as +00:00
+    assert api.get(page["next"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "position",
+    ["2026-01-01T00:00:00-16:00", "2026-01-01T00:00:00+16:00", "2026-01-01 00:00:00+01:00", "2026-01-01 00:00:00", "2026-01-01"],
+)
+def test_it_refuses_a_cursor_whose_position_is_not_a_utc_instant_it_could_have_handed_out(api, position):
+    submit()
+    assert fields_of(api.get("/api/transactions/", {"cursor": cursor_for(position)})) == ["cursor"]
+
+
+@pytest.mark.parametrize(("query", "param"), [("at=4&at=1", "at"), ("min_position=99&min_position=1", "min_position"), ("at=&at=1", "at")])
+def test_it_refuses_a_position_given_twice_on_weekly_income_rather_than_taking_the_last(api, query, param):
+    for _ in range(4):
+        submit()
+    project_all()
+    response = api.get(f"/api/analytics/weekly-income/?{query}")
+    assert fields_of(response) == [param]
+    assert "given 2 times; give it once" in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("param", ["occurred_after", "occurred_before"])
+def test_it_refuses_a_datetime_filter_without_an_offset_instead_of_reading_it_in_server_time(api, param):
+    assert fields_of(api.get("/api/transactions/", {param: "2026-01-01T00:00:00"})) == [param]
+    assert api.get("/api/transactions/", {param: "2026-01-01T00:00:00+01:00"}).status_code == 200
+
+
+@pytest.mark.parametrize("reason", ["\u200b", "\u2800", "\u3164", "\ufeff", " \u200b\u00a0\u2060 ", "\ufe0f"])
+@pytest.mark.parametrize("decision", ["reject", "reverse"])
+def test_it_refuses_a_reason_that_only_looks_written(api, decision, reason):
+    txn = approved(actor="other").transaction if decision == "reverse" else submit()
+    before = Transaction.objects.get(pk=txn.id).status
+    assert fields_of(api.post(f"/api/transactions/{txn.id}/{decision}/", {"reason": reason}, format="json")) == ["reason"]
+    assert Transaction.objects.get(pk=txn.id).status == before
+
+
+def test_it_still_takes_a_short_reason_in_any_script(api):
+    txn = submit()
+    assert api.post(f"/api/transactions/{txn.id}/reject/", {"reason": "\u91cd\u590d"}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
+def test_it_keeps_a_reference_on_one_line_unicode_separators_included(api, separator):
+    assert fields_of(create(api, reference=f"INV-1{separator}PAID")) == ["reference"]
+    assert not Transaction.objects.exists()
+
+
+@pytest.mark.parametrize("code", ["\u0131nr", "\uff25\uff35\uff32", "\u0415UR"])
+def test_it_takes_only_three_ascii_letters_as_a_currency(api, code):
+    assert fields_of(create(api, currency=code)) == ["currency"]
+    assert fields_of(api.get("/api/transactions/", {"currency": code})) == ["currency"]
+    assert fields_of(api.get("/api/analytics/weekly-income/", {"currency": code})) == ["currency"]
+    assert not Transaction.objects.exists()
+
+
+def test_it_refuses_an_unknown_field_on_create_instead_of_defaulting_what_was_misspelt(api):
+    response = create(api, ocurred_at="2025-01-06T10:00:00Z")
+    assert fields_of(response) == ["ocurred_at"]
+    assert not Transaction.objects.exists()
+
+
+def test_it_names_an_unknown_field_together_with_the_other_faults(api):
+    assert sorted(fields_of(create(api, amount="0", colour="red"))) == ["amount", "colour"]

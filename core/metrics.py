@@ -30,7 +30,7 @@ REJECTED_EVENT = "TransactionRejected"
 UNMATCHED_ROUTE = "<unmatched>"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Close codes worth a series of their own; any other (a client may send any 1000-4999) is "other".
-KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1012, 1013, 4401, 4403, 4429})
+KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1012, 1013, 4401, 4403, 4410, 4429})
 
 HTTP_REQUESTS = Counter(
     "ledgerpulse_http_requests", "HTTP requests answered, by URL pattern, method and status code", ("route", "method", "status")

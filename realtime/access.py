@@ -17,18 +17,23 @@ from django.utils.crypto import constant_time_compare
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+# An open socket's session stopped being valid without a logout we saw (renewed, deleted, expired,
+# signed with an old password): the browser may be signed in under another key, so it reconnects,
+# and the handshake says whether it still is. Changing your password renews your session's key.
+CLOSE_SESSION_ENDED = 4410
+SESSION_ENDED_REASON = "session ended; reconnect"
 
 
 @dataclass(frozen=True)
 class Refusal:
     code: int
     reason: str
+    # The socket's session is not valid any more (the user may still be): see CLOSE_SESSION_ENDED.
+    session_ended: bool = False
 
 
 @dataclass(frozen=True)
 class Grant:
-    # What the user's sessions are signed with: it changes when the password does.
-    auth_hash: str
     user_id: object = None
 
 
@@ -39,7 +44,8 @@ def session_digest(session_key: str | None) -> str | None:
     return hashlib.sha256(session_key.encode()).hexdigest()
 
 
-def _hash_matches(user, session_hash: str) -> bool:
+def hash_matches(user, session_hash: str) -> bool:
+    """Whether a session auth hash (a session's, or a ticket's) is the user's: it changes with the password."""
     if not session_hash:
         return False
     if constant_time_compare(session_hash, user.get_session_auth_hash()):
@@ -81,11 +87,11 @@ def _session_refusal(user, session_key: str, data: dict | None = None) -> Refusa
     if data is None:
         data = _load_session(session_key)
     if data.get(SESSION_KEY) != user._meta.pk.value_to_string(user):
-        return Refusal(CLOSE_UNAUTHENTICATED, "signed out")
+        return Refusal(CLOSE_UNAUTHENTICATED, "signed out", session_ended=True)
     if data.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS:
-        return Refusal(CLOSE_UNAUTHENTICATED, "signed out")
-    if not _hash_matches(user, data.get(HASH_SESSION_KEY, "")):
-        return Refusal(CLOSE_UNAUTHENTICATED, "password changed; sign in again")
+        return Refusal(CLOSE_UNAUTHENTICATED, "signed out", session_ended=True)
+    if not hash_matches(user, data.get(HASH_SESSION_KEY, "")):
+        return Refusal(CLOSE_UNAUTHENTICATED, "password changed; sign in again", session_ended=True)
     return None
 
 
@@ -93,8 +99,8 @@ def verdict(*, user_id, session_key: str | None = None, auth_hash: str | None = 
     """Refusal (4401: not signed in any more; 4403: signed in, not allowed) or Grant.
 
     session_key: the socket came with this session cookie; it must still be valid for the user.
-    auth_hash: the user's session auth hash when the socket opened (ticket sockets): a password
-    change since then ends the socket.
+    auth_hash: the user's session auth hash when the socket's ticket was issued (ticket sockets): a
+    password change since then ends the socket.
     """
     user = get_user_model()._default_manager.filter(pk=user_id).first()
     return _judge(user, session_key, auth_hash)
@@ -109,14 +115,14 @@ def _judge(user, session_key: str | None, auth_hash: str | None, session_data: d
         refusal = _session_refusal(user, session_key, session_data)
         if refusal is not None:
             return refusal
-    elif auth_hash is not None and not constant_time_compare(auth_hash, user.get_session_auth_hash()):
+    elif auth_hash is not None and not hash_matches(user, auth_hash):
         return Refusal(CLOSE_UNAUTHENTICATED, "password changed; sign in again")
     if not getattr(user, "is_staff", False):
         return Refusal(CLOSE_FORBIDDEN, "staff only")
     permission = settings.REALTIME_VIEW_PERMISSION
     if permission and not user.has_perm(permission):
         return Refusal(CLOSE_FORBIDDEN, f"needs the {permission} permission")
-    return Grant(auth_hash=user.get_session_auth_hash(), user_id=user.pk)
+    return Grant(user_id=user.pk)
 
 
 def _session_user_id(data: dict):

@@ -116,8 +116,9 @@ class TicketAuthMiddleware:
     async def __call__(self, scope, receive, send):
         tickets = presented_tickets(scope)
         if tickets is not None:
-            user = await database_sync_to_async(_redeem)(tickets)
+            redeemed = await database_sync_to_async(_redeem)(tickets)
             # A bad, used or expired ticket means "not authenticated", even with a session cookie:
             # the client asked to be this ticket's user.
-            scope = dict(scope, user=user or AnonymousUser(), realtime_auth=BY_TICKET)
+            user, auth_hash = (redeemed.user, redeemed.auth_hash) if redeemed else (AnonymousUser(), None)
+            scope = dict(scope, user=user, realtime_auth=BY_TICKET, realtime_auth_hash=auth_hash)
         return await self.app(scope, receive, send)

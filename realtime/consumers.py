@@ -3,7 +3,8 @@
 A plain ASGI application, not a Channels consumer: it has no channel-layer channel and no group of
 its own. It registers with the process's hub (realtime.hub), which delivers the dashboard stream,
 routes `access.changed` for its user to it, and re-checks every local socket's user from the database
-every REALTIME_ACCESS_RECHECK_SECONDS; it closes with 4401 or 4403 when the user no longer qualifies.
+every REALTIME_ACCESS_RECHECK_SECONDS; it closes with 4401 or 4403 when the user no longer qualifies,
+4410 when the session it was opened with stopped being valid (realtime.access.CLOSE_SESSION_ENDED).
 Everything sent to the client goes through the socket's bounded outbox, drained by a writer task
 that exists only while there is something to send.
 """
@@ -110,7 +111,7 @@ class DashboardConsumer:
 
     __slots__ = (
         "send_raw", "hub", "user_id", "user_key", "session_key", "auth_hash", "applied", "outbox", "writer",
-        "closing", "live", "member", "slot_held", "access_dirty", "allowance", "checked_at",
+        "closing", "accepted", "live", "member", "slot_held", "access_dirty", "allowance", "checked_at",
     )
 
     def __init__(self, send):
@@ -125,6 +126,7 @@ class DashboardConsumer:
         self.outbox = None
         self.writer = None
         self.closing = False
+        self.accepted = False  # websocket.accept sent: a close may go out from now on
         self.live = False
         self.member = None
         self.slot_held = False
@@ -172,7 +174,10 @@ class DashboardConsumer:
     async def connect(self, scope):
         if scope.get("realtime_auth") == BY_TICKET:
             user = scope.get("user")  # the ticket's (realtime.auth.TicketAuthMiddleware)
-            if user is None or not user.is_authenticated:
+            # Every check of this socket compares the password to the one the ticket was issued
+            # with, not to whatever the first check sees: it ends when the password changes.
+            self.auth_hash = scope.get("realtime_auth_hash")
+            if user is None or not user.is_authenticated or not self.auth_hash:
                 await self.refuse(CLOSE_UNAUTHENTICATED, "authentication required")
                 return
             self.user_id = user.pk
@@ -184,11 +189,17 @@ class DashboardConsumer:
                 await self.refuse(CLOSE_UNAUTHENTICATED, "authentication required")
                 return
         hub = self.hub = await get_hub()
-        # Registered before checking, so a change committed in between is not missed (access_dirty).
+        # Registered before checking, so a change committed in between is not missed: the hub sets
+        # access_dirty (or shuts a signed-out session's socket) while we wait, and the recheck sweep
+        # skips sockets that are not live. So every wait below is followed by another pass, and the
+        # socket goes live only after a pass during which nothing changed.
         hub.register(self)
+        limit = settings.REALTIME_MAX_SOCKETS_PER_USER
         while True:
             self.access_dirty = False
             verdict = await hub.check(self.access_request())
+            if self.closing:
+                break
             if isinstance(verdict, Refusal):
                 reason = verdict.reason
                 if self.user_id is None and verdict.code == CLOSE_UNAUTHENTICATED:
@@ -198,16 +209,20 @@ class DashboardConsumer:
             if self.user_id is None:
                 self.user_id = verdict.user_id
                 hub.identify(self)
-            if not self.access_dirty:
+            if not self.slot_held and not self.access_dirty:
+                # A Redis round trip, which can take seconds in a handshake storm.
+                if not await slots().acquire(self.user_key, self.member, limit):
+                    await self.refuse(CLOSE_TOO_MANY_SOCKETS, f"too many open sockets for this user (at most {limit})")
+                    return
+                self.slot_held = True
+            if not self.accepted and not self.access_dirty and not self.closing:
+                await self.send_raw(ACCEPT)
+                self.accepted = True
+            if self.closing or not self.access_dirty:
                 break
-        if self.session_key is None:
-            self.auth_hash = verdict.auth_hash  # a ticket socket ends when the password changes
-        limit = settings.REALTIME_MAX_SOCKETS_PER_USER
-        if not await slots().acquire(self.user_key, self.member, limit):
-            await self.refuse(CLOSE_TOO_MANY_SOCKETS, f"too many open sockets for this user (at most {limit})")
+        if self.closing:
+            await self.close_handshake()  # the hub shut it meanwhile (its session logged out)
             return
-        self.slot_held = True
-        await self.send_raw(ACCEPT)
         self.live = True
         metrics.WEBSOCKET_CONNECTIONS.inc()
         # The hub is already subscribed: the snapshot is read after this, and batches that arrive
@@ -218,12 +233,22 @@ class DashboardConsumer:
         return (self.user_id, self.session_key, self.auth_hash)
 
     async def refuse(self, code: int, reason: str):
-        await self.send_raw(ACCEPT)
+        """Close a socket in its handshake (a no-op shut() when the hub shut it first: its close is sent)."""
         self.shut(code, reason)
+        await self.close_handshake()
+
+    async def close_handshake(self):
+        """Send the close shut() queued during the handshake, after an accept: a browser sees our close
+        code only on an accepted socket (a close before the accept is a bare HTTP 403 handshake failure)."""
+        if not self.accepted:
+            await self.send_raw(ACCEPT)
+            self.accepted = True
+        self._start_writer()
 
     def shut(self, code: int, reason: str, *, drop_queued: bool = True):
         """Close from the server side, once; nothing more is sent to this client after it.
-        drop_queued: what is queued but not yet written is dropped (the user lost access)."""
+        drop_queued: what is queued but not yet written is dropped (the user lost access).
+        Safe in the handshake too: before the accept the close is only queued, and refuse() sends it."""
         if self.closing:
             return
         self.closing = True
@@ -234,13 +259,15 @@ class DashboardConsumer:
         elif drop_queued:
             self.outbox.clear()
         self.outbox.append({"type": "websocket.close", "code": code, "reason": reason})
-        self._start_writer()
+        if self.accepted:
+            self._start_writer()
 
-    def push(self, messages: list) -> bool:
-        """Send ASGI messages to the client, or queue them behind what it has not taken yet. False when
-        its outbox overflowed: the queue is dropped and the caller sends it a snapshot instead."""
+    def push(self, messages: list) -> None:
+        """Send ASGI messages to the client, or queue them behind what it has not taken yet. Past
+        OUTBOX_LIMIT the queue (and these messages) is dropped and the socket waits for a snapshot
+        (`applied` None): whoever pushed, a reply or a batch, the client never skips what was dropped."""
         if self.closing:
-            return True
+            return
         outbox = self.outbox
         if outbox is None and self.writer is None:
             # Nothing queued: write now, on this stack. The server's send normally completes without
@@ -254,21 +281,21 @@ class DashboardConsumer:
                     continue
                 except Exception:  # noqa: BLE001 - the connection is gone; the receive loop sees the disconnect
                     self.closing = True
-                    return True
+                    return
                 # The client is not reading (flow control): finish this send and the rest in a writer task.
                 self.outbox = deque(messages[index + 1:])
                 self.writer = asyncio.get_running_loop().create_task(self._drain(step, blocked_on))
-                return True
-            return True
+                return
+            return
         if outbox is None:
             outbox = self.outbox = deque(messages)
         elif outbox and len(outbox) + len(messages) > OUTBOX_LIMIT:
             outbox.clear()  # a client this far behind gets a snapshot, not the backlog
-            return False
+            self.hub.behind(self)
+            return
         else:
             outbox.extend(messages)
         self._start_writer()
-        return True
 
     def _start_writer(self):
         if self.writer is None:

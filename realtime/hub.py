@@ -85,6 +85,7 @@ class Hub:
         self.by_user: dict[str, set] = {}
         self.unknown: set = set()  # sockets in their handshake whose user is not known yet
         self.waiting: set = set()  # sockets whose next message is a snapshot
+        self.serve_scheduled = False  # behind() asked for the waiting sockets to be served
         self.ring: deque = deque(maxlen=RING_SIZE)  # (arrival, after, through, items), oldest first
         self.arrivals = 0  # batches received so far
         self.epoch = 0  # bumped by a rebuild: snapshots read before it are worthless
@@ -238,8 +239,8 @@ class Hub:
                 messages = texts_from[applied] = _messages_after(items, applied)
             socket.applied = through
             sent += len(messages)
-            if messages and not socket.push(messages):
-                behind.append(socket)
+            if messages:
+                socket.push(messages)  # past its bound it is queued for a snapshot (behind())
         if sent:
             metrics.SENT_UPDATES.inc(sent)  # once per batch, not per socket: this loop is the fan-out
         if behind:
@@ -259,8 +260,10 @@ class Hub:
             messages = _messages_after(items, applied)
             socket.applied = through
             metrics.SENT_UPDATES.inc(len(messages))
-            if messages and not socket.push(messages):
-                return False
+            if messages:
+                socket.push(messages)
+                if socket.applied is None:
+                    return False  # it overflowed: its backlog was dropped (behind())
         return True
 
     # --- snapshots ----------------------------------------------------------------------
@@ -305,6 +308,20 @@ class Hub:
         finally:
             self.fetching = None
 
+    def behind(self, socket) -> None:
+        """The socket's outbox overflowed and its backlog was dropped (consumer.push): it waits for a
+        snapshot. Served on the next loop turn, not on the pusher's stack, which may be this hub's
+        own fan-out or hand-out loop."""
+        socket.applied = None
+        self.waiting.add(socket)
+        if not self.serve_scheduled:
+            self.serve_scheduled = True
+            self.loop.call_soon(self._serve_waiting)
+
+    def _serve_waiting(self) -> None:
+        self.serve_scheduled = False
+        self.resync(())
+
     def _hand_out(self, seq: int, message: dict, epoch: int, read_after: int) -> None:
         waiting, self.waiting = self.waiting, set()
         again = []
@@ -314,7 +331,8 @@ class Hub:
                 continue
             socket.applied = seq
             handed += 1
-            if not socket.push([message]) or not self._replay(socket, read_after):
+            socket.push([message])
+            if socket.applied is None or not self._replay(socket, read_after):
                 again.append(socket)
         metrics.SENT_SNAPSHOTS.inc(handed)
         if again:
@@ -332,17 +350,21 @@ class Hub:
 
     # --- access -------------------------------------------------------------------------
     def on_access_changed(self, user_key: str, ended_session: str | None) -> None:
-        for socket in self.unknown:
-            socket.access_dirty = True  # it checks again once it knows its user
-        sockets = [s for s in self.by_user.get(user_key, ()) if not s.closing]
+        def signed_out(socket) -> bool:
+            return bool(ended_session and socket.session_key and session_digest(socket.session_key) == ended_session)
+
+        for socket in list(self.unknown):
+            if signed_out(socket):
+                socket.shut(access.CLOSE_UNAUTHENTICATED, "signed out")  # in its handshake: sent after its accept
+            else:
+                socket.access_dirty = True  # it checks again once it knows its user
         recheck = []
-        for socket in sockets:
-            if ended_session and socket.session_key and session_digest(socket.session_key) == ended_session:
+        for socket in [s for s in self.by_user.get(user_key, ()) if not s.closing]:
+            if signed_out(socket):
                 socket.shut(access.CLOSE_UNAUTHENTICATED, "signed out")
             else:
+                socket.access_dirty = True  # one still in its handshake checks again before it goes live
                 recheck.append(socket)
-        for socket in recheck:
-            socket.access_dirty = True
         if recheck:
             self.loop.create_task(self.recheck(recheck), name=f"realtime-hub-recheck {self.id}")
 
@@ -359,7 +381,13 @@ class Hub:
             return
         for socket, answer in zip(live, answers):
             if isinstance(answer, Refusal):
-                socket.shut(answer.code, answer.reason)
+                if answer.session_ended:
+                    # Not "signed out": a password changed in this very session renews its key (Django's
+                    # update_session_auth_hash), and the old key is not followed, since whoever else holds
+                    # it (a stolen cookie) is what the renewal shuts out. The browser's reconnect decides.
+                    socket.shut(access.CLOSE_SESSION_ENDED, access.SESSION_ENDED_REASON)
+                else:
+                    socket.shut(answer.code, answer.reason)
 
     async def check(self, request: tuple):
         """One socket's verdict; handshakes arriving together share one batched query."""

@@ -6,6 +6,8 @@ from django.db import models
 class RealtimeTicket(models.Model):
     digest = models.CharField(max_length=64, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # The user's session auth hash when the ticket was issued: a password changed since kills it.
+    auth_hash = models.CharField(max_length=128, default="")
     expires_at = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
 

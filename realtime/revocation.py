@@ -4,8 +4,8 @@ After a change to a user commits (active, staff or superuser status, password, p
 the user deleted) or when one of the user's sessions logs out, an `access.changed` message naming
 the user goes to the access group, which each process's hub (realtime.hub) has joined once; the hub
 checks that user's local sockets again from the database (realtime.access) and closes them with
-4401 or 4403 if the user no longer qualifies. Changes made outside the ORM are caught by the hub's
-periodic sweep.
+4401 or 4403 if the user no longer qualifies (4410 when only the socket's session stopped being
+valid). Changes made outside the ORM are caught by the hub's periodic sweep.
 
 Unused tickets of a user whose password or rights changed are spent at once, in the same
 transaction, so a ticket issued before the change cannot open a socket after it.

@@ -2,7 +2,9 @@
 
 A ticket that was presented is spent, whatever happens next: redeemed, refused at the Origin check,
 or sent next to another ticket. A ticket whose user changed password, or was deactivated, demoted
-or deleted before it was used, is dead too (realtime.revocation).
+or deleted before it was used, is dead too (realtime.revocation). A ticket carries its user's
+session auth hash, so a password changed without a signal (raw SQL) kills it as well, and the socket
+it opens is judged against that hash for as long as it is open.
 """
 import hashlib
 import re
@@ -11,6 +13,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from realtime.access import hash_matches
 from realtime.models import RealtimeTicket
 
 TICKET_SECONDS = 60
@@ -29,13 +32,17 @@ def well_formed(ticket: str) -> bool:
 def ticket_issue(*, user) -> tuple[str, int]:
     ticket = secrets.token_urlsafe(32)
     RealtimeTicket.objects.create(
-        digest=_digest(ticket), user=user, expires_at=timezone.now() + timedelta(seconds=TICKET_SECONDS)
+        digest=_digest(ticket),
+        user=user,
+        auth_hash=user.get_session_auth_hash(),
+        expires_at=timezone.now() + timedelta(seconds=TICKET_SECONDS),
     )
     return ticket, TICKET_SECONDS
 
 
-def ticket_redeem(*, ticket: str):
-    """The ticket's user, exactly once, before it expires, and only while that user is active; None otherwise.
+def ticket_redeem(*, ticket: str) -> RealtimeTicket | None:
+    """The ticket (its `user` as they are now, its `auth_hash` as issued), exactly once, before it
+    expires, and only while that user is active and has the password they had then; None otherwise.
 
     The ticket is spent even when its user is refused."""
     if not well_formed(ticket):
@@ -47,10 +54,11 @@ def ticket_redeem(*, ticket: str):
     if not claimed:
         return None
     # The user as they are now, not as they were when the ticket was issued.
-    user = RealtimeTicket.objects.select_related("user").get(digest=digest).user
-    if not getattr(user, "is_active", True):
+    redeemed = RealtimeTicket.objects.select_related("user").get(digest=digest)
+    user = redeemed.user
+    if not getattr(user, "is_active", True) or not hash_matches(user, redeemed.auth_hash):
         return None
-    return user
+    return redeemed
 
 
 def ticket_burn(*, ticket: str) -> bool:

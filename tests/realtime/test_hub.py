@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from django.test import override_settings
 
+from realtime import consumers
 from realtime import hub as hub_module
 from realtime import sockets
 from realtime.broadcast import publish
@@ -129,6 +130,55 @@ async def test_a_slow_socket_does_not_delay_the_others_and_past_its_bound_starts
         # An unbroken prefix, then the backlog past the bound replaced by a snapshot, then the stream again.
         assert rest == ["2.00", "3.00", "4.00"][: len(rest)] and message["seq"] == 5
         assert (await slow.receive_json_from(timeout=3))["total"] == "6.00"
+        assert await slow.receive_nothing(timeout=0.1)
+
+
+@pytest.mark.parametrize("frame", [{"type": "ping"}, {"type": "nonsense"}], ids=["pong", "error"])
+async def test_a_reply_that_overflows_a_slow_sockets_outbox_starts_it_over_from_a_snapshot(admin_cookie_user, fresh_layer, monkeypatch, frame):
+    monkeypatch.setattr("realtime.consumers.OUTBOX_LIMIT", 3)
+    committed = {"seq": 0}
+
+    async def read_snapshot():
+        return {"type": "snapshot", "seq": committed["seq"]}
+
+    monkeypatch.setattr(hub_module, "read_snapshot", read_snapshot)
+    handled = asyncio.Event()
+    real_receive = consumers.DashboardConsumer.receive
+
+    def receive(self, *args):
+        real_receive(self, *args)
+        handled.set()
+
+    monkeypatch.setattr(consumers.DashboardConsumer, "receive", receive)
+    async with socket(ORIGIN, admin_cookie_user) as slow, socket(ORIGIN, admin_cookie_user) as quick:
+        await snapshot_of(slow)
+        await snapshot_of(quick)
+        stalled = _first_opened()  # serving `slow`
+        unblock = asyncio.Event()
+        real_send = stalled.send_raw
+
+        async def stuck_send(message):
+            await unblock.wait()  # a client that stopped reading: its buffers are full
+            await real_send(message)
+
+        stalled.send_raw = stuck_send
+        for n in range(1, 5):  # 1 being written, 2 to 4 queued: the outbox is exactly full
+            committed["seq"] = n
+            await sync_to_async(publish)([weekly(n, f"{n}.00")], after=n - 1, through=n)
+            assert (await quick.receive_json_from(timeout=3))["total"] == f"{n}.00"
+        # The dashboard's heartbeat (or any frame answered with an error) is one message too many.
+        await slow.send_json_to(frame)
+        await asyncio.wait_for(handled.wait(), 3)
+        committed["seq"] = 5
+        await sync_to_async(publish)([weekly(5, "5.00")], after=4, through=5)
+        assert (await quick.receive_json_from(timeout=3))["total"] == "5.00"
+        unblock.set()
+        assert (await slow.receive_json_from(timeout=3))["total"] == "1.00"  # being written when it stalled
+        # The dropped backlog (2 to 4) is replaced by a snapshot, never skipped in silence.
+        snapshot = await slow.receive_json_from(timeout=3)
+        assert snapshot["type"] == "snapshot"
+        if snapshot["seq"] < 5:
+            assert await slow.receive_json_from(timeout=3) == weekly(5, "5.00")
         assert await slow.receive_nothing(timeout=0.1)
 
 

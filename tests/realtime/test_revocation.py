@@ -1,4 +1,4 @@
-"""Open sockets do not outlive their user's rights: they close within seconds, 4401 or 4403."""
+"""Open sockets do not outlive their user's rights or their session: they close within seconds, 4401, 4403 or 4410."""
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -8,7 +8,7 @@ from django.contrib.sessions.models import Session
 
 from realtime.broadcast import publish
 from realtime.tickets import ticket_issue
-from tests.realtime.support import ORIGIN, closed, logged_in, snapshot_of, socket
+from tests.realtime.support import ORIGIN, closed, logged_in, session_cookie_for, snapshot_of, socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 User = get_user_model()
@@ -55,12 +55,35 @@ async def test_it_closes_the_socket_with_4403_when_staff_status_is_removed(staff
         assert await ws.receive_output(timeout=3) == closed(4403, "staff only")
 
 
-async def test_it_closes_the_socket_with_4401_when_the_password_changes(staff_user, client_for):
+async def test_it_closes_a_session_socket_with_4410_when_the_password_changes_and_its_reconnect_with_4401(staff_user, client_for):
     _, cookie = await logged_in(client_for, staff_user)
     async with socket(ORIGIN, cookie) as ws:
         await snapshot_of(ws)
         await database_sync_to_async(change_password)(staff_user.pk, "a-brand-new-password-456")
-        assert await ws.receive_output(timeout=3) == closed(4401, "password changed; sign in again")
+        assert await ws.receive_output(timeout=3) == closed(4410, "session ended; reconnect")
+    async with socket(ORIGIN, cookie) as again:
+        assert await again.receive_output(timeout=3) == closed(4401, "authentication required")
+
+
+def change_own_password(client, old, new):
+    """In the admin, in this client's session: Django keeps the session signed in, under a new key."""
+    response = client.post("/admin/password_change/", {"old_password": old, "new_password1": new, "new_password2": new})
+    assert response.status_code == 302, response.status_code
+    return session_cookie_for(client)
+
+
+async def test_it_closes_a_socket_whose_session_changed_its_own_password_with_4410_and_its_browser_reconnects(staff_user, client_for):
+    client, cookie = await logged_in(client_for, staff_user)
+    async with socket(ORIGIN, cookie) as ws:
+        await snapshot_of(ws)
+        renewed = await database_sync_to_async(change_own_password)(client, "viewer-password-123", "a-Brand-new-pass-4567")
+        # Not "signed out": the browser still is signed in, under the renewed session key.
+        assert await ws.receive_output(timeout=3) == closed(4410, "session ended; reconnect")
+    async with socket(ORIGIN, renewed) as again:
+        await snapshot_of(again)
+    # Whoever else held the old key (a stolen cookie: why Django renews it) is not let back in.
+    async with socket(ORIGIN, cookie) as stale:
+        assert await stale.receive_output(timeout=3) == closed(4401, "authentication required")
 
 
 async def test_it_closes_a_ticket_socket_with_4401_when_the_password_changes(staff_user):
@@ -92,7 +115,7 @@ async def test_it_keeps_the_sockets_of_the_users_other_sessions_when_one_logs_ou
         assert await kept.receive_json_from() == {"type": "pong"}
 
 
-async def test_it_closes_the_socket_with_4401_when_its_session_is_deleted_elsewhere(staff_user, client_for, settings):
+async def test_it_closes_the_socket_with_4410_when_its_session_is_deleted_elsewhere(staff_user, client_for, settings):
     settings.REALTIME_ACCESS_RECHECK_SECONDS = 1
     client, cookie = await logged_in(client_for, staff_user)
     session_key = client.cookies["sessionid"].value
@@ -100,7 +123,7 @@ async def test_it_closes_the_socket_with_4401_when_its_session_is_deleted_elsewh
         await snapshot_of(ws)
         # No signal: a logout from another tab's server, `clearsessions`, an operator's DELETE.
         await database_sync_to_async(lambda: Session.objects.filter(session_key=session_key).delete())()
-        assert await ws.receive_output(timeout=4) == closed(4401, "signed out")
+        assert await ws.receive_output(timeout=4) == closed(4410, "session ended; reconnect")
 
 
 async def test_it_notices_changes_made_outside_the_orm_within_the_recheck_interval(staff_user, client_for, settings):

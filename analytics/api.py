@@ -20,7 +20,7 @@ from analytics.projection import CHECKPOINT
 from analytics.snapshot import dashboard_snapshot
 from core.errors import DomainError, InvalidInput
 from core.fields import MAX_BIGINT, parse_digits
-from core.params import reject_blank_or_repeated
+from core.params import reject_blank_or_repeated, reject_unknown
 from core.request_threads import loop_waits, wait_on_loop
 from core.problems import PROBLEM_CONTENT_TYPE, problem_body
 from core.schema import PROBLEM_RESPONSES
@@ -30,6 +30,7 @@ MIN_POSITION_WAIT_SECONDS = 10.0
 CSV_COLUMNS = ["week_start", "currency", "total", "count", "gross", "reversed", "reversed_count", "net"]
 # The query parameters, named once: a serializer instance deep-copies its fields, every time.
 QUERY_NAMES = (*WeeklyIncomeQuery().fields, "format")
+_KNOWN_NAMES = frozenset(QUERY_NAMES)
 POSITION_NAMES = ("min_position", "at")
 # Valid query shapes already parsed: dashboards ask the same few again and again.
 _PARSED: dict[tuple, dict] = {}
@@ -57,6 +58,7 @@ def _behind(request, position: int) -> Response:
 
 
 def _validated(query_params) -> dict:
+    reject_unknown(query_params, QUERY_NAMES)
     reject_blank_or_repeated(query_params, QUERY_NAMES)
     query = WeeklyIncomeQuery(data=query_params)
     query.is_valid(raise_exception=True)
@@ -71,6 +73,8 @@ def _parsed_query(query_params) -> dict:
     StrictIntegerField reads it; one that field would refuse, or one given more than once, takes
     the serializer's path to its 400. Invalid queries are never kept: each gets its 400.
     """
+    if not _KNOWN_NAMES.issuperset(query_params):
+        return _validated(query_params)  # its 400 names the parameter this endpoint does not take
     positions = {}
     for name in POSITION_NAMES:
         if name in query_params:

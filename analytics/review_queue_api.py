@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from analytics.renderers import CSVRenderer
 from analytics.review_queue_selectors import review_queue
 from analytics.review_queue_serializers import ReviewQueueOutput, ReviewQueueQuery
-from core.params import reject_blank_or_repeated
+from core.params import reject_blank_or_repeated, reject_unknown
 from core.schema import PROBLEM_RESPONSES
 
 CSV_COLUMNS = [
@@ -76,6 +76,7 @@ class ReviewQueueApi(APIView):
         ],
     )
     def get(self, request):
+        reject_unknown(request.query_params, QUERY_NAMES)
         reject_blank_or_repeated(request.query_params, QUERY_NAMES)
         query = ReviewQueueQuery(data=request.query_params)
         query.is_valid(raise_exception=True)

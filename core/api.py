@@ -17,7 +17,7 @@ from core import eventstore
 from core.fields import StrictIntegerField
 from core.clientip import client_ip
 from core.health import readiness, may_see_detail
-from core.params import reject_blank_or_repeated
+from core.params import reject_blank_or_repeated, reject_unknown
 from core.schema import PROBLEM_RESPONSES
 from core.security import PASSWORD_CHANGED, LoginLockedOut, token_predates_password
 from core.serializers import EventOutput
@@ -47,6 +47,7 @@ class EventFeedApi(APIView):
         responses={200: EventFeedOutput, **PROBLEM_RESPONSES(400, 401, 403)},
     )
     def get(self, request):
+        reject_unknown(request.query_params, [*EventFeedQuery().fields, "format"])
         reject_blank_or_repeated(request.query_params, EventFeedQuery().fields)
         query = EventFeedQuery(data=request.query_params)
         query.is_valid(raise_exception=True)

@@ -14,3 +14,13 @@ def reject_blank_or_repeated(query_params, names) -> None:
             errors[name] = "must not be empty"
     if errors:
         raise ValidationError(errors)
+
+
+def reject_unknown(query_params, names) -> None:
+    """`?ocurred_after=` (misspelt) would silently filter nothing and answer everything: name each parameter
+    the endpoint does not take (400), as Stripe does, instead of answering another question."""
+    known = set(names)
+    unknown = [name for name in query_params if name not in known]
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no parameters"
+        raise ValidationError({name: f"unknown parameter; this endpoint takes {takes}" for name in unknown})

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from core import eventstore
 from core.idempotency import idempotent
 from core.pagination import NewestFirstCursorPagination
-from core.params import reject_blank_or_repeated
+from core.params import reject_blank_or_repeated, reject_unknown
 from core.permissions import IsStaff, staff_with
 from core.schema import CURRENCY_PARAMETER, IDEMPOTENCY_KEY, PROBLEM_RESPONSES
 from core.serializers import EventOutput
@@ -73,6 +73,7 @@ class TransactionListCreateApi(APIView):
         if len(request.query_params.getlist("status")) > 1:
             # The one parameter that takes a list: say how to give it.
             raise ValidationError({"status": "give several statuses comma-separated in one status parameter"})
+        reject_unknown(request.query_params, [*TransactionFilter.base_filters, "cursor", "limit", "format"])
         reject_blank_or_repeated(request.query_params, [*TransactionFilter.base_filters, "cursor", "limit"])
         filterset = TransactionFilter(request.query_params, queryset=selectors.transaction_list())
         if not filterset.is_valid():

@@ -443,3 +443,31 @@ def test_it_refuses_an_unknown_field_on_create_instead_of_defaulting_what_was_mi
 
 def test_it_names_an_unknown_field_together_with_the_other_faults(api):
     assert sorted(fields_of(create(api, amount="0", colour="red"))) == ["amount", "colour"]
+
+
+# --- unknown query parameters ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, misspelt", [
+    ("/api/transactions/", "ocurred_after"),
+    ("/api/events/", "afer"),
+    ("/api/analytics/weekly-income/", "min_postion"),
+    ("/api/analytics/review-queue/", "form"),
+])
+def test_it_names_a_query_parameter_the_endpoint_does_not_take_instead_of_ignoring_it(api, path, misspelt):
+    response = api.get(path, {misspelt: "2026-11-01T00:00:00Z"})
+
+    assert fields_of(response) == [misspelt]
+    assert "unknown parameter" in response.json()["errors"][0]["message"]
+
+
+def test_weekly_income_names_an_unknown_parameter_even_after_a_valid_query_of_the_same_shape(api):
+    asked = {"from": "2026-11-02", "to": "2026-11-16"}
+    assert api.get("/api/analytics/weekly-income/", asked).status_code == 200
+
+    assert fields_of(api.get("/api/analytics/weekly-income/", {**asked, "curency": "EUR"})) == ["curency"]
+
+
+def test_format_is_taken_everywhere_a_list_is_read(api):
+    assert api.get("/api/transactions/", {"format": "json", "limit": 1}).status_code == 200
+    assert api.get("/api/analytics/weekly-income/", {"format": "csv"}).status_code == 200

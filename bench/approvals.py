@@ -283,6 +283,21 @@ def baseline_prepare(db_name: str, count: int) -> list[int]:
         return [row[0] for row in conn.execute("SELECT id FROM items_item ORDER BY id")]
 
 
+def baseline_signed_in_token(db_name: str) -> str:
+    """A staff user (not a superuser) holding items.change_item in the baseline's database, and a bearer token
+    for the signed-in variant (STATUS_SITE_AUTH=jwt): stock simplejwt, Django's own permission check."""
+    code = (
+        "from django.contrib.auth.models import Permission, User\n"
+        "from rest_framework_simplejwt.tokens import AccessToken\n"
+        "user, _ = User.objects.get_or_create(username='bench-approver', defaults={'is_staff': True})\n"
+        "user.user_permissions.add(Permission.objects.get(content_type__app_label='items', codename='change_item'))\n"
+        "print(AccessToken.for_user(user))\n"
+    )
+    done = subprocess.run([str(BIN / "python"), "manage.py", "shell", "-c", code], cwd=BASELINE_DIR,
+                          env={**baseline_env(db_name), "STATUS_SITE_AUTH": "jwt"}, check=True, capture_output=True, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 # --- the scenario ----------------------------------------------------------------------------------------
 
 
@@ -339,9 +354,11 @@ def run(ctx) -> list:
     project_backlog()
     username, password = bench_user()
     baseline_db = f"{ctx.db_name}_status_site"
-    base_ids = iter(baseline_prepare(baseline_db, per_round * rounds + warm_up))
+    base_ids = iter(baseline_prepare(baseline_db, (per_round * rounds + warm_up) * 2))
+    signed_in_token = baseline_signed_in_token(baseline_db)
+    signed_in_headers = {"Authorization": f"Bearer {signed_in_token}"}
     names = ["ours", *variants]
-    results: dict[str, list] = {name: [] for name in [*names, "baseline", *(f"{n}_healthz" for n in names), "baseline_healthz"]}
+    results: dict[str, list] = {name: [] for name in [*names, "baseline", "baseline_signed_in", *(f"{n}_healthz" for n in names), "baseline_healthz"]}
     profiles = []
     with ExitStack() as running:
         # The baseline and any variants boot while the stack does.
@@ -351,6 +368,12 @@ def run(ctx) -> list:
                        procfile=BASELINE_DIR / "Procfile", wait=False)
         )
         booting.append(baseline_web)
+        # The same site with a sign-in like ours (a JWT bearer, a staff user's permission): what the gap is made of.
+        signed_in_base, signed_in_web = running.enter_context(
+            web_server(env={**baseline_env(baseline_db), "STATUS_SITE_AUTH": "jwt"}, cwd=BASELINE_DIR,
+                       log=Path(ctx.work_dir) / "baseline-signed-in.log", procfile=BASELINE_DIR / "Procfile", wait=False)
+        )
+        booting.append(signed_in_web)
         env = ctx.stack_env()
         others = {}
         for name, (procfile, checkout) in variants.items():
@@ -371,6 +394,8 @@ def run(ctx) -> list:
             ctx.wrk(base, connections=CONNECTIONS, seconds=1, script=script, threads=2)
         script = approve_script([str(next(base_ids)) for _ in range(warm_up)], path="/items/%s/approve/", headers={})
         ctx.wrk(baseline_base, connections=CONNECTIONS, seconds=1, script=script, threads=2)
+        script = approve_script([str(next(base_ids)) for _ in range(warm_up)], path="/items/%s/approve/", headers=signed_in_headers)
+        ctx.wrk(signed_in_base, connections=CONNECTIONS, seconds=1, script=script, threads=2)
         for round_ in range(rounds):
             for name, (base, pid) in servers.items():
                 chunk = [next(ids) for _ in range(per_round)]
@@ -396,6 +421,11 @@ def run(ctx) -> list:
             script = approve_script(base_chunk, path="/items/%s/approve/", headers={})
             results["baseline"].append(
                 _measured(baseline_web.pid, lambda: ctx.wrk(baseline_base, connections=CONNECTIONS, seconds=seconds, script=script, threads=2),
+                          db_name=baseline_db)
+            )
+            script = approve_script([str(next(base_ids)) for _ in range(per_round)], path="/items/%s/approve/", headers=signed_in_headers)
+            results["baseline_signed_in"].append(
+                _measured(signed_in_web.pid, lambda: ctx.wrk(signed_in_base, connections=CONNECTIONS, seconds=seconds, script=script, threads=2),
                           db_name=baseline_db)
             )
             for name, (base, pid) in servers.items():
@@ -430,6 +460,10 @@ def run(ctx) -> list:
         "ours_db_cpu": median("ours", "db_cpu_ms_per_request"),
         "baseline_db_cpu": median("baseline", "db_cpu_ms_per_request"),
         "baseline_non_2xx": sum(r.non_2xx + r.errors for r in results["baseline"]),
+        "signed_in_rps": median("baseline_signed_in", "requests_per_s"),
+        "signed_in_cpu": median("baseline_signed_in", "cpu_ms_per_request"),
+        "signed_in_db_cpu": median("baseline_signed_in", "db_cpu_ms_per_request"),
+        "signed_in_non_2xx": sum(r.non_2xx + r.errors for r in results["baseline_signed_in"]),
         "ours_healthz": median("ours_healthz", "requests_per_s"),
         "ours_healthz_cpu": median("ours_healthz", "cpu_ms_per_request"),
         "baseline_healthz": median("baseline_healthz", "requests_per_s"),
@@ -461,6 +495,16 @@ def _rows(m: dict, Row) -> list:
             f"{shape}; server CPU {m['ours_cpu']:.2f} vs {m['baseline_cpu']:.2f} ms/request, PostgreSQL backends "
             f"{m['ours_db_cpu']:.2f} vs {m['baseline_db_cpu']:.2f}, projector worker {m['ours_worker_cpu']:.2f}; "
             f"non-2xx/errors ours {m['ours_non_2xx']}, baseline {m['baseline_non_2xx']}{profile}",
+        ),
+        Row(
+            "approve: requests/s against the same DRF status update with a sign-in like ours (not the target's baseline)",
+            f"{m['ours_rps']:,.0f} req/s",
+            f"DRF status update, stock simplejwt bearer and a staff user's model permission: {m['signed_in_rps']:,.0f} req/s",
+            f"{m['ours_rps'] / m['signed_in_rps']:.2f}x" if m["signed_in_rps"] else "-",
+            "-",
+            None,
+            f"same rounds and shape; its server CPU {m['signed_in_cpu']:.2f} ms/request, PostgreSQL backends "
+            f"{m['signed_in_db_cpu']:.2f}; non-2xx/errors {m['signed_in_non_2xx']}",
         ),
         Row(
             "approve: p99 latency (wrk -c32)",

@@ -1,5 +1,7 @@
-"""Minimal settings: PostgreSQL from DATABASE_URL (pooled like the product), DRF, no auth on the endpoint."""
+"""Minimal settings: PostgreSQL from DATABASE_URL (pooled like the product), DRF; no auth on the endpoint, or with
+STATUS_SITE_AUTH=jwt stock simplejwt bearer tokens and a staff user's model permission (the signed-in variant)."""
 import os
+from datetime import timedelta
 from urllib.parse import urlparse
 
 _db = urlparse(os.environ["DATABASE_URL"])
@@ -27,4 +29,10 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
+SIGNED_IN = os.environ.get("STATUS_SITE_AUTH", "") == "jwt"
+if SIGNED_IN:
+    REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["rest_framework_simplejwt.authentication.JWTAuthentication"]
+    REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"] = ["rest_framework.permissions.IsAdminUser", "items.permissions.MayApprove"]
+    del REST_FRAMEWORK["UNAUTHENTICATED_USER"]
+    SIMPLE_JWT = {"ACCESS_TOKEN_LIFETIME": timedelta(hours=1)}
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

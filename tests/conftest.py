@@ -166,7 +166,16 @@ def pytest_collection_modifyitems(config, items):
         group = _xdist_group(item)
         item.add_marker(pytest.mark.xdist_group(group))
         if loadgroup and "@" not in item.nodeid and isinstance(getattr(item, "_id", None), NodeId):
-            item._id = NodeId.parse(f"{item.nodeid}@{group}")
+            item._id = NodeId.parse(f"{_unique_id(item)}@{group}")
+
+
+def _unique_id(item) -> str:
+    """The item's node id with its parameters: schemathesis' items (one per API operation) all share their
+    test function's id, and xdist, which schedules by id, ran only one of them (1 operation of 16)."""
+    nodeid = item.nodeid
+    if "[" in item.name and not nodeid.endswith("]"):
+        nodeid = f"{nodeid.rsplit('::', 1)[0]}::{item.name}"
+    return nodeid
 
 
 class StackGroupsFirst:

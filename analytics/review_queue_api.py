@@ -28,8 +28,14 @@ def csv_text(weeks: list[dict]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for week in weeks:
-        writer.writerow({**week, "by_admin": ";".join(f"{a['actor']}={a['decisions']}" for a in week["by_admin"])})
+        writer.writerow({**week, "by_admin": _inert(";".join(f"{a['actor']}={a['decisions']}" for a in week["by_admin"]))})
     return buffer.getvalue()
+
+
+def _inert(cell: str) -> str:
+    """A cell a spreadsheet would run as a formula (Django usernames may start with +, - or @) is quoted
+    with a leading apostrophe, as OWASP advises for CSV: `@x=3` would otherwise be evaluated on opening."""
+    return f"'{cell}" if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
 
 
 class ReviewQueueApi(APIView):

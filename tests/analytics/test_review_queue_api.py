@@ -145,3 +145,13 @@ def test_the_dashboard_snapshot_carries_pending_now_and_this_weeks_queue(api):
 def test_the_snapshot_schema_describes_the_review_queue(api):
     schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     assert "review_queue" in schema["components"]["schemas"]["SnapshotOutput"]["properties"]
+
+
+def test_it_quotes_a_by_admin_cell_that_a_spreadsheet_would_run_as_a_formula(api):
+    ProjectionCheckpoint.objects.update_or_create(name="review_queue", defaults={"position": 9, "config": "UTC/monday"})
+    a_week(date(2026, 11, 16), approved=4, last_position=9)
+    ReviewQueueAdminWeek.objects.create(week_start=date(2026, 11, 16), actor="@ops", decisions=4)  # a valid Django username
+    response = api.get(URL, {"from": "2026-11-16", "to": "2026-11-16", "format": "csv"})
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[1][-1] == "'@ops=4"
+    assert api.get(URL, {"from": "2026-11-16", "to": "2026-11-16"}).json()["weeks"][0]["by_admin"][0]["actor"] == "@ops"

@@ -9,5 +9,6 @@ class StrictContentNegotiation(DefaultContentNegotiation):
         try:
             return super().select_renderer(request, renderers, format_suffix)
         except Http404:
-            formats = ", ".join(renderer.format for renderer in renderers)
+            # dict.fromkeys: the schema view has two renderers per format (yaml, yaml, json, json).
+            formats = ", ".join(dict.fromkeys(renderer.format for renderer in renderers))
             raise ValidationError({"format": f"must be one of: {formats}"}) from None

@@ -295,3 +295,10 @@ def test_the_test_client_still_raises_an_unhandled_exception(api, monkeypatch):
     monkeypatch.setattr("transactions.selectors.transaction_list", lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         api.get("/api/transactions/")
+
+
+def test_an_unknown_format_on_the_schema_lists_each_format_once():
+    from rest_framework.test import APIClient
+
+    body = APIClient().get("/api/schema/", {"format": "xml"}).json()
+    assert body["errors"][0]["message"] == "must be one of: yaml, json"

@@ -108,15 +108,7 @@ async def test_a_slow_socket_does_not_delay_the_others_and_past_its_bound_starts
     async with socket(ORIGIN, admin_cookie_user) as slow, socket(ORIGIN, admin_cookie_user) as quick:
         await snapshot_of(slow)
         await snapshot_of(quick)
-        stalled = _first_opened()  # serving `slow`
-        unblock = asyncio.Event()
-        real_send = stalled.send_raw
-
-        async def stuck_send(message):
-            await unblock.wait()  # a client that stopped reading: its buffers are full
-            await real_send(message)
-
-        stalled.send_raw = stuck_send
+        unblock = _stall(_first_opened())  # the consumer serving `slow`
         for n in range(1, 7):
             committed["seq"] = n
             await sync_to_async(publish)([weekly(n, f"{n}.00")], after=n - 1, through=n)
@@ -153,15 +145,7 @@ async def test_a_reply_that_overflows_a_slow_sockets_outbox_starts_it_over_from_
     async with socket(ORIGIN, admin_cookie_user) as slow, socket(ORIGIN, admin_cookie_user) as quick:
         await snapshot_of(slow)
         await snapshot_of(quick)
-        stalled = _first_opened()  # serving `slow`
-        unblock = asyncio.Event()
-        real_send = stalled.send_raw
-
-        async def stuck_send(message):
-            await unblock.wait()  # a client that stopped reading: its buffers are full
-            await real_send(message)
-
-        stalled.send_raw = stuck_send
+        unblock = _stall(_first_opened())  # the consumer serving `slow`
         for n in range(1, 5):  # 1 being written, 2 to 4 queued: the outbox is exactly full
             committed["seq"] = n
             await sync_to_async(publish)([weekly(n, f"{n}.00")], after=n - 1, through=n)
@@ -180,6 +164,19 @@ async def test_a_reply_that_overflows_a_slow_sockets_outbox_starts_it_over_from_
         if snapshot["seq"] < 5:
             assert await slow.receive_json_from(timeout=3) == weekly(5, "5.00")
         assert await slow.receive_nothing(timeout=0.1)
+
+
+def _stall(consumer) -> asyncio.Event:
+    """Make `consumer`'s client stop reading (its buffers are full) until the returned event is set."""
+    unblock = asyncio.Event()
+    real_send = consumer.send_raw
+
+    async def stuck_send(message):
+        await unblock.wait()
+        await real_send(message)
+
+    consumer.send_raw = stuck_send
+    return unblock
 
 
 def _first_opened():
